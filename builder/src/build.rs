@@ -1,0 +1,196 @@
+//! The build pipeline: recipe -> lock -> fetch -> compose -> pack, in that order, into an atomic
+//! output directory. Each stage is a module of its own; this one only wires them together and
+//! decides which lock to build from.
+
+use crate::compose::{self, ComposeError};
+use crate::fetch::{self, Cache, FetchError};
+use crate::lock::{self, Lock, LockError, LOCK_FILE};
+use crate::oci::{self, ImageMeta, ImageRef, OciError};
+use crate::output::StagedDir;
+use crate::pack::{self, LayerCompression, PackError};
+use crate::spec::{Recipe, SpecError};
+use crate::transport::Transport;
+use std::path::{Path, PathBuf};
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Bad recipe or board.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Locking failed or the lock is unusable.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A package could not be fetched or verified.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A package could not be unpacked.
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    /// A layer could not be packed.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The layout could not be written.
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    /// The output directory could not be written.
+    #[error("output {path}: {reason}")]
+    Output {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `--offline` without a usable lock.
+    #[error("{0}")]
+    Offline(String),
+}
+
+impl BuildError {
+    /// Exit code by the CLI contract: 1 when the input is wrong (recipe, lock, archive content,
+    /// hostile package), 2 when kiln could not run (network, disk).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildError::Spec(_) | BuildError::Offline(_) => 1,
+            BuildError::Lock(LockError::Archive(crate::archive::ArchiveError::Transport(_))) => 2,
+            BuildError::Lock(LockError::Write { .. }) => 2,
+            BuildError::Lock(_) => 1,
+            BuildError::Fetch(FetchError::Mismatch { .. } | FetchError::NotCached { .. }) => 1,
+            BuildError::Fetch(_) => 2,
+            BuildError::Compose(ComposeError::Io { .. }) => 2,
+            BuildError::Compose(_) => 1,
+            BuildError::Pack(_) | BuildError::Oci(_) | BuildError::Output { .. } => 2,
+        }
+    }
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Fail unless kiln.lock exists and matches the recipe; never write it.
+    pub locked: bool,
+    /// No network: build from the lock and the cache.
+    pub offline: bool,
+    /// Output directory (the layout goes to `OUT/oci`).
+    pub out: PathBuf,
+    /// Layer compression.
+    pub compression: LayerCompression,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Override of SOURCE_DATE_EPOCH (default: the Release date recorded in the lock).
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The image.
+    pub image: ImageRef,
+    /// The layout directory.
+    pub layout: PathBuf,
+    /// Number of packages.
+    pub packages: usize,
+    /// The SOURCE_DATE_EPOCH used.
+    pub source_date_epoch: u64,
+}
+
+/// Resolves the recipe and writes kiln.lock (the `kiln lock` command).
+pub fn lock_recipe(recipe_dir: &Path) -> Result<(Lock, PathBuf), BuildError> {
+    let recipe = Recipe::load(recipe_dir)?;
+    let lock = lock::resolve_lock(&recipe, &Transport::new())?;
+    let path = recipe.dir.join(LOCK_FILE);
+    lock.write(&path)?;
+    Ok((lock, path))
+}
+
+/// Picks the lock to build from: the existing one when it matches the recipe; otherwise a new
+/// resolution (written back), unless `--locked` or `--offline` forbid it.
+fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Lock, BuildError> {
+    let path = recipe.dir.join(LOCK_FILE);
+    if opts.locked {
+        let lock = Lock::read(&path)?;
+        lock.check_matches(recipe, &path)?;
+        return Ok(lock);
+    }
+    if path.exists() {
+        let lock = Lock::read(&path)?;
+        match lock.check_matches(recipe, &path) {
+            Ok(()) => return Ok(lock),
+            Err(e) if opts.offline => return Err(e.into()),
+            Err(_) => {}
+        }
+    } else if opts.offline {
+        return Err(BuildError::Offline(format!(
+            "{}: no lock, and --offline cannot resolve one; run `kiln lock` while online",
+            path.display()
+        )));
+    }
+    let lock = lock::resolve_lock(recipe, &Transport::new())?;
+    lock.write(&path)?;
+    Ok(lock)
+}
+
+/// Runs the whole pipeline for the recipe in `recipe_dir`.
+pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let recipe = Recipe::load(recipe_dir)?;
+    let lock = lock_for_build(&recipe, opts)?;
+    let cache = Cache::open(&opts.cache_dir)?;
+    let transport = Transport::new();
+    let paths = fetch::fetch_all(
+        &cache,
+        &transport,
+        &recipe.board.mirror,
+        &lock.packages,
+        opts.offline,
+        opts.progress,
+    )?;
+    let sde = opts.source_date_epoch.unwrap_or(lock.release.date_epoch);
+
+    let out_err = |path: &Path, e: std::io::Error| BuildError::Output {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(&opts.out).map_err(|e| out_err(&opts.out, e))?;
+    let layout_path = opts.out.join("oci");
+    let staged = StagedDir::new(&layout_path).map_err(|e| out_err(&layout_path, e))?;
+    let blobs = staged.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| out_err(&blobs, e))?;
+    // The staging root lives beside the output (same filesystem) and is removed when done.
+    let work = tempfile::Builder::new()
+        .prefix(".kiln-rootfs-")
+        .tempdir_in(&opts.out)
+        .map_err(|e| out_err(&opts.out, e))?;
+    let root = work.path().join("root");
+    let debs: Vec<_> = lock.packages.iter().cloned().zip(paths).collect();
+    let composed = compose::compose(&root, &recipe.board, &debs)?;
+    let layer = pack::pack_layer(&composed.root, &blobs, sde, opts.compression)?;
+    let meta = ImageMeta {
+        name: recipe.name.clone(),
+        version: recipe.version.clone(),
+        arch: recipe.board.arch,
+        created: sde,
+        board: recipe.board.name.clone(),
+        suite: recipe.board.suite.clone(),
+        compatible: recipe.board.compatible.clone(),
+        lock_digest: lock.digest(),
+        history: vec![format!(
+            "kiln compose: {} {} {} packages from {} (InRelease sha256:{})",
+            recipe.board.suite,
+            recipe.variant,
+            lock.packages.len(),
+            recipe.board.mirror,
+            lock.release.inrelease_sha256
+        )],
+    };
+    let image = oci::write_layout(staged.path(), &[layer], &meta)?;
+    drop(work);
+    staged.commit().map_err(|e| out_err(&layout_path, e))?;
+    Ok(BuildReport {
+        image,
+        layout: layout_path,
+        packages: lock.packages.len(),
+        source_date_epoch: sde,
+    })
+}

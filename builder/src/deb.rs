@@ -1,0 +1,153 @@
+//! Reading .deb files (deb(5)): an ar archive of `debian-binary`, `control.tar[.gz|.xz|.zst]`
+//! and `data.tar[.gz|.xz|.zst|.bz2]`. The control members are read into memory; the data
+//! member is handed to the caller as a stream, so a package is decompressed exactly once.
+
+use crate::control::{self, Paragraph};
+use crate::decompress::Compression;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// A malformed or unreadable .deb.
+#[derive(Debug, thiserror::Error)]
+#[error("{package}: {member}: {reason}")]
+pub struct DebError {
+    /// Package (or file) name.
+    pub package: String,
+    /// The ar member or control file at fault.
+    pub member: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// One file of the control archive (maintainer scripts, md5sums, conffiles, ...).
+#[derive(Debug, Clone)]
+pub struct ControlFile {
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Contents.
+    pub data: Vec<u8>,
+}
+
+/// The control part of a .deb.
+#[derive(Debug, Clone)]
+pub struct DebControl {
+    /// The `control` paragraph.
+    pub control: Paragraph,
+    /// Every other control-archive file by name (`postinst`, `md5sums`, ...).
+    pub files: BTreeMap<String, ControlFile>,
+}
+
+/// Largest control archive accepted in memory (real ones are kilobytes).
+const MAX_CONTROL: u64 = 64 << 20;
+
+/// Reads a .deb: parses its control archive, then calls `data` with the decompressed data.tar
+/// stream. Errors of `data` pass through unchanged.
+pub fn read_deb<T, E: From<DebError>>(
+    path: &Path,
+    label: &str,
+    data: impl FnOnce(&DebControl, &mut dyn Read) -> Result<T, E>,
+) -> Result<T, E> {
+    let err = |member: &str, reason: String| DebError {
+        package: label.to_string(),
+        member: member.to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err("(file)", e.to_string()))?;
+    let mut ar = ar::Archive::new(std::io::BufReader::new(file));
+    let mut control: Option<DebControl> = None;
+    let mut seen_binary = false;
+    while let Some(entry) = ar.next_entry() {
+        let mut entry = entry.map_err(|e| err("(ar)", format!("not a valid ar archive: {e}")))?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).to_string();
+        let name = name.trim_end_matches('/').to_string();
+        if name == "debian-binary" {
+            let mut v = String::new();
+            entry
+                .by_ref()
+                .take(64)
+                .read_to_string(&mut v)
+                .map_err(|e| err(&name, e.to_string()))?;
+            if !v.starts_with("2.") {
+                return Err(
+                    err(&name, format!("unsupported format version '{}'", v.trim())).into(),
+                );
+            }
+            seen_binary = true;
+        } else if name.starts_with("control.tar") {
+            if !seen_binary {
+                return Err(err(&name, "comes before debian-binary".into()).into());
+            }
+            let compression = Compression::from_name(&name)
+                .ok_or_else(|| err(&name, "unknown compression".into()))?;
+            let decoder = compression
+                .decoder(entry.by_ref().take(MAX_CONTROL))
+                .map_err(|e| err(&name, e.to_string()))?;
+            control = Some(read_control(decoder, label, &name)?);
+        } else if name.starts_with("data.tar") {
+            let ctl = control
+                .as_ref()
+                .ok_or_else(|| err(&name, "data member before the control member".into()))?;
+            let compression = Compression::from_name(&name)
+                .ok_or_else(|| err(&name, "unknown compression".into()))?;
+            let mut decoder = compression
+                .decoder(&mut entry)
+                .map_err(|e| err(&name, e.to_string()))?;
+            let out = data(ctl, &mut decoder)?;
+            return Ok(out);
+        } else if name.starts_with('_') {
+            // Members starting with '_' are reserved for extensions and ignored (deb(5)).
+        } else {
+            return Err(err(&name, "unexpected ar member".into()).into());
+        }
+    }
+    Err(err("data.tar", "missing (truncated archive?)".into()).into())
+}
+
+fn read_control(reader: impl Read, label: &str, member: &str) -> Result<DebControl, DebError> {
+    let err = |reason: String| DebError {
+        package: label.to_string(),
+        member: member.to_string(),
+        reason,
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut files = BTreeMap::new();
+    let mut control_text = None;
+    for entry in archive.entries().map_err(|e| err(e.to_string()))? {
+        let mut entry = entry.map_err(|e| err(format!("corrupt tar: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().map_err(|e| err(e.to_string()))?.into_owned();
+        let name = path.to_string_lossy().trim_start_matches("./").to_string();
+        if name.contains('/') || name.is_empty() {
+            return Err(err(format!("unexpected control member '{name}'")));
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| err(format!("{name}: {e}")))?;
+        if name == "control" {
+            control_text =
+                Some(String::from_utf8(data).map_err(|_| err("control is not UTF-8".into()))?);
+        } else {
+            files.insert(name, ControlFile { mode, data });
+        }
+    }
+    let text = control_text.ok_or_else(|| err("no control file".into()))?;
+    let mut paragraphs = control::parse(&text).map_err(|e| err(format!("control: {e}")))?;
+    if paragraphs.len() != 1 {
+        return Err(err(format!(
+            "control holds {} paragraphs, not 1",
+            paragraphs.len()
+        )));
+    }
+    let control = paragraphs.remove(0);
+    for f in ["Package", "Version", "Architecture"] {
+        if control.get(f).is_none() {
+            return Err(err(format!("control has no {f} field")));
+        }
+    }
+    Ok(DebControl { control, files })
+}

@@ -1,0 +1,26 @@
+//! kiln fires signed, reproducible Debian firmware images for ARM robots.
+//!
+//! One module per pipeline stage, data flowing one way (see DESIGN.md):
+//! [`spec`] (recipe) -> [`lock`] (resolve against the signed [`archive`]) -> [`fetch`] (cache)
+//! -> [`compose`] (unpack + dpkg database) -> [`pack`] (layers) + [`oci`] (image layout).
+//! [`build`] runs them in order; the rest are the parts they share.
+
+pub mod arch;
+pub mod archive;
+pub mod build;
+pub mod compose;
+pub mod control;
+pub mod deb;
+pub mod decompress;
+pub mod digest;
+pub mod fetch;
+pub mod lock;
+pub mod oci;
+pub mod output;
+pub mod pack;
+pub mod resolve;
+pub mod spec;
+pub mod timefmt;
+pub mod transport;
+pub mod trust;
+pub mod version;

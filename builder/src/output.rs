@@ -1,0 +1,103 @@
+//! Atomic output directories: a build writes into a hidden sibling of its destination and swaps
+//! it into place only when complete (`renameat2(RENAME_EXCHANGE)`), so an interrupted or failed
+//! build leaves the previous output intact and never a half-written one.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// A directory being written that becomes `dest` on [`StagedDir::commit`]; removed if dropped.
+pub struct StagedDir {
+    dest: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+}
+
+/// Prefix of staging directories, so stale ones from a killed build can be recognised.
+const STAGING_PREFIX: &str = ".kiln-staging-";
+
+impl StagedDir {
+    /// Starts a new staging directory next to `dest`.
+    pub fn new(dest: &Path) -> io::Result<StagedDir> {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempdir_in(parent)?;
+        Ok(StagedDir {
+            dest: dest.to_path_buf(),
+            tmp: Some(tmp),
+        })
+    }
+
+    /// Where to write.
+    pub fn path(&self) -> &Path {
+        self.tmp.as_ref().map(|t| t.path()).unwrap_or(&self.dest)
+    }
+
+    /// Puts the staged directory in place of `dest` in one step.
+    pub fn commit(mut self) -> io::Result<()> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        let staged = tmp.keep();
+        std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        if std::fs::symlink_metadata(&self.dest).is_ok() {
+            exchange(&staged, &self.dest)?;
+            // `staged` now holds the previous output.
+            std::fs::remove_dir_all(&staged)?;
+        } else {
+            std::fs::rename(&staged, &self.dest)?;
+        }
+        Ok(())
+    }
+}
+
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: valid NUL-terminated paths; RENAME_EXCHANGE swaps them atomically.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_and_drop_discards() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("oci");
+        let s = StagedDir::new(&dest).unwrap();
+        std::fs::write(s.path().join("a"), "1").unwrap();
+        s.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(dest.join("a")).unwrap(), "1");
+
+        let s = StagedDir::new(&dest).unwrap();
+        std::fs::write(s.path().join("a"), "2").unwrap();
+        drop(s);
+        assert_eq!(std::fs::read_to_string(dest.join("a")).unwrap(), "1");
+
+        let s = StagedDir::new(&dest).unwrap();
+        std::fs::write(s.path().join("b"), "3").unwrap();
+        s.commit().unwrap();
+        assert!(!dest.join("a").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,506 @@
+//! The recipe stage: reads `kiln.toml` and the board file it names into a validated [`Recipe`].
+//!
+//! Every error names the file, the line and the key, because firmware CI shows only one line.
+
+use crate::arch::DebianArch;
+use serde::Deserialize;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A problem with a recipe or board file, located to file, line and key.
+#[derive(Debug, thiserror::Error)]
+pub struct SpecError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// 1-based line, 0 when the whole file is at fault (unreadable).
+    pub line: usize,
+    /// The dotted key at fault, empty when unknown.
+    pub key: String,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key '{}'", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The image recipe: what to build, for which board, from which packages.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The directory of `kiln.toml`; relative paths in the recipe are resolved against it.
+    pub dir: PathBuf,
+    /// Image name (OCI `ref.name` and the annotation `org.opencontainers.image.title`).
+    pub name: String,
+    /// Image version (OCI `org.opencontainers.image.version`).
+    pub version: String,
+    /// The board the image is for.
+    pub board: Board,
+    /// The board file path as written in the recipe (recorded in the lock).
+    pub board_ref: String,
+    /// Which base set of packages to start from.
+    pub variant: Variant,
+    /// Extra packages requested by name, sorted and deduplicated.
+    pub packages: Vec<String>,
+    /// Overlay directories named by the recipe.
+    pub overlays: Vec<String>,
+}
+
+/// The base package set, named as mmdebstrap names its variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// `Essential: yes` packages only.
+    Essential,
+    /// `Essential: yes` and `Priority: required` packages, plus apt.
+    Minbase,
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Variant::Essential => "essential",
+            Variant::Minbase => "minbase",
+        })
+    }
+}
+
+/// A board definition: the hardware an image is for and the Debian archive it is built from.
+#[derive(Debug, Clone)]
+pub struct Board {
+    /// The board file.
+    pub path: PathBuf,
+    /// Board name.
+    pub name: String,
+    /// Debian architecture; every ELF expectation derives from it.
+    pub arch: DebianArch,
+    /// Device-tree style `compatible` strings of hardware this image may be installed on.
+    pub compatible: Vec<String>,
+    /// Debian suite (codename), such as `bookworm` or `stretch`.
+    pub suite: String,
+    /// Archive base URL (`http://`, `https://` or `file://`).
+    pub mirror: String,
+    /// Archive components, such as `main`.
+    pub components: Vec<String>,
+    /// OpenPGP keyring (binary or armored) that must have signed the suite's InRelease.
+    pub keyring: PathBuf,
+    /// The suite is archived: an expired `Valid-Until` and keys that expired after the
+    /// Release's own `Date` are accepted (time-anchored), and only then.
+    pub archived: bool,
+    /// Whether the suite's root filesystem has merged /usr (/bin -> usr/bin and friends).
+    pub merged_usr: bool,
+    /// The flash layout, kept as written until the export stage reads it.
+    pub flash: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    image: Spanned<RawImage>,
+    base: Option<RawBase>,
+    overlays: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    board: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBase {
+    variant: Option<Spanned<String>>,
+    packages: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoard {
+    name: Spanned<String>,
+    arch: Spanned<String>,
+    compatible: Spanned<Vec<Spanned<String>>>,
+    debian: RawDebian,
+    flash: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDebian {
+    suite: Spanned<String>,
+    mirror: Spanned<String>,
+    components: Option<Vec<Spanned<String>>>,
+    keyring: Spanned<String>,
+    archived: Option<bool>,
+    #[serde(rename = "merged-usr")]
+    merged_usr: Option<bool>,
+}
+
+/// Suites released before Debian made merged /usr the only layout (bookworm, 2023).
+const UNMERGED_SUITES: &[&str] = &["jessie", "stretch", "buster", "bullseye"];
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.path.to_path_buf(),
+            line: self.line_of(span),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, SpecError> {
+        toml::from_str(self.text).map_err(|e| {
+            let line = e.span().map(|s| self.line_of(s)).unwrap_or(0);
+            let message = e.message().trim().replace('\n', " ");
+            let key = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.contains("field"))
+                .unwrap_or("")
+                .to_string();
+            SpecError {
+                file: self.path.to_path_buf(),
+                line,
+                key,
+                message,
+            }
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, SpecError> {
+    std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// True for a valid Debian package name (Policy 5.6.1).
+pub fn is_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+fn non_empty(src: &Source, value: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+    let v = value.get_ref().trim();
+    if v.is_empty() {
+        return Err(src.error(value.span(), key, "must not be empty"));
+    }
+    Ok(v.to_string())
+}
+
+impl Recipe {
+    /// Loads `kiln.toml` from a directory (or a recipe file path) and the board it names.
+    pub fn load(path: &Path) -> Result<Recipe, SpecError> {
+        let file = if path.is_dir() {
+            path.join("kiln.toml")
+        } else {
+            path.to_path_buf()
+        };
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let text = read(&file)?;
+        let src = Source {
+            path: &file,
+            text: &text,
+        };
+        let raw: RawRecipe = src.parse()?;
+        let image = raw.image.get_ref();
+        let name = non_empty(&src, &image.name, "image.name")?;
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return Err(src.error(
+                image.name.span(),
+                "image.name",
+                format!("'{name}' must use only a-z, 0-9, '.', '_' and '-' (it becomes an OCI reference)"),
+            ));
+        }
+        let version = non_empty(&src, &image.version, "image.version")?;
+        if !version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b))
+        {
+            return Err(src.error(
+                image.version.span(),
+                "image.version",
+                format!("'{version}' must use only letters, digits and '._-+~'"),
+            ));
+        }
+        let board_ref = non_empty(&src, &image.board, "image.board")?;
+        let board_path = dir.join(&board_ref);
+        if !board_path.is_file() {
+            return Err(src.error(
+                image.board.span(),
+                "image.board",
+                format!("board file '{}' does not exist", board_path.display()),
+            ));
+        }
+        let board = Board::load(&board_path)?;
+
+        let (variant, raw_packages) = match raw.base {
+            Some(base) => {
+                let variant =
+                    match &base.variant {
+                        None => Variant::Minbase,
+                        Some(v) => match v.get_ref().as_str() {
+                            "minbase" => Variant::Minbase,
+                            "essential" => Variant::Essential,
+                            other => return Err(src.error(
+                                v.span(),
+                                "base.variant",
+                                format!(
+                                    "unknown variant '{other}' (expected 'minbase' or 'essential')"
+                                ),
+                            )),
+                        },
+                    };
+                (variant, base.packages.unwrap_or_default())
+            }
+            None => (Variant::Minbase, Vec::new()),
+        };
+        let mut packages = Vec::new();
+        for p in &raw_packages {
+            let name = p.get_ref().trim();
+            if !is_package_name(name) {
+                return Err(src.error(
+                    p.span(),
+                    "base.packages",
+                    format!("'{name}' is not a valid Debian package name"),
+                ));
+            }
+            packages.push(name.to_string());
+        }
+        packages.sort();
+        packages.dedup();
+
+        let overlays = raw.overlays.unwrap_or_default();
+        if let Some(o) = overlays.first() {
+            let rel = non_empty(&src, o, "overlays")?;
+            let overlay_file = dir.join(&rel).join("overlay.toml");
+            if !overlay_file.is_file() {
+                return Err(src.error(
+                    o.span(),
+                    "overlays",
+                    format!("'{}' does not exist", overlay_file.display()),
+                ));
+            }
+            // Overlays are built by the overlay stage, which does not exist yet: refuse rather
+            // than silently ship an image without the daemon.
+            return Err(src.error(
+                o.span(),
+                "overlays",
+                "overlays are not supported by this version of kiln yet",
+            ));
+        }
+        let overlays: Vec<String> = Vec::new();
+
+        Ok(Recipe {
+            dir,
+            name,
+            version,
+            board,
+            board_ref,
+            variant,
+            packages,
+            overlays,
+        })
+    }
+}
+
+impl Board {
+    /// Loads and validates a board file.
+    pub fn load(path: &Path) -> Result<Board, SpecError> {
+        let text = read(path)?;
+        let src = Source { path, text: &text };
+        let raw: RawBoard = src.parse()?;
+        let name = non_empty(&src, &raw.name, "name")?;
+        let arch = DebianArch::parse(raw.arch.get_ref().trim()).ok_or_else(|| {
+            src.error(
+                raw.arch.span(),
+                "arch",
+                format!(
+                    "unknown Debian architecture '{}' (expected one of arm64, armhf, armel, amd64)",
+                    raw.arch.get_ref()
+                ),
+            )
+        })?;
+        let mut compatible = Vec::new();
+        for c in raw.compatible.get_ref() {
+            compatible.push(non_empty(&src, c, "compatible")?);
+        }
+        if compatible.is_empty() {
+            return Err(src.error(
+                raw.compatible.span(),
+                "compatible",
+                "list at least one hardware compatible string",
+            ));
+        }
+        let d = raw.debian;
+        let suite = non_empty(&src, &d.suite, "debian.suite")?;
+        if !suite
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(src.error(d.suite.span(), "debian.suite", "not a suite name"));
+        }
+        let mirror = non_empty(&src, &d.mirror, "debian.mirror")?;
+        if !(mirror.starts_with("http://")
+            || mirror.starts_with("https://")
+            || mirror.starts_with("file:///"))
+        {
+            return Err(src.error(
+                d.mirror.span(),
+                "debian.mirror",
+                format!("'{mirror}' must be an http://, https:// or file:/// URL"),
+            ));
+        }
+        let mirror = mirror.trim_end_matches('/').to_string();
+        let mut components = Vec::new();
+        for c in d.components.unwrap_or_default() {
+            components.push(non_empty(&src, &c, "debian.components")?);
+        }
+        if components.is_empty() {
+            components.push("main".to_string());
+        }
+        let keyring_raw = non_empty(&src, &d.keyring, "debian.keyring")?;
+        let keyring = match path.parent() {
+            Some(dir) if !Path::new(&keyring_raw).is_absolute() => dir.join(&keyring_raw),
+            _ => PathBuf::from(&keyring_raw),
+        };
+        if !keyring.is_file() {
+            return Err(src.error(
+                d.keyring.span(),
+                "debian.keyring",
+                format!(
+                    "keyring '{}' does not exist (Debian's keyrings come with the debian-archive-keyring package)",
+                    keyring.display()
+                ),
+            ));
+        }
+        let merged_usr = d
+            .merged_usr
+            .unwrap_or(!UNMERGED_SUITES.contains(&suite.as_str()));
+        Ok(Board {
+            path: path.to_path_buf(),
+            name,
+            arch,
+            compatible,
+            suite,
+            mirror,
+            components,
+            keyring,
+            archived: d.archived.unwrap_or(false),
+            merged_usr,
+            flash: raw.flash.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn board_text(arch: &str) -> String {
+        format!(
+            "name = \"b\"\narch = \"{arch}\"\ncompatible = [\"acme,bot\"]\n\n[debian]\nsuite = \"bookworm\"\nmirror = \"http://deb.debian.org/debian\"\nkeyring = \"key.gpg\"\n"
+        )
+    }
+
+    #[test]
+    fn loads_a_valid_recipe() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "key.gpg", "x");
+        write(d.path(), "b.toml", &board_text("armhf"));
+        write(
+            d.path(),
+            "kiln.toml",
+            "[image]\nname = \"img\"\nversion = \"1.0\"\nboard = \"b.toml\"\n[base]\npackages = [\"zlib1g\", \"netbase\", \"zlib1g\"]\n",
+        );
+        let r = Recipe::load(d.path()).unwrap();
+        assert_eq!(r.board.arch, DebianArch::Armhf);
+        assert_eq!(r.packages, vec!["netbase", "zlib1g"]);
+        assert!(r.board.merged_usr);
+        assert_eq!(r.variant, Variant::Minbase);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "key.gpg", "x");
+        let b = write(d.path(), "b.toml", &board_text("sparc"));
+        let e = Board::load(&b).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert_eq!(e.key, "arch");
+        let msg = e.to_string();
+        assert!(msg.contains("b.toml:2: key 'arch'"), "{msg}");
+        assert!(!msg.contains('\n'));
+
+        write(d.path(), "b.toml", &board_text("arm64"));
+        write(
+            d.path(),
+            "kiln.toml",
+            "[image]\nname = \"img\"\nversion = \"1.0\"\nboard = \"b.toml\"\n[base]\npackages = [\"ok\",\n \"Bad_Name\"]\n",
+        );
+        let e = Recipe::load(d.path()).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (7, "base.packages"));
+
+        write(
+            d.path(),
+            "kiln.toml",
+            "[image]\nname = \"img\"\nversoin = \"1.0\"\nboard = \"b.toml\"\n",
+        );
+        let e = Recipe::load(d.path()).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert_eq!(e.key, "versoin", "{e}");
+    }
+
+    #[test]
+    fn stretch_is_not_merged_usr() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "key.gpg", "x");
+        let b = write(
+            d.path(),
+            "b.toml",
+            &board_text("armhf").replace("bookworm", "stretch"),
+        );
+        assert!(!Board::load(&b).unwrap().merged_usr);
+    }
+}

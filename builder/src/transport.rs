@@ -1,0 +1,119 @@
+//! Getting bytes from a mirror: `http(s)://` through ureq (which honours HTTP(S)_PROXY and
+//! NO_PROXY), `file://` straight from disk. Nothing fetched here is trusted: callers check
+//! signatures and sha256 digests before anything is used.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A failed transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The server or file said the thing is not there.
+    #[error("{url}: not found")]
+    NotFound {
+        /// What was asked for.
+        url: String,
+    },
+    /// Any other failure.
+    #[error("{url}: {reason}")]
+    Failed {
+        /// What was asked for.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A connection-reusing client for one build. Cheap to clone across download threads.
+#[derive(Clone)]
+pub struct Transport {
+    agent: ureq::Agent,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Upper bound on an index or metadata file held in memory (Packages of a suite is ~50 MB).
+const MAX_IN_MEMORY: u64 = 512 << 20;
+
+impl Transport {
+    /// A client with conservative time-outs: a stalled mirror fails instead of hanging CI.
+    pub fn new() -> Transport {
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .build();
+        Transport {
+            agent: config.into(),
+        }
+    }
+
+    /// Opens a URL for reading, with its length when known.
+    pub fn open(&self, url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), TransportError> {
+        let failed = |reason: String| TransportError::Failed {
+            url: url.to_string(),
+            reason,
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            let path = PathBuf::from(path);
+            let file = std::fs::File::open(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    TransportError::NotFound {
+                        url: url.to_string(),
+                    }
+                } else {
+                    failed(e.to_string())
+                }
+            })?;
+            let len = file.metadata().ok().map(|m| m.len());
+            return Ok((Box::new(file), len));
+        }
+        let response = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        if status == 404 || status == 410 {
+            return Err(TransportError::NotFound {
+                url: url.to_string(),
+            });
+        }
+        if !status.is_success() {
+            return Err(failed(format!("HTTP status {status}")));
+        }
+        let len = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let reader = response.into_body().into_reader();
+        Ok((Box::new(reader), len))
+    }
+
+    /// Fetches a whole (metadata) file into memory.
+    pub fn get(&self, url: &str) -> Result<Vec<u8>, TransportError> {
+        let (reader, _) = self.open(url)?;
+        let mut buf = Vec::new();
+        reader
+            .take(MAX_IN_MEMORY + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| TransportError::Failed {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        if buf.len() as u64 > MAX_IN_MEMORY {
+            return Err(TransportError::Failed {
+                url: url.to_string(),
+                reason: "larger than 512 MiB".into(),
+            });
+        }
+        Ok(buf)
+    }
+}

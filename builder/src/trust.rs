@@ -1,0 +1,338 @@
+//! OpenPGP trust: checks that an archive's `InRelease` (or `Release` + `Release.gpg`) was signed
+//! by a key of the board's keyring that was valid when it mattered.
+//!
+//! The signature arithmetic is rpgp's; what rpgp's `verify()` leaves to the caller is done here
+//! (see FIELD-NOTES): the keyring's self-signatures and subkey bindings are checked, revoked keys
+//! are dropped, and key expiry is evaluated at a reference time. That time is "now" for a live
+//! suite. For a suite the board marks archived (stretch), Debian's keys have expired since, so
+//! the reference time is the signature's own creation time: a key that was valid when it signed
+//! is accepted, and only for such a board (time-anchored verification rather than the blanket
+//! "ignore expiry" of other tools).
+
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::packet::{Signature, SignatureType};
+use pgp::types::KeyDetails;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why an archive signature was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The keyring cannot be read or holds no usable key.
+    #[error("keyring {path}: {reason}")]
+    Keyring {
+        /// Keyring file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The signed file is not a valid OpenPGP signed message.
+    #[error("{what}: not a valid OpenPGP signature: {reason}")]
+    Malformed {
+        /// Which file.
+        what: String,
+        /// Parser message.
+        reason: String,
+    },
+    /// No signature verified against any valid key of the keyring.
+    #[error("{what}: no valid signature by a key in {keyring}: {details}")]
+    Untrusted {
+        /// Which file.
+        what: String,
+        /// Keyring file.
+        keyring: PathBuf,
+        /// Per-signature reasons.
+        details: String,
+    },
+}
+
+/// When key validity is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeAnchor {
+    /// At the current time (live suites).
+    Now,
+    /// At the time each signature was made (archived suites whose keys have expired since).
+    SignatureTime,
+}
+
+/// A key that may sign: the primary key or a subkey, with its validity window.
+struct SigningCandidate {
+    key: Box<dyn VerifyOnly>,
+    fingerprint: String,
+    created: u64,
+    expires: Option<u64>,
+}
+
+trait VerifyOnly {
+    fn verify(&self, sig: &Signature, data: &[u8]) -> pgp::errors::Result<()>;
+}
+
+impl VerifyOnly for SignedPublicKey {
+    fn verify(&self, sig: &Signature, data: &[u8]) -> pgp::errors::Result<()> {
+        sig.verify(self, data)
+    }
+}
+
+impl VerifyOnly for pgp::composed::SignedPublicSubKey {
+    fn verify(&self, sig: &Signature, data: &[u8]) -> pgp::errors::Result<()> {
+        sig.verify(self, data)
+    }
+}
+
+/// The keys of one keyring file that passed their own self-checks.
+pub struct Keyring {
+    path: PathBuf,
+    candidates: Vec<SigningCandidate>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The expiry that the newest of the given self-signatures states, as absolute seconds.
+fn expiry_from(created: u64, sigs: &[&Signature]) -> Option<u64> {
+    let newest = sigs
+        .iter()
+        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))?;
+    match newest.key_expiration_time() {
+        Some(d) if d.as_secs() > 0 => Some(created + u64::from(d.as_secs())),
+        _ => None,
+    }
+}
+
+impl Keyring {
+    /// Reads a keyring (binary, as Debian ships them, or ASCII-armored) and keeps the keys whose
+    /// self-signatures verify and that are not revoked.
+    pub fn load(path: &Path) -> Result<Keyring, TrustError> {
+        let err = |reason: String| TrustError::Keyring {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let armored = bytes.starts_with(b"-----BEGIN");
+        let keys: Vec<SignedPublicKey> = if armored {
+            let (iter, _) = SignedPublicKey::from_armor_many(&bytes[..])
+                .map_err(|e| err(format!("not an OpenPGP keyring: {e}")))?;
+            iter.filter_map(Result::ok).collect()
+        } else {
+            SignedPublicKey::from_bytes_many(&bytes[..])
+                .map_err(|e| err(format!("not an OpenPGP keyring: {e}")))?
+                .filter_map(Result::ok)
+                .collect()
+        };
+        let mut candidates = Vec::new();
+        for key in keys {
+            // A primary key whose user-id bindings do not verify is not a key its owner made.
+            if key.details.verify_bindings(&key.primary_key).is_err() {
+                continue;
+            }
+            let revoked = key
+                .details
+                .revocation_signatures
+                .iter()
+                .any(|s| s.verify_key(&key.primary_key).is_ok());
+            if revoked {
+                continue;
+            }
+            let created = key.primary_key.created_at().as_secs() as u64;
+            let self_sigs: Vec<&Signature> = key
+                .details
+                .users
+                .iter()
+                .flat_map(|u| u.signatures.iter())
+                .chain(key.details.direct_signatures.iter())
+                .collect();
+            let expires = expiry_from(created, &self_sigs);
+            for sub in &key.public_subkeys {
+                if sub.verify_bindings(&key.primary_key).is_err() {
+                    continue;
+                }
+                let sub_revoked = sub
+                    .signatures
+                    .iter()
+                    .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation));
+                if sub_revoked {
+                    continue;
+                }
+                let binding: Vec<&Signature> = sub
+                    .signatures
+                    .iter()
+                    .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+                    .collect();
+                if binding.iter().all(|s| !s.key_flags().sign()) {
+                    continue;
+                }
+                let sub_created = sub.key.created_at().as_secs() as u64;
+                let sub_expires = expiry_from(sub_created, &binding);
+                candidates.push(SigningCandidate {
+                    fingerprint: hex::encode_upper(sub.key.fingerprint().as_bytes()),
+                    key: Box::new(sub.clone()),
+                    created: sub_created,
+                    // A subkey cannot outlive its primary key.
+                    expires: match (sub_expires, expires) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                });
+            }
+            candidates.push(SigningCandidate {
+                fingerprint: hex::encode_upper(key.fingerprint().as_bytes()),
+                key: Box::new(key),
+                created,
+                expires,
+            });
+        }
+        if candidates.is_empty() {
+            return Err(err("holds no valid OpenPGP public key".into()));
+        }
+        Ok(Keyring {
+            path: path.to_path_buf(),
+            candidates,
+        })
+    }
+
+    /// Checks signatures over `data`; Ok with the signer's fingerprint when one verifies with a
+    /// key that was valid at the anchor time.
+    fn check(
+        &self,
+        what: &str,
+        sigs: &[Signature],
+        data: &[u8],
+        anchor: TimeAnchor,
+    ) -> Result<String, TrustError> {
+        let now = now_secs();
+        let mut reasons = Vec::new();
+        for sig in sigs {
+            let sig_time = sig.created().map(|t| t.as_secs() as u64).unwrap_or(0);
+            let mut matched_any = false;
+            for cand in &self.candidates {
+                if cand.key.verify(sig, data).is_err() {
+                    continue;
+                }
+                matched_any = true;
+                let at = match anchor {
+                    TimeAnchor::Now => now,
+                    TimeAnchor::SignatureTime => sig_time,
+                };
+                if sig_time < cand.created {
+                    reasons.push(format!(
+                        "signature by {} predates the key",
+                        cand.fingerprint
+                    ));
+                } else if sig_time > now + 86_400 {
+                    reasons.push(format!(
+                        "signature by {} is dated in the future",
+                        cand.fingerprint
+                    ));
+                } else if cand.expires.is_some_and(|e| e <= at) {
+                    let hint = match anchor {
+                        TimeAnchor::Now => {
+                            " (if the suite is archived, say `archived = true` in the board)"
+                        }
+                        TimeAnchor::SignatureTime => "",
+                    };
+                    reasons.push(format!(
+                        "key {} had expired{}{hint}",
+                        cand.fingerprint,
+                        match anchor {
+                            TimeAnchor::Now => "",
+                            TimeAnchor::SignatureTime => " when it signed",
+                        }
+                    ));
+                } else if sig
+                    .signature_expiration_time()
+                    .is_some_and(|d| d.as_secs() > 0 && sig_time + u64::from(d.as_secs()) <= at)
+                {
+                    reasons.push(format!("signature by {} has expired", cand.fingerprint));
+                } else {
+                    return Ok(cand.fingerprint.clone());
+                }
+            }
+            if !matched_any {
+                let issuer = sig
+                    .issuer_fingerprint()
+                    .first()
+                    .map(|f| hex::encode_upper(f.as_bytes()))
+                    .or_else(|| sig.issuer_key_id().first().map(|k| format!("{k:?}")))
+                    .unwrap_or_else(|| "an unknown key".into());
+                reasons.push(format!(
+                    "signature by {issuer} does not verify with any key of the keyring"
+                ));
+            }
+        }
+        if sigs.is_empty() {
+            reasons.push("no signature".into());
+        }
+        Err(TrustError::Untrusted {
+            what: what.to_string(),
+            keyring: self.path.clone(),
+            details: reasons.join("; "),
+        })
+    }
+}
+
+/// A verified signed text with who signed it.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Exactly the signed text, with LF line endings; nothing outside the signature.
+    pub text: String,
+    /// Fingerprint of the key whose signature was accepted.
+    pub signer: String,
+}
+
+/// Verifies an `InRelease` file (cleartext signature) and returns only the signed text.
+pub fn verify_inrelease(
+    what: &str,
+    inrelease: &[u8],
+    keyring: &Keyring,
+    anchor: TimeAnchor,
+) -> Result<Verified, TrustError> {
+    let malformed = |reason: String| TrustError::Malformed {
+        what: what.to_string(),
+        reason,
+    };
+    let text = std::str::from_utf8(inrelease).map_err(|e| malformed(e.to_string()))?;
+    let (msg, _) =
+        CleartextSignedMessage::from_string(text).map_err(|e| malformed(e.to_string()))?;
+    let signed = msg.signed_text();
+    let signer = keyring.check(what, msg.signatures(), signed.as_bytes(), anchor)?;
+    let mut text = signed.replace("\r\n", "\n");
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(Verified { text, signer })
+}
+
+/// Verifies a `Release` file against its detached `Release.gpg` signature.
+pub fn verify_detached(
+    what: &str,
+    release: &[u8],
+    signature: &[u8],
+    keyring: &Keyring,
+    anchor: TimeAnchor,
+) -> Result<Verified, TrustError> {
+    let malformed = |reason: String| TrustError::Malformed {
+        what: what.to_string(),
+        reason,
+    };
+    let sigs: Vec<Signature> = if signature.starts_with(b"-----BEGIN") {
+        DetachedSignature::from_armor_many(signature)
+            .map_err(|e| malformed(e.to_string()))?
+            .0
+            .filter_map(Result::ok)
+            .map(|d| d.signature)
+            .collect()
+    } else {
+        DetachedSignature::from_bytes_many(signature)
+            .map_err(|e| malformed(e.to_string()))?
+            .filter_map(Result::ok)
+            .map(|d| d.signature)
+            .collect()
+    };
+    let signer = keyring.check(what, &sigs, release, anchor)?;
+    let text = String::from_utf8(release.to_vec()).map_err(|e| malformed(e.to_string()))?;
+    Ok(Verified { text, signer })
+}

@@ -1,0 +1,894 @@
+//! End-to-end tests of the foundation: lock, fetch, compose and pack against fixture archives the
+//! tests generate (see `fixture`), run through the real `kiln` binary. Offline by construction:
+//! mirrors are `file://` directories or a loopback HTTP server.
+
+mod fixture;
+
+use fixture::{
+    base_packages, build_archive, Archive, ArchiveSpec, Entry, Pkg, ReleaseDates, Signer,
+};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const ARCH: &str = "arm64";
+
+fn kiln(dir: &Path, cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .env("KILN_CACHE_DIR", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("kiln runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "kiln failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(o)
+    );
+}
+
+/// Asserts exit code 1 and a single-line error mentioning every needle.
+fn assert_refused(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1, got {:?}: {err}",
+        o.status.code()
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line of reason, got: {err}");
+    for n in needles {
+        assert!(err.contains(n), "reason lacks '{n}': {err}");
+    }
+}
+
+fn signer() -> Signer {
+    Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None)
+}
+
+fn standard_archive(dir: &Path, signer: &Signer, packages: Vec<Pkg>) -> Archive {
+    build_archive(
+        dir,
+        ArchiveSpec {
+            suite: "bookworm",
+            arch: ARCH,
+            packages,
+            signer,
+            dates: ReleaseDates::default(),
+            index_compressions: &["xz", "gz"],
+            lie_about: None,
+        },
+    )
+}
+
+/// A tar entry of an image layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Item {
+    kind: char,
+    mode: u32,
+    uid: u64,
+    mtime: u64,
+    data: Vec<u8>,
+    link: String,
+}
+
+struct Image {
+    manifest_digest: String,
+    index: serde_json::Value,
+    config: serde_json::Value,
+    entries: BTreeMap<String, Item>,
+    order: Vec<String>,
+}
+
+fn read_image(layout: &Path) -> Image {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdesc = &index["manifests"][0];
+    let digest = mdesc["digest"].as_str().unwrap().to_string();
+    let blob = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&digest)).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let layer = &manifest["layers"][0];
+    let bytes = blob(layer["digest"].as_str().unwrap());
+    let reader: Box<dyn Read> = match layer["mediaType"].as_str().unwrap() {
+        "application/vnd.oci.image.layer.v1.tar+zstd" => {
+            Box::new(zstd::stream::read::Decoder::new(&bytes[..]).unwrap())
+        }
+        "application/vnd.oci.image.layer.v1.tar+gzip" => {
+            Box::new(flate2::read::GzDecoder::new(&bytes[..]))
+        }
+        other => panic!("unexpected media type {other}"),
+    };
+    let mut raw_tar = Vec::new();
+    let mut reader = reader;
+    reader.read_to_end(&mut raw_tar).unwrap();
+    assert_eq!(
+        format!("sha256:{}", kiln::digest::sha256_hex(&raw_tar)),
+        config["rootfs"]["diff_ids"][0].as_str().unwrap(),
+        "diff_id is the digest of the uncompressed layer"
+    );
+    let mut archive = tar::Archive::new(&raw_tar[..]);
+    let mut entries = BTreeMap::new();
+    let mut order = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        let h = e.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            tar::EntryType::Regular => 'f',
+            _ => '?',
+        };
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        assert!(
+            h.username().unwrap().unwrap_or("").is_empty(),
+            "numeric owners only"
+        );
+        order.push(path.clone());
+        entries.insert(
+            path,
+            Item {
+                kind,
+                mode: h.mode().unwrap(),
+                uid: h.uid().unwrap(),
+                mtime: h.mtime().unwrap(),
+                data,
+                link,
+            },
+        );
+    }
+    Image {
+        manifest_digest: digest,
+        index,
+        config,
+        entries,
+        order,
+    }
+}
+
+fn status_of(image: &Image) -> String {
+    String::from_utf8(image.entries["var/lib/dpkg/status"].data.clone()).unwrap()
+}
+
+#[test]
+fn lock_build_and_inspect_a_fixture_image() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("recipe");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache = work.path().join("cache");
+
+    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    let lock = std::fs::read_to_string(recipe.join("kiln.lock")).unwrap();
+    let names: Vec<&str> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    // Essential + required + apt, the or-group's first choice, the virtual package through its
+    // required provider, and the requested package; not the unrelated or alternative ones.
+    assert_eq!(
+        names,
+        [
+            "apt",
+            "base-files",
+            "debian-archive-keyring",
+            "gpgv",
+            "hello",
+            "libc6",
+            "mawk"
+        ]
+    );
+    let inrelease = std::fs::read(archive.dists().join("InRelease")).unwrap();
+    assert!(lock.contains(&format!(
+        "release = \"sha256:{}\"",
+        fixture::sha256(&inrelease)
+    )));
+
+    assert_ok(&kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]));
+    let layout = recipe.join("out/oci");
+    let image = read_image(&layout);
+
+    // OCI metadata.
+    let ann = &image.index["manifests"][0]["annotations"];
+    assert_eq!(ann["org.opencontainers.image.ref.name"], "1.0");
+    assert_eq!(
+        ann["org.opencontainers.image.created"],
+        "2023-06-10T08:54:14Z"
+    );
+    assert_eq!(ann["dev.kiln.board"], "test-board");
+    assert_eq!(ann["dev.kiln.compatible"], "kiln,test");
+    let lock_digest = format!("sha256:{}", fixture::sha256(lock.as_bytes()));
+    assert_eq!(ann["dev.kiln.lock.digest"], lock_digest.as_str());
+    assert_eq!(
+        image.index["manifests"][0]["platform"]["architecture"],
+        "arm64"
+    );
+    assert_eq!(image.index["manifests"][0]["platform"]["variant"], "v8");
+    assert_eq!(image.config["architecture"], "arm64");
+    assert_eq!(
+        std::fs::read_to_string(layout.join("oci-layout")).unwrap(),
+        r#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+
+    // The tree: merged /usr, files through the /bin and /lib symlinks, hard link kept.
+    let e = &image.entries;
+    assert_eq!(e["bin"].kind, 'l');
+    assert_eq!(e["bin"].link, "usr/bin");
+    assert_eq!(e["lib"].link, "usr/lib");
+    // The hard link pair is stored once, then as a link to the first in sorted order.
+    assert_eq!(e["usr/bin/sh-alias"].kind, 'f');
+    assert_eq!(e["usr/bin/sh-alias"].mode, 0o755);
+    assert_eq!(e["usr/bin/sh-alias"].data, b"#!/bin/sh\n");
+    assert_eq!(e["usr/bin/sh-like"].kind, 'h');
+    assert_eq!(e["usr/bin/sh-like"].link, "usr/bin/sh-alias");
+    assert_eq!(e["usr/lib/ld-linux.so"].data, b"loader\n");
+    assert_eq!(e["usr/bin/awk"].kind, 'l');
+    assert_eq!(e["tmp"].mode, 0o1777);
+    assert!(e.values().all(|i| i.uid == 0));
+    // mtimes clamped to SOURCE_DATE_EPOCH (the Release date), never the build time.
+    assert!(e.values().all(|i| i.mtime <= 1_686_387_254));
+    assert_eq!(e["usr/bin/hello"].mtime, 1_500_000_000);
+    // Sorted, parents first.
+    let mut sorted = image.order.clone();
+    sorted.sort();
+    assert_eq!(image.order.len(), sorted.len());
+    assert!(
+        image.order.iter().position(|p| p == "usr").unwrap()
+            < image.order.iter().position(|p| p == "usr/bin").unwrap()
+    );
+
+    // The dpkg database: the host's dpkg reads it and sees every package unpacked.
+    let status = status_of(&image);
+    assert_eq!(status.matches("Status: install ok unpacked").count(), 7);
+    assert!(status.contains(
+        "Package: base-files\nEssential: yes\nStatus: install ok unpacked\nPriority: required\n"
+    ));
+    let issue_md5 = md5_of(b"Debian GNU/Linux 12\n");
+    assert!(
+        status.contains(&format!("Conffiles:\n /etc/issue {issue_md5}\n")),
+        "{status}"
+    );
+    assert_eq!(
+        e["var/lib/dpkg/info/libc6:arm64.list"].data,
+        b"/.\n/usr\n/usr/lib\n/usr/lib/libc.so.6\n/lib\n/lib/ld-linux.so\n"
+    );
+    assert!(e.contains_key("var/lib/dpkg/info/libc6:arm64.postinst"));
+    assert_eq!(e["var/lib/dpkg/info/base-files.preinst"].mode, 0o755);
+    assert_eq!(e["var/lib/dpkg/info/format"].data, b"1\n");
+    assert_eq!(
+        e["var/lib/dpkg/triggers/File"].data,
+        b"/usr/share/apt-interest apt/noawait\n"
+    );
+    assert_eq!(e["var/lib/dpkg/triggers/apt-cache"].data, b"apt\n");
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("var/lib/dpkg")).unwrap();
+    std::fs::write(rootfs.join("var/lib/dpkg/status"), &status).unwrap();
+    let q = Command::new("dpkg-query")
+        .args([
+            "--admindir",
+            rootfs.join("var/lib/dpkg").to_str().unwrap(),
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}${Package}=${Version}\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let listed = String::from_utf8(q.stdout).unwrap();
+    assert!(listed.contains("iU libc6=2.36-9+deb12u4"), "{listed}");
+    assert_eq!(listed.lines().count(), 7);
+
+    // The build left nothing behind but the layout.
+    let leftovers: Vec<_> = std::fs::read_dir(recipe.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("oci")]);
+}
+
+fn md5_of(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+#[test]
+fn fixture_debs_are_real_debs() {
+    let work = tempfile::tempdir().unwrap();
+    let deb = work.path().join("x.deb");
+    std::fs::write(&deb, base_packages(ARCH)[1].build()).unwrap();
+    let info = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(&deb)
+        .arg("Package")
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), "base-files");
+    let contents = Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&contents.stdout).contains("./etc/issue"));
+}
+
+#[test]
+fn same_lock_gives_the_same_digest_in_another_directory_and_time() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let a = work.path().join("a");
+    archive.write_recipe(&a, &["hello"], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&a, &cache, &["lock"]));
+    assert_ok(&kiln(&a, &cache, &["build", "--locked", "-o", "out"]));
+    let first = read_image(&a.join("out/oci")).manifest_digest;
+
+    // Another directory, another cache, a second later, offline from a fresh fetch.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = work.path().join("elsewhere/b");
+    std::fs::create_dir_all(&b).unwrap();
+    for f in ["kiln.toml", "kiln.lock"] {
+        std::fs::copy(a.join(f), b.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(b.join("boards")).unwrap();
+    std::fs::copy(a.join("boards/test.toml"), b.join("boards/test.toml")).unwrap();
+    let cache2 = work.path().join("cache2");
+    assert_ok(&kiln(
+        &b,
+        &cache2,
+        &["build", "--locked", "-o", "other-out"],
+    ));
+    assert_ok(&kiln(
+        &b,
+        &cache2,
+        &["build", "--locked", "--offline", "-o", "third"],
+    ));
+    assert_eq!(read_image(&b.join("other-out/oci")).manifest_digest, first);
+    assert_eq!(read_image(&b.join("third/oci")).manifest_digest, first);
+
+    // gzip layers are deterministic too, and differ from zstd ones.
+    assert_ok(&kiln(
+        &a,
+        &cache,
+        &["build", "--locked", "--compression", "gzip", "-o", "gz1"],
+    ));
+    assert_ok(&kiln(
+        &b,
+        &cache2,
+        &["build", "--locked", "--compression", "gzip", "-o", "gz2"],
+    ));
+    let gz = read_image(&a.join("gz1/oci")).manifest_digest;
+    assert_eq!(gz, read_image(&b.join("gz2/oci")).manifest_digest);
+    assert_ne!(gz, first);
+}
+
+#[test]
+fn locked_build_names_what_changed_and_writes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    archive.write_recipe(&recipe, &[], "");
+    let o = kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]);
+    assert_refused(
+        &o,
+        &[
+            "kiln.lock does not match the recipe",
+            "removed from it: [\"hello\"]",
+        ],
+    );
+    assert!(!recipe.join("out/oci").exists());
+
+    // Without --locked but --offline, a stale lock cannot be refreshed either.
+    let o = kiln(&recipe, &cache, &["build", "--offline", "-o", "out"]);
+    assert_refused(&o, &["does not match the recipe"]);
+    // Online and unlocked, kiln re-resolves and rewrites the lock.
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert!(!std::fs::read_to_string(recipe.join("kiln.lock"))
+        .unwrap()
+        .contains("name = \"hello\""));
+}
+
+#[test]
+fn untrusted_archives_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let cache = work.path().join("cache");
+    let recipe = work.path().join("r");
+
+    // A keyring holding another key.
+    let stranger = Signer::new("someone else <x@kiln.invalid>", "never", None);
+    let other_keyring = work.path().join("other.gpg");
+    stranger.export(&other_keyring);
+    let board_extra = "";
+    archive.write_recipe(&recipe, &[], board_extra);
+    let board = recipe.join("boards/test.toml");
+    let text = std::fs::read_to_string(&board).unwrap();
+    std::fs::write(
+        &board,
+        text.replace(
+            archive.keyring.to_str().unwrap(),
+            other_keyring.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(
+        &o,
+        &[
+            "InRelease",
+            "no valid signature",
+            "does not verify with any key",
+        ],
+    );
+    assert!(!recipe.join("kiln.lock").exists());
+
+    // A modified InRelease (one field changed after signing).
+    archive.write_recipe(&recipe, &[], board_extra);
+    let inrelease = archive.dists().join("InRelease");
+    let original = std::fs::read_to_string(&inrelease).unwrap();
+    std::fs::write(
+        &inrelease,
+        original.replace("Label: kiln-tests", "Label: kiln-evil"),
+    )
+    .unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["InRelease", "no valid signature"]);
+    std::fs::write(&inrelease, &original).unwrap();
+
+    // A Packages index that differs from what the signed Release states.
+    let packages = archive.dists().join("main/binary-arm64/Packages.xz");
+    let good = std::fs::read(&packages).unwrap();
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0x40;
+    std::fs::write(&packages, &bad).unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["Packages.xz", "does not match the signed Release"]);
+    std::fs::write(&packages, &good).unwrap();
+
+    // Release of another suite replayed under this one.
+    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+}
+
+#[test]
+fn a_lying_index_entry_never_reaches_the_cache() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = build_archive(
+        &work.path().join("archive"),
+        ArchiveSpec {
+            suite: "bookworm",
+            arch: ARCH,
+            packages: base_packages(ARCH),
+            signer: &signer,
+            dates: ReleaseDates::default(),
+            index_compressions: &["gz"],
+            lie_about: Some("hello"),
+        },
+    );
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    let o = kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]);
+    assert_refused(&o, &["hello", "the lock pins", "refusing it"]);
+    assert!(!recipe.join("out/oci").exists());
+    let cached: Vec<_> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        cached.len(),
+        6,
+        "every honest package cached, the lying one not"
+    );
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn corrupt_cache_entries_are_detected_and_refetched() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let digest = read_image(&recipe.join("out/oci")).manifest_digest;
+
+    // Truncate one entry and flip a byte in another.
+    let blobs: Vec<PathBuf> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let data = std::fs::read(&blobs[0]).unwrap();
+    std::fs::write(&blobs[0], &data[..data.len() / 2]).unwrap();
+    let mut data = std::fs::read(&blobs[1]).unwrap();
+    data[10] ^= 1;
+    std::fs::write(&blobs[1], &data).unwrap();
+
+    // Offline, a corrupt entry is not trusted: it is reported missing.
+    let o = kiln(&recipe, &cache, &["build", "--offline", "-o", "out2"]);
+    assert_refused(&o, &["is not in the cache", "--offline"]);
+    // Online, it is fetched again and the image is the same.
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out2"]));
+    assert_eq!(read_image(&recipe.join("out2/oci")).manifest_digest, digest);
+}
+
+/// Builds a fixture with one extra hostile package and returns kiln's result.
+fn build_with(work: &Path, hostile: Pkg) -> (Output, PathBuf) {
+    let signer = signer();
+    let mut pkgs = base_packages(ARCH);
+    let name = hostile.name.clone();
+    pkgs.push(hostile);
+    let archive = standard_archive(&work.join("archive"), &signer, pkgs);
+    let recipe = work.join("r");
+    archive.write_recipe(&recipe, &[&name], "");
+    let cache = work.join("cache");
+    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    (o, recipe)
+}
+
+#[test]
+fn hostile_packages_are_refused_without_writing_outside() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("pwned");
+    let cases: Vec<(Pkg, Vec<&str>)> = vec![
+        (
+            Pkg::new("evil-dotdot", "1", ARCH).entry(Entry::RawFile(
+                b"./../../../../../../../../tmp/kiln-pwned".to_vec(),
+                b"x".to_vec(),
+            )),
+            vec!["evil-dotdot", "member './../../", "'..'"],
+        ),
+        (
+            Pkg::new("evil-absolute", "1", ARCH).entry(Entry::RawFile(
+                format!("{}", target.display()).into_bytes(),
+                b"x".to_vec(),
+            )),
+            vec!["evil-absolute", "absolute path"],
+        ),
+        (
+            Pkg::new("evil-symlink", "1", ARCH)
+                .entry(Entry::Symlink(
+                    "./escape",
+                    "../../../../../../../../../../../../..",
+                ))
+                .file(&format!("./escape{}", target.display()), "x", 0o644),
+            vec!["evil-symlink", "leads outside the image root"],
+        ),
+        (
+            Pkg::new("evil-hardlink", "1", ARCH).entry(Entry::Hardlink(
+                "./etc-passwd",
+                "../../../../../../etc/passwd",
+            )),
+            vec!["evil-hardlink", "hard link target", "'..'"],
+        ),
+        (
+            Pkg::new("evil-hardlink2", "1", ARCH).entry(Entry::Hardlink("./shadow", "etc/shadow")),
+            vec!["evil-hardlink2", "did not ship before it"],
+        ),
+        (
+            {
+                let mut p = Pkg::new("truncated", "1", ARCH)
+                    .file("./usr/share/big", &"y".repeat(100_000), 0o644)
+                    .compression("gz", "none");
+                let full = p.build().len();
+                p.truncate_to = Some(full - 50_000);
+                p
+            },
+            vec!["truncated", "data.tar"],
+        ),
+    ];
+    for (pkg, needles) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let (o, recipe) = build_with(work.path(), pkg);
+        assert_refused(&o, &needles);
+        assert!(!target.exists(), "wrote outside the staging root");
+        assert!(!Path::new("/tmp/kiln-pwned").exists());
+        // Nothing partial: no layout, no staging directories.
+        assert!(!recipe.join("out/oci").exists());
+        let left: Vec<_> = std::fs::read_dir(recipe.join("out")).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+#[test]
+fn a_failed_build_keeps_the_previous_output() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let before = read_image(&recipe.join("out/oci")).manifest_digest;
+
+    let mut pkgs = base_packages(ARCH);
+    pkgs.push(
+        Pkg::new("evil-dotdot", "1", ARCH).entry(Entry::RawFile(b"../x".to_vec(), b"x".to_vec())),
+    );
+    let archive2 = standard_archive(&work.path().join("archive2"), &signer, pkgs);
+    archive2.write_recipe(&recipe, &["evil-dotdot"], "");
+    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    assert_refused(&o, &["evil-dotdot"]);
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
+    assert_eq!(std::fs::read_dir(recipe.join("out")).unwrap().count(), 1);
+}
+
+#[test]
+fn stretch_style_archive_with_expired_key_and_old_compressions() {
+    let work = tempfile::tempdir().unwrap();
+    // A key made in 2019 that expired in 2020, signing a Release dated 2019 whose Valid-Until
+    // has long passed: what archive.debian.org serves for stretch.
+    let signer = Signer::new(
+        "stretch archive <stretch@kiln.invalid>",
+        "1y",
+        Some("20190601T000000!"),
+    );
+    let mut pkgs = base_packages("armhf");
+    for p in &mut pkgs {
+        *p = p.clone().compression("gz", "bz2");
+    }
+    pkgs[1] = pkgs[1].clone().compression("gz", "xz");
+    let archive = build_archive(
+        &work.path().join("archive"),
+        ArchiveSpec {
+            suite: "stretch",
+            arch: "armhf",
+            packages: pkgs,
+            signer: &signer,
+            dates: ReleaseDates {
+                date: "Sat, 15 Jun 2019 10:00:00 UTC".into(),
+                valid_until: Some("Sat, 22 Jun 2019 10:00:00 UTC".into()),
+            },
+            index_compressions: &["gz"],
+            lie_about: None,
+        },
+    );
+    let cache = work.path().join("cache");
+    let recipe = work.path().join("r");
+
+    archive.write_recipe(&recipe, &[], "");
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["had expired", "archived = true"]);
+
+    archive.write_recipe(&recipe, &[], "archived = true\n");
+    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    assert_ok(&kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]));
+    let image = read_image(&recipe.join("out/oci"));
+    assert_eq!(
+        image.index["manifests"][0]["platform"]["architecture"],
+        "arm"
+    );
+    assert_eq!(image.index["manifests"][0]["platform"]["variant"], "v7");
+    // stretch is not merged-/usr: /bin and /lib are real directories.
+    assert_eq!(image.entries["bin"].kind, 'd');
+    assert_eq!(image.entries["lib"].kind, 'd');
+    assert_eq!(image.entries["bin/sh-like"].link, "bin/sh-alias");
+    assert!(image
+        .entries
+        .contains_key("var/lib/dpkg/info/libc6:armhf.list"));
+
+    // The Valid-Until check still guards a live (non-archived) suite signed by a valid key.
+    let fresh = Signer::new("fresh <f@kiln.invalid>", "never", None);
+    let archive = build_archive(
+        &work.path().join("archive2"),
+        ArchiveSpec {
+            suite: "stretch",
+            arch: "armhf",
+            packages: base_packages("armhf"),
+            signer: &fresh,
+            dates: ReleaseDates {
+                date: "Sat, 15 Jun 2019 10:00:00 UTC".into(),
+                valid_until: Some("Sat, 22 Jun 2019 10:00:00 UTC".into()),
+            },
+            index_compressions: &["xz"],
+            lie_about: None,
+        },
+    );
+    archive.write_recipe(&recipe, &[], "");
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["expired: Valid-Until"]);
+}
+
+#[test]
+fn detached_release_signature_is_used_when_inrelease_is_missing() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    std::fs::remove_file(archive.dists().join("InRelease")).unwrap();
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    // ...and a Release modified after signing is refused.
+    let release = archive.dists().join("Release");
+    let text = std::fs::read_to_string(&release).unwrap();
+    std::fs::write(&release, text.replace("kiln fixture", "kiln fixturE")).unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["Release", "no valid signature"]);
+}
+
+#[test]
+fn bad_recipes_get_one_line_naming_file_line_and_key() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    let cache = work.path().join("cache");
+    archive.write_recipe(&recipe, &["no-such-package"], "");
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["'no-such-package' is not in the archive index"]);
+
+    let toml = std::fs::read_to_string(recipe.join("kiln.toml")).unwrap();
+    std::fs::write(
+        recipe.join("kiln.toml"),
+        toml.replace("variant = \"minbase\"", "variant = \"maxbase\""),
+    )
+    .unwrap();
+    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    assert_refused(
+        &o,
+        &[
+            "kiln.toml:7: key 'base.variant'",
+            "unknown variant 'maxbase'",
+        ],
+    );
+
+    let board = recipe.join("boards/test.toml");
+    let text = std::fs::read_to_string(&board).unwrap();
+    std::fs::write(&board, text.replace("arch = \"arm64\"", "arch = \"arm65\"")).unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["test.toml:2: key 'arch'", "arm65"]);
+
+    std::fs::write(&board, text.replace("[debian]", "[debian]\nmirorr = \"x\"")).unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(&o, &["test.toml:6", "mirorr"]);
+    assert!(!recipe.join("out").exists());
+}
+
+/// Generates version pairs that stress every rule of dpkg's ordering and checks each against
+/// the real `dpkg --compare-versions` on this machine.
+#[test]
+fn version_order_agrees_with_dpkg_on_generated_pairs() {
+    let atoms = [
+        "0",
+        "1",
+        "1.0",
+        "1.00",
+        "1.0a",
+        "1.0+",
+        "1.0~",
+        "1.0~rc1",
+        "1.0~~",
+        "1.0.1",
+        "1.10",
+        "1.9",
+        "2:0.1",
+        "1:1.0",
+        "0:1.0",
+        "1.0-1",
+        "1.0-0",
+        "1.0-1~bpo1",
+        "1.0-1+b1",
+        "1.0-10",
+        "1.0-9",
+        "1.0+dfsg-1",
+        "1.0+dfsg1-1",
+        "1.0a-1",
+        "1.0A-1",
+        "1.0.a",
+        "1.0-1.1",
+        "1:1.0-1",
+        "2.36-9+deb12u4",
+        "2.36-9+deb12u10",
+        "3.0~alpha",
+        "3.0~beta2",
+        "3.0",
+        "3.0.0",
+        "10",
+        "9.99",
+        "1.2.3-4-5",
+        "1.2-3-4",
+        "0.0001",
+        "1.2+git20230101",
+        "1.2+git20221231",
+        "7",
+        "7.0",
+        "7.0-",
+        "a",
+    ];
+    let valid: Vec<&str> = atoms
+        .iter()
+        .copied()
+        .filter(|a| kiln::version::Version::parse(a).is_ok())
+        .collect();
+    let mut pairs = Vec::new();
+    for (i, a) in valid.iter().enumerate() {
+        for b in valid.iter().skip(i) {
+            pairs.push((*a, *b));
+        }
+    }
+    assert!(pairs.len() >= 500, "only {} pairs", pairs.len());
+    // One dpkg call per pair; run them through a shell loop to keep it quick.
+    let mut script = String::new();
+    for (a, b) in &pairs {
+        script.push_str(&format!(
+            "if dpkg --compare-versions '{a}' lt '{b}'; then echo lt; elif dpkg --compare-versions '{a}' eq '{b}'; then echo eq; else echo gt; fi\n"
+        ));
+    }
+    let mut child = Command::new("sh")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let answers: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(answers.len(), pairs.len());
+    for ((a, b), dpkg) in pairs.iter().zip(&answers) {
+        let ours = match kiln::version::Version::parse(a)
+            .unwrap()
+            .cmp(&kiln::version::Version::parse(b).unwrap())
+        {
+            std::cmp::Ordering::Less => "lt",
+            std::cmp::Ordering::Equal => "eq",
+            std::cmp::Ordering::Greater => "gt",
+        };
+        assert_eq!(ours, dpkg, "{a} vs {b}");
+    }
+    // Strings dpkg rejects, kiln rejects too.
+    for bad in ["a", "7.0-", "", "1:", ":1"] {
+        assert!(kiln::version::Version::parse(bad).is_err(), "{bad}");
+    }
+}
