@@ -892,3 +892,113 @@ fn version_order_agrees_with_dpkg_on_generated_pairs() {
         assert!(kiln::version::Version::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn fetches_over_http_in_parallel_and_refuses_a_truncated_download() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let server = fixture::HttpServer::serve(&archive.mirror, &[]);
+    let board = recipe.join("boards/test.toml");
+    let text = std::fs::read_to_string(&board).unwrap();
+    std::fs::write(&board, text.replace(&archive.mirror_url(), &server.url)).unwrap();
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    // InRelease, Packages.xz and seven .debs.
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 9);
+    let layer = read_image(&recipe.join("out/oci")).config["rootfs"].clone();
+
+    // The same root filesystem as from the file:// mirror (the manifest differs only because
+    // the lock, and so its digest annotation, names another mirror).
+    let recipe2 = work.path().join("r2");
+    archive.write_recipe(&recipe2, &["hello"], "");
+    std::fs::copy(recipe.join("kiln.lock"), recipe2.join("kiln.lock")).unwrap();
+    let lock = std::fs::read_to_string(recipe2.join("kiln.lock")).unwrap();
+    std::fs::write(
+        recipe2.join("kiln.lock"),
+        lock.replace(&server.url, &archive.mirror_url()),
+    )
+    .unwrap();
+    assert_ok(&kiln(
+        &recipe2,
+        &work.path().join("cache2"),
+        &["build", "--locked", "-o", "out"],
+    ));
+    assert_eq!(read_image(&recipe2.join("out/oci")).config["rootfs"], layer);
+
+    // A connection that drops mid-body: refused, and nothing half-written stays in the cache.
+    let cut = fixture::HttpServer::serve(&archive.mirror, &[".deb"]);
+    std::fs::write(&board, text.replace(&archive.mirror_url(), &cut.url)).unwrap();
+    let cache3 = work.path().join("cache3");
+    let o = kiln(&recipe, &cache3, &["build", "-o", "out3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_dir(cache3.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(std::fs::read_dir(cache3.join("tmp")).unwrap().count(), 0);
+    assert!(!recipe.join("out3/oci").exists());
+}
+
+/// skopeo and umoci (from Debian, installed by ci/setup) read what kiln writes.
+#[test]
+fn real_oci_tools_accept_the_layout() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(
+        &recipe,
+        &cache,
+        &["build", "--locked", "--compression", "gzip", "-o", "gz"],
+    ));
+    let layout = recipe.join("out/oci");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", &format!("oci:{}:1.0", layout.display())])
+        .output()
+        .expect("skopeo is installed (ci/setup)");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Architecture"], "arm64");
+    assert_eq!(v["Created"], "2023-06-10T08:54:14Z");
+    let copy = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            &format!("oci:{}:1.0", layout.display()),
+            &format!("oci:{}:1.0", work.path().join("copy").display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", stderr(&copy));
+
+    let bundle = work.path().join("bundle");
+    let unpack = Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:1.0", recipe.join("gz/oci").display()),
+            bundle.to_str().unwrap(),
+        ])
+        .output()
+        .expect("umoci is installed (ci/setup)");
+    assert!(unpack.status.success(), "{}", stderr(&unpack));
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("usr/bin/hello")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin")).unwrap(),
+        Path::new("usr/bin")
+    );
+    assert!(rootfs.join("var/lib/dpkg/status").is_file());
+}

@@ -271,21 +271,22 @@ impl Recipe {
 
         let (variant, raw_packages) = match raw.base {
             Some(base) => {
-                let variant =
-                    match &base.variant {
-                        None => Variant::Minbase,
-                        Some(v) => match v.get_ref().as_str() {
-                            "minbase" => Variant::Minbase,
-                            "essential" => Variant::Essential,
-                            other => return Err(src.error(
+                let variant = match &base.variant {
+                    None => Variant::Minbase,
+                    Some(v) => match v.get_ref().as_str() {
+                        "minbase" => Variant::Minbase,
+                        "essential" => Variant::Essential,
+                        other => {
+                            return Err(src.error(
                                 v.span(),
                                 "base.variant",
                                 format!(
                                     "unknown variant '{other}' (expected 'minbase' or 'essential')"
                                 ),
-                            )),
-                        },
-                    };
+                            ))
+                        }
+                    },
+                };
                 (variant, base.packages.unwrap_or_default())
             }
             None => (Variant::Minbase, Vec::new()),
