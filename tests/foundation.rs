@@ -540,16 +540,20 @@ fn corrupt_cache_entries_are_detected_and_refetched() {
     assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
     let digest = read_image(&recipe.join("out/oci")).manifest_digest;
 
-    // Truncate one entry and flip a byte in another.
-    let blobs: Vec<PathBuf> = std::fs::read_dir(cache.join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    // Truncate one .deb and flip a byte in another; drop the layer records so the base must be
+    // built from the .debs again.
+    let lock = std::fs::read_to_string(recipe.join("kiln.lock")).unwrap();
+    let debs: Vec<PathBuf> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("sha256 = \""))
+        .map(|h| cache.join("blobs/sha256").join(h.trim_end_matches('"')))
         .collect();
-    let data = std::fs::read(&blobs[0]).unwrap();
-    std::fs::write(&blobs[0], &data[..data.len() / 2]).unwrap();
-    let mut data = std::fs::read(&blobs[1]).unwrap();
+    let data = std::fs::read(&debs[0]).unwrap();
+    std::fs::write(&debs[0], &data[..data.len() / 2]).unwrap();
+    let mut data = std::fs::read(&debs[1]).unwrap();
     data[10] ^= 1;
-    std::fs::write(&blobs[1], &data).unwrap();
+    std::fs::write(&debs[1], &data).unwrap();
+    std::fs::remove_dir_all(cache.join("layers")).unwrap();
 
     // Offline, a corrupt entry is not trusted: it is reported missing.
     let o = kiln(&recipe, &cache, &["build", "--offline", "-o", "out2"]);
@@ -557,6 +561,49 @@ fn corrupt_cache_entries_are_detected_and_refetched() {
     // Online, it is fetched again and the image is the same.
     assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out2"]));
     assert_eq!(read_image(&recipe.join("out2/oci")).manifest_digest, digest);
+}
+
+#[test]
+fn an_unchanged_base_layer_is_reused_and_a_corrupt_one_rebuilt() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache = work.path().join("cache");
+    let first = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    assert_ok(&first);
+    assert!(!String::from_utf8_lossy(&first.stdout).contains("reused"));
+    let digest = read_image(&recipe.join("out/oci")).manifest_digest;
+
+    // Nothing changed: the layer comes from the layer cache, without the .debs.
+    let lock = std::fs::read_to_string(recipe.join("kiln.lock")).unwrap();
+    for h in lock.lines().filter_map(|l| l.strip_prefix("sha256 = \"")) {
+        std::fs::remove_file(cache.join("blobs/sha256").join(h.trim_end_matches('"'))).unwrap();
+    }
+    let again = kiln(&recipe, &cache, &["build", "--offline", "-o", "out"]);
+    assert_ok(&again);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("base layer reused"));
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
+
+    // A corrupt cached layer is a miss: the base is built again (from a fresh fetch).
+    let record = std::fs::read_dir(cache.join("layers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let blob = cache
+        .join("blobs/sha256")
+        .join(rec["digest"].as_str().unwrap());
+    let mut data = std::fs::read(&blob).unwrap();
+    data[100] ^= 0xff;
+    std::fs::write(&blob, &data).unwrap();
+    let rebuilt = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    assert_ok(&rebuilt);
+    assert!(!String::from_utf8_lossy(&rebuilt.stdout).contains("reused"));
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
 }
 
 /// Builds a fixture with one extra hostile package and returns kiln's result.

@@ -3,7 +3,9 @@
 //! decides which lock to build from.
 
 use crate::compose::{self, ComposeError};
+use crate::configure::{self, ConfigureError, ConfigureOptions};
 use crate::fetch::{self, Cache, FetchError};
+use crate::layercache;
 use crate::lock::{self, Lock, LockError, LOCK_FILE};
 use crate::oci::{self, ImageMeta, ImageRef, OciError};
 use crate::output::StagedDir;
@@ -27,12 +29,18 @@ pub enum BuildError {
     /// A package could not be unpacked.
     #[error(transparent)]
     Compose(#[from] ComposeError),
+    /// Configuring failed (a maintainer script, or no emulator).
+    #[error(transparent)]
+    Configure(#[from] ConfigureError),
     /// A layer could not be packed.
     #[error(transparent)]
     Pack(#[from] PackError),
     /// The layout could not be written.
     #[error(transparent)]
     Oci(#[from] OciError),
+    /// The layer cache is unusable.
+    #[error(transparent)]
+    LayerCache(#[from] crate::layercache::LayerCacheError),
     /// The output directory could not be written.
     #[error("output {path}: {reason}")]
     Output {
@@ -59,7 +67,12 @@ impl BuildError {
             BuildError::Fetch(_) => 2,
             BuildError::Compose(ComposeError::Io { .. }) => 2,
             BuildError::Compose(_) => 1,
-            BuildError::Pack(_) | BuildError::Oci(_) | BuildError::Output { .. } => 2,
+            BuildError::Configure(ConfigureError::Script { .. }) => 1,
+            BuildError::Configure(_) => 2,
+            BuildError::Pack(_)
+            | BuildError::Oci(_)
+            | BuildError::Output { .. }
+            | BuildError::LayerCache(_) => 2,
         }
     }
 }
@@ -94,6 +107,8 @@ pub struct BuildReport {
     pub packages: usize,
     /// The SOURCE_DATE_EPOCH used.
     pub source_date_epoch: u64,
+    /// The base layer came from the layer cache (nothing was fetched, composed or configured).
+    pub base_reused: bool,
 }
 
 /// Resolves the recipe and writes kiln.lock (the `kiln lock` command).
@@ -137,15 +152,6 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
     let recipe = Recipe::load(recipe_dir)?;
     let lock = lock_for_build(&recipe, opts)?;
     let cache = Cache::open(&opts.cache_dir)?;
-    let transport = Transport::new();
-    let paths = fetch::fetch_all(
-        &cache,
-        &transport,
-        &recipe.board.mirror,
-        &lock.packages,
-        opts.offline,
-        opts.progress,
-    )?;
     let sde = opts.source_date_epoch.unwrap_or(lock.release.date_epoch);
 
     let out_err = |path: &Path, e: std::io::Error| BuildError::Output {
@@ -157,15 +163,25 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
     let staged = StagedDir::new(&layout_path).map_err(|e| out_err(&layout_path, e))?;
     let blobs = staged.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| out_err(&blobs, e))?;
-    // The staging root lives beside the output (same filesystem) and is removed when done.
-    let work = tempfile::Builder::new()
-        .prefix(".kiln-rootfs-")
-        .tempdir_in(&opts.out)
-        .map_err(|e| out_err(&opts.out, e))?;
-    let root = work.path().join("root");
-    let debs: Vec<_> = lock.packages.iter().cloned().zip(paths).collect();
-    let composed = compose::compose(&root, &recipe.board, &debs)?;
-    let layer = pack::pack_layer(&composed.root, &blobs, sde, opts.compression)?;
+
+    // The base layer depends only on these; an unchanged base is reused, not rebuilt.
+    let base_key = layercache::key(&[
+        &lock.digest(),
+        &format!("configure={}", recipe.configure),
+        &format!("merged-usr={}", recipe.board.merged_usr),
+        &format!("source-date-epoch={sde}"),
+        opts.compression.media_type(),
+    ]);
+    let cached = layercache::restore(&cache, &base_key, &blobs)?;
+    let base_reused = cached.is_some();
+    let layer = match cached {
+        Some(layer) => layer,
+        None => {
+            let layer = build_base_layer(&recipe, &lock, &cache, opts, sde, &blobs)?;
+            layercache::store(&cache, &base_key, &layer, &blobs)?;
+            layer
+        }
+    };
     let meta = ImageMeta {
         name: recipe.name.clone(),
         version: recipe.version.clone(),
@@ -176,7 +192,12 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
         compatible: recipe.board.compatible.clone(),
         lock_digest: lock.digest(),
         history: vec![format!(
-            "kiln compose: {} {} {} packages from {} (InRelease sha256:{})",
+            "kiln {}: {} {} {} packages from {} (InRelease sha256:{})",
+            if recipe.configure {
+                "configure"
+            } else {
+                "compose (unpacked)"
+            },
             recipe.board.suite,
             recipe.variant,
             lock.packages.len(),
@@ -185,12 +206,57 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
         )],
     };
     let image = oci::write_layout(staged.path(), &[layer], &meta)?;
-    drop(work);
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
     Ok(BuildReport {
         image,
         layout: layout_path,
         packages: lock.packages.len(),
         source_date_epoch: sde,
+        base_reused,
     })
+}
+
+/// Fetches, composes, configures and packs the base layer into `blobs`.
+fn build_base_layer(
+    recipe: &Recipe,
+    lock: &Lock,
+    cache: &Cache,
+    opts: &BuildOptions,
+    sde: u64,
+    blobs: &Path,
+) -> Result<pack::Layer, BuildError> {
+    let paths = fetch::fetch_all(
+        cache,
+        &Transport::new(),
+        &recipe.board.mirror,
+        &lock.packages,
+        opts.offline,
+        opts.progress,
+    )?;
+    // The staging root lives beside the output (same filesystem) and is removed when done.
+    let work = tempfile::Builder::new()
+        .prefix(".kiln-rootfs-")
+        .tempdir_in(&opts.out)
+        .map_err(|e| BuildError::Output {
+            path: opts.out.clone(),
+            reason: e.to_string(),
+        })?;
+    let root = work.path().join("root");
+    let debs: Vec<_> = lock.packages.iter().cloned().zip(paths).collect();
+    let composed = compose::compose(&root, &recipe.board, &debs)?;
+    if recipe.configure {
+        configure::configure(
+            &composed,
+            &recipe.board,
+            &ConfigureOptions {
+                source_date_epoch: sde,
+            },
+        )?;
+    }
+    Ok(pack::pack_layer(
+        &composed.root,
+        blobs,
+        sde,
+        opts.compression,
+    )?)
 }

@@ -2,23 +2,27 @@
 //!
 //! One module per pipeline stage, data flowing one way (see DESIGN.md):
 //! [`spec`] (recipe) -> [`lock`] (resolve against the signed [`archive`]) -> [`fetch`] (cache)
-//! -> [`compose`] (unpack + dpkg database) -> [`pack`] (layers) + [`oci`] (image layout).
+//! -> [`compose`] (unpack + dpkg database) -> [`configure`] (maintainer scripts under qemu, in a
+//! [`sandbox`]) -> [`pack`] (layers) + [`oci`] (image layout).
 //! [`build`] runs them in order; the rest are the parts they share.
 
 pub mod arch;
 pub mod archive;
 pub mod build;
 pub mod compose;
+pub mod configure;
 pub mod control;
 pub mod deb;
 pub mod decompress;
 pub mod digest;
 pub mod fetch;
+pub mod layercache;
 pub mod lock;
 pub mod oci;
 pub mod output;
 pub mod pack;
 pub mod resolve;
+pub mod sandbox;
 pub mod spec;
 pub mod timefmt;
 pub mod transport;

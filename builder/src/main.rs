@@ -109,11 +109,15 @@ fn main() -> ExitCode {
             match build::build(&dir, &opts) {
                 Ok(report) => {
                     println!(
-                        "built {} ({} packages) at {}:{} manifest {}",
-                        report.layout.display(),
-                        report.packages,
+                        "built {}:{} ({} packages{}) manifest {}",
                         report.layout.display(),
                         report.image.tag,
+                        report.packages,
+                        if report.base_reused {
+                            ", base layer reused from the layer cache"
+                        } else {
+                            ""
+                        },
                         report.image.manifest_digest
                     );
                     ExitCode::SUCCESS

@@ -52,6 +52,9 @@ pub struct Recipe {
     pub variant: Variant,
     /// Extra packages requested by name, sorted and deduplicated.
     pub packages: Vec<String>,
+    /// Run the maintainer scripts at build time (default). False leaves every package
+    /// `unpacked`, for images whose second stage runs on the device.
+    pub configure: bool,
     /// Overlay directories named by the recipe.
     pub overlays: Vec<String>,
 }
@@ -123,6 +126,7 @@ struct RawImage {
 #[serde(deny_unknown_fields)]
 struct RawBase {
     variant: Option<Spanned<String>>,
+    configure: Option<bool>,
     packages: Option<Vec<Spanned<String>>>,
 }
 
@@ -269,6 +273,7 @@ impl Recipe {
         }
         let board = Board::load(&board_path)?;
 
+        let configure = raw.base.as_ref().and_then(|b| b.configure).unwrap_or(true);
         let (variant, raw_packages) = match raw.base {
             Some(base) => {
                 let variant = match &base.variant {
@@ -335,6 +340,7 @@ impl Recipe {
             board_ref,
             variant,
             packages,
+            configure,
             overlays,
         })
     }

@@ -85,7 +85,7 @@ fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Writes status, info files and trigger interests for the unpacked packages.
-pub fn write_database(root: &Path, packages: &[Unpacked]) -> io::Result<()> {
+pub fn write_database(root: &Path, arch: &str, packages: &[Unpacked]) -> io::Result<()> {
     let db = root.join("var/lib/dpkg");
     for sub in ["info", "updates", "triggers", "alternatives", "parts"] {
         fs::create_dir_all(db.join(sub))?;
@@ -99,9 +99,8 @@ pub fn write_database(root: &Path, packages: &[Unpacked]) -> io::Result<()> {
         status.push('\n');
     }
     write(&db.join("status"), status.as_bytes(), 0o644)?;
-    write(&db.join("available"), b"", 0o644)?;
-    write(&db.join("diversions"), b"", 0o644)?;
-    write(&db.join("statoverride"), b"", 0o644)?;
+    // What `dpkg --add-architecture`-aware tools read; mmdebstrap writes it the same way.
+    write(&db.join("arch"), format!("{arch}\n").as_bytes(), 0o644)?;
     write(&db.join("info/format"), b"1\n", 0o644)?;
 
     let mut file_interests: Vec<String> = Vec::new();

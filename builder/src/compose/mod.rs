@@ -156,7 +156,8 @@ pub fn compose(
             conffiles,
         });
     }
-    dpkgdb::write_database(root, &packages).map_err(|e| io_err(&root.join("var/lib/dpkg"), e))?;
+    dpkgdb::write_database(root, board.arch.as_str(), &packages)
+        .map_err(|e| io_err(&root.join("var/lib/dpkg"), e))?;
     Ok(Composed {
         root: root.to_path_buf(),
         packages,
@@ -192,7 +193,10 @@ fn unpack_data(
     package: &str,
     data: &mut dyn Read,
 ) -> Result<Vec<(String, bool)>, ComposeError> {
-    let root = Root { path: root_path };
+    let root = Root {
+        path: root_path,
+        create_missing: true,
+    };
     let mut archive = tar::Archive::new(data);
     let mut out = Vec::new();
     let mut extracted: HashMap<Vec<Vec<u8>>, PathBuf> = HashMap::new();
@@ -331,7 +335,12 @@ fn conffile_hashes(
             reason,
         };
         let comps = member_components(path.trim_start_matches('/').as_bytes()).map_err(&fail)?;
-        let resolved = Root { path: root }.resolve_parent(&comps).map_err(&fail)?;
+        let resolved = Root {
+            path: root,
+            create_missing: false,
+        }
+        .resolve_parent(&comps)
+        .map_err(&fail)?;
         let host = resolved
             .parent
             .join(std::ffi::OsStr::from_bytes(&resolved.name));

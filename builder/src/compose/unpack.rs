@@ -50,7 +50,12 @@ const MAX_SYMLINKS: usize = 40;
 pub struct Root<'a> {
     /// Host path of the image root.
     pub path: &'a Path,
+    /// Create missing parent directories (unpacking) or report them (looking up).
+    pub create_missing: bool,
 }
+
+/// The error text of a lookup that met a missing directory.
+pub const MISSING: &str = "no such directory";
 
 /// Where a path's parent directory really is, inside the root.
 #[derive(Debug)]
@@ -92,6 +97,9 @@ impl Root<'_> {
             logical.push(c);
             let host = self.host(&logical);
             match fs::symlink_metadata(&host) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !self.create_missing => {
+                    return Err(MISSING.into());
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&host)
                         .map_err(|e| format!("cannot create {}: {e}", host.display()))?;
@@ -267,7 +275,10 @@ mod tests {
         std::os::unix::fs::symlink("usr/bin", root_dir.join("bin")).unwrap();
         std::os::unix::fs::symlink("/usr", root_dir.join("abs")).unwrap();
         std::os::unix::fs::symlink("../../..", root_dir.join("up")).unwrap();
-        let root = Root { path: &root_dir };
+        let root = Root {
+            path: &root_dir,
+            create_missing: true,
+        };
         let comps = |s: &str| member_components(s.as_bytes()).unwrap();
         assert_eq!(
             root.resolve_parent(&comps("bin/ls")).unwrap().parent,

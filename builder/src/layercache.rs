@@ -1,0 +1,130 @@
+//! The layer cache: a finished layer is a pure function of its inputs (the lock, the recipe's
+//! choices, SOURCE_DATE_EPOCH, the compression and this kiln's layer format), so it is stored
+//! under a key derived from them and reused instead of being fetched, composed, configured and
+//! packed again. Blobs live in the fetch cache's content-addressed store; a small JSON record per
+//! key says which blob is the layer. A record whose blob is missing or corrupt is a miss.
+
+use crate::digest::sha256_hex;
+use crate::fetch::Cache;
+use crate::pack::Layer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Bump when anything changes how a layer's bytes come out of the same inputs.
+pub const LAYER_FORMAT: &str = "kiln-layer-format-1";
+
+/// Why the layer cache failed (a miss is not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("layer cache {path}: {reason}")]
+pub struct LayerCacheError {
+    /// Path.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    digest: String,
+    size: u64,
+    diff_id: String,
+    media_type: String,
+    entries: u64,
+}
+
+/// The cache key of a layer: SHA-256 over its inputs, one per line.
+pub fn key(inputs: &[&str]) -> String {
+    let mut text = format!("{LAYER_FORMAT}\n{}\n", env!("CARGO_PKG_VERSION"));
+    for i in inputs {
+        text.push_str(i);
+        text.push('\n');
+    }
+    sha256_hex(text.as_bytes())
+}
+
+fn record_path(cache: &Cache, key: &str) -> PathBuf {
+    cache.root().join("layers").join(format!("{key}.json"))
+}
+
+fn media_type(name: &str) -> Option<&'static str> {
+    [
+        crate::pack::LayerCompression::Zstd.media_type(),
+        crate::pack::LayerCompression::Gzip.media_type(),
+    ]
+    .into_iter()
+    .find(|m| *m == name)
+}
+
+/// Copies a cached layer into `blobs_dir` and returns it, or None on a miss.
+pub fn restore(
+    cache: &Cache,
+    key: &str,
+    blobs_dir: &Path,
+) -> Result<Option<Layer>, LayerCacheError> {
+    let path = record_path(cache, key);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_str::<Record>(&text) else {
+        return Ok(None);
+    };
+    let Some(media_type) = media_type(&record.media_type) else {
+        return Ok(None);
+    };
+    let err = |reason: String| LayerCacheError {
+        path: path.clone(),
+        reason,
+    };
+    let Some(blob) = cache
+        .verified(&record.digest, record.size)
+        .map_err(|e| err(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    std::fs::copy(&blob, blobs_dir.join(&record.digest)).map_err(|e| err(e.to_string()))?;
+    Ok(Some(Layer {
+        digest: record.digest,
+        size: record.size,
+        diff_id: record.diff_id,
+        media_type,
+        entries: record.entries,
+    }))
+}
+
+/// Stores a freshly packed layer (its blob in `blobs_dir`) under `key`.
+pub fn store(
+    cache: &Cache,
+    key: &str,
+    layer: &Layer,
+    blobs_dir: &Path,
+) -> Result<(), LayerCacheError> {
+    let path = record_path(cache, key);
+    let err = |reason: String| LayerCacheError {
+        path: path.clone(),
+        reason,
+    };
+    let dest = cache.blob_path(&layer.digest);
+    if !dest.exists() {
+        let tmp = tempfile::NamedTempFile::new_in(cache.root().join("tmp"))
+            .map_err(|e| err(e.to_string()))?;
+        std::fs::copy(blobs_dir.join(&layer.digest), tmp.path()).map_err(|e| err(e.to_string()))?;
+        tmp.persist(&dest).map_err(|e| err(e.to_string()))?;
+    }
+    let record = Record {
+        digest: layer.digest.clone(),
+        size: layer.size,
+        diff_id: layer.diff_id.clone(),
+        media_type: layer.media_type.to_string(),
+        entries: layer.entries,
+    };
+    let dir = cache.root().join("layers");
+    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
+    std::fs::write(
+        tmp.path(),
+        serde_json::to_vec(&record).map_err(|e| err(e.to_string()))?,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    tmp.persist(&path).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

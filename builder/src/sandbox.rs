@@ -1,0 +1,276 @@
+//! Running target programs inside the staging root: a chroot in a mount namespace of its own,
+//! with /proc, /sys, a minimal /dev and tmpfs /tmp and /run, foreign code executed by qemu-user
+//! through binfmt_misc, and an environment built from scratch (nothing of the host's PIP_*,
+//! PYTHON*, proxy or locale settings leaks in).
+//!
+//! The mounts exist only in the child's namespace and vanish with it, so nothing stays mounted
+//! in the staging root afterwards (copying or packing it can never walk into the host's /proc).
+
+use crate::arch::DebianArch;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Why target code cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// No usable binfmt_misc handler for the target.
+    #[error("cannot run {arch} programs: {reason}. Install and register qemu-user: `apt-get install qemu-user-static binfmt-support` (and, in a container, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && update-binfmts --enable`)")]
+    NoEmulator {
+        /// Target architecture.
+        arch: DebianArch,
+        /// What is missing.
+        reason: String,
+    },
+    /// Starting the sandboxed process failed.
+    #[error("cannot start {program} in {root}: {reason}")]
+    Spawn {
+        /// What was run.
+        program: String,
+        /// The root.
+        root: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Checks that the host can execute the architecture's binaries inside a chroot: natively, or
+/// through a binfmt_misc handler with the F flag (the interpreter opened at registration, so it
+/// need not exist inside the chroot).
+pub fn check_emulation(arch: DebianArch) -> Result<(), SandboxError> {
+    let host_native = matches!(
+        (std::env::consts::ARCH, arch),
+        ("x86_64", DebianArch::Amd64) | ("aarch64", DebianArch::Arm64)
+    );
+    if host_native {
+        return Ok(());
+    }
+    let Some(name) = arch.qemu_binfmt_name() else {
+        return Err(SandboxError::NoEmulator {
+            arch,
+            reason: "no emulator is known for it".into(),
+        });
+    };
+    let path = Path::new("/proc/sys/fs/binfmt_misc").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|_| SandboxError::NoEmulator {
+        arch,
+        reason: format!(
+            "binfmt_misc has no {name} handler ({} is missing)",
+            path.display()
+        ),
+    })?;
+    if !text.lines().any(|l| l.trim() == "enabled") {
+        return Err(SandboxError::NoEmulator {
+            arch,
+            reason: format!("the {name} binfmt handler is disabled"),
+        });
+    }
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !flags.contains('F') {
+        return Err(SandboxError::NoEmulator {
+            arch,
+            reason: format!(
+                "the {name} binfmt handler lacks the F (fix-binary) flag, so it cannot run inside a chroot (flags: '{flags}')"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The fixed environment of everything run in the sandbox. Maintainer scripts see a plain,
+/// non-interactive Debian system; the host's variables are not inherited.
+pub fn base_environment(source_date_epoch: u64) -> Vec<(String, String)> {
+    vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("LC_ALL".into(), "C".into()),
+        ("LANG".into(), "C".into()),
+        ("DEBIAN_FRONTEND".into(), "noninteractive".into()),
+        ("DEBCONF_NONINTERACTIVE_SEEN".into(), "true".into()),
+        ("DEBCONF_NOWARNINGS".into(), "yes".into()),
+        ("SOURCE_DATE_EPOCH".into(), source_date_epoch.to_string()),
+        ("TZ".into(), "UTC".into()),
+    ]
+}
+
+/// A prepared chroot.
+pub struct Sandbox {
+    root: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+struct Mount {
+    source: CString,
+    target: CString,
+    fstype: CString,
+    flags: libc::c_ulong,
+    data: CString,
+}
+
+fn cstr(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Device nodes of the minimal /dev: (name, major, minor).
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+impl Sandbox {
+    /// A sandbox over `root` with the given environment.
+    pub fn new(root: &Path, env: Vec<(String, String)>) -> Sandbox {
+        Sandbox {
+            root: root.to_path_buf(),
+            env,
+        }
+    }
+
+    /// The host path of the sandbox's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs `program args` inside the chroot, capturing its output.
+    pub fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<Output, SandboxError> {
+        let spawn_err = |reason: String| SandboxError::Spawn {
+            program: program.to_string(),
+            root: self.root.clone(),
+            reason,
+        };
+        for dir in ["proc", "sys", "dev", "tmp", "run"] {
+            let p = self.root.join(dir);
+            if std::fs::symlink_metadata(&p).is_err() {
+                std::fs::create_dir(&p).map_err(|e| spawn_err(format!("{}: {e}", p.display())))?;
+            }
+        }
+        let root_c =
+            cstr(self.root.as_os_str().as_bytes()).map_err(|e| spawn_err(e.to_string()))?;
+        let at =
+            |sub: &str| -> io::Result<CString> { cstr(self.root.join(sub).as_os_str().as_bytes()) };
+        let mk = |source: &str,
+                  target: &str,
+                  fstype: &str,
+                  flags: libc::c_ulong,
+                  data: &str|
+         -> io::Result<Mount> {
+            Ok(Mount {
+                source: cstr(source.as_bytes())?,
+                target: at(target)?,
+                fstype: cstr(fstype.as_bytes())?,
+                flags,
+                data: cstr(data.as_bytes())?,
+            })
+        };
+        let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+        let mounts = vec![
+            mk("proc", "proc", "proc", nosuid | libc::MS_NOEXEC, "")
+                .map_err(|e| spawn_err(e.to_string()))?,
+            mk(
+                "sysfs",
+                "sys",
+                "sysfs",
+                nosuid | libc::MS_NOEXEC | libc::MS_RDONLY,
+                "",
+            )
+            .map_err(|e| spawn_err(e.to_string()))?,
+            mk("tmpfs", "dev", "tmpfs", libc::MS_NOSUID, "mode=755")
+                .map_err(|e| spawn_err(e.to_string()))?,
+            mk("tmpfs", "tmp", "tmpfs", nosuid, "mode=1777")
+                .map_err(|e| spawn_err(e.to_string()))?,
+            mk("tmpfs", "run", "tmpfs", nosuid, "mode=755")
+                .map_err(|e| spawn_err(e.to_string()))?,
+        ];
+        let devices: Vec<(CString, libc::dev_t)> = DEVICES
+            .iter()
+            .map(|(n, maj, min)| Ok((at(&format!("dev/{n}"))?, libc::makedev(*maj, *min))))
+            .collect::<io::Result<_>>()
+            .map_err(|e| spawn_err(e.to_string()))?;
+        let links: Vec<(CString, CString)> = [
+            ("/proc/self/fd", "dev/fd"),
+            ("/proc/self/fd/0", "dev/stdin"),
+            ("/proc/self/fd/1", "dev/stdout"),
+            ("/proc/self/fd/2", "dev/stderr"),
+        ]
+        .iter()
+        .map(|(t, l)| Ok((cstr(t.as_bytes())?, at(l)?)))
+        .collect::<io::Result<_>>()
+        .map_err(|e| spawn_err(e.to_string()))?;
+        let shm = at("dev/shm").map_err(|e| spawn_err(e.to_string()))?;
+        let slash = cstr(b"/").map_err(|e| spawn_err(e.to_string()))?;
+
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .current_dir("/");
+        // SAFETY: runs in the forked child before exec; only async-signal-safe syscalls on
+        // data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let check = |rc: libc::c_int| {
+                    if rc == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                };
+                check(libc::unshare(
+                    libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
+                ))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    slash.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                for m in &mounts {
+                    check(libc::mount(
+                        m.source.as_ptr(),
+                        m.target.as_ptr(),
+                        m.fstype.as_ptr(),
+                        m.flags,
+                        m.data.as_ptr().cast(),
+                    ))?;
+                }
+                for (path, dev) in &devices {
+                    check(libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, *dev))?;
+                    check(libc::chmod(path.as_ptr(), 0o666))?;
+                }
+                for (target, link) in &links {
+                    check(libc::symlink(target.as_ptr(), link.as_ptr()))?;
+                }
+                check(libc::mkdir(shm.as_ptr(), 0o1777))?;
+                check(libc::chroot(root_c.as_ptr()))?;
+                check(libc::chdir(slash.as_ptr()))?;
+                Ok(())
+            });
+        }
+        cmd.output().map_err(|e| spawn_err(e.to_string()))
+    }
+}
