@@ -69,6 +69,7 @@ fn standard_archive(dir: &Path, signer: &Signer, packages: Vec<Pkg>) -> Archive 
             dates: ReleaseDates::default(),
             index_compressions: &["xz", "gz"],
             lie_about: None,
+            real_debs: vec![],
         },
     )
 }
@@ -509,6 +510,7 @@ fn a_lying_index_entry_never_reaches_the_cache() {
             dates: ReleaseDates::default(),
             index_compressions: &["gz"],
             lie_about: Some("hello"),
+            real_debs: vec![],
         },
     );
     let recipe = work.path().join("r");
@@ -735,6 +737,7 @@ fn stretch_style_archive_with_expired_key_and_old_compressions() {
             },
             index_compressions: &["gz"],
             lie_about: None,
+            real_debs: vec![],
         },
     );
     let cache = work.path().join("cache");
@@ -776,6 +779,7 @@ fn stretch_style_archive_with_expired_key_and_old_compressions() {
             },
             index_compressions: &["xz"],
             lie_about: None,
+            real_debs: vec![],
         },
     );
     archive.write_recipe(&recipe, &[], "");

@@ -94,6 +94,33 @@ pub struct BuildOptions {
     pub progress: bool,
     /// Override of SOURCE_DATE_EPOCH (default: the Release date recorded in the lock).
     pub source_date_epoch: Option<u64>,
+    /// Print how long each stage took to stderr.
+    pub timings: bool,
+}
+
+/// Prints a stage's wall time when asked to.
+struct StageClock {
+    enabled: bool,
+    started: std::time::Instant,
+}
+
+impl StageClock {
+    fn new(enabled: bool) -> StageClock {
+        StageClock {
+            enabled,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, stage: &str) {
+        if self.enabled {
+            eprintln!(
+                "kiln: {stage:<10} {:>7.2} s",
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        self.started = std::time::Instant::now();
+    }
 }
 
 /// What a build produced.
@@ -149,8 +176,10 @@ fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Lock, BuildErr
 
 /// Runs the whole pipeline for the recipe in `recipe_dir`.
 pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let mut clock = StageClock::new(opts.timings);
     let recipe = Recipe::load(recipe_dir)?;
     let lock = lock_for_build(&recipe, opts)?;
+    clock.lap("lock");
     let cache = Cache::open(&opts.cache_dir)?;
     let sde = opts.source_date_epoch.unwrap_or(lock.release.date_epoch);
 
@@ -168,16 +197,20 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
     let base_key = layercache::key(&[
         &lock.digest(),
         &format!("configure={}", recipe.configure),
+        &format!("debconf={:?}", recipe.debconf),
         &format!("merged-usr={}", recipe.board.merged_usr),
         &format!("source-date-epoch={sde}"),
         opts.compression.media_type(),
     ]);
     let cached = layercache::restore(&cache, &base_key, &blobs)?;
+    if cached.is_some() {
+        clock.lap("reuse");
+    }
     let base_reused = cached.is_some();
     let layer = match cached {
         Some(layer) => layer,
         None => {
-            let layer = build_base_layer(&recipe, &lock, &cache, opts, sde, &blobs)?;
+            let layer = build_base_layer(&recipe, &lock, &cache, opts, sde, &blobs, &mut clock)?;
             layercache::store(&cache, &base_key, &layer, &blobs)?;
             layer
         }
@@ -207,6 +240,7 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
     };
     let image = oci::write_layout(staged.path(), &[layer], &meta)?;
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
+    clock.lap("image");
     Ok(BuildReport {
         image,
         layout: layout_path,
@@ -224,6 +258,7 @@ fn build_base_layer(
     opts: &BuildOptions,
     sde: u64,
     blobs: &Path,
+    clock: &mut StageClock,
 ) -> Result<pack::Layer, BuildError> {
     let paths = fetch::fetch_all(
         cache,
@@ -233,6 +268,7 @@ fn build_base_layer(
         opts.offline,
         opts.progress,
     )?;
+    clock.lap("fetch");
     // The staging root lives beside the output (same filesystem) and is removed when done.
     let work = tempfile::Builder::new()
         .prefix(".kiln-rootfs-")
@@ -244,19 +280,20 @@ fn build_base_layer(
     let root = work.path().join("root");
     let debs: Vec<_> = lock.packages.iter().cloned().zip(paths).collect();
     let composed = compose::compose(&root, &recipe.board, &debs)?;
+    clock.lap("compose");
     if recipe.configure {
         configure::configure(
             &composed,
             &recipe.board,
             &ConfigureOptions {
                 source_date_epoch: sde,
+                timings: opts.timings,
+                debconf: recipe.debconf.clone(),
             },
         )?;
+        clock.lap("configure");
     }
-    Ok(pack::pack_layer(
-        &composed.root,
-        blobs,
-        sde,
-        opts.compression,
-    )?)
+    let layer = pack::pack_layer(&composed.root, blobs, sde, opts.compression)?;
+    clock.lap("pack");
+    Ok(layer)
 }

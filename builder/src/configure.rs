@@ -12,7 +12,7 @@
 use crate::compose::unpack::{member_components, Root, MISSING};
 use crate::compose::Composed;
 use crate::control::parse_relations;
-use crate::sandbox::{self, Sandbox, SandboxError};
+use crate::sandbox::{self, Ran, Sandbox, SandboxError};
 use crate::spec::Board;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -77,6 +77,10 @@ pub const EMPTIED: &[&str] = &["etc/machine-id"];
 pub struct ConfigureOptions {
     /// SOURCE_DATE_EPOCH handed to the scripts (shadow's lastchg, for example, honours it).
     pub source_date_epoch: u64,
+    /// Print how the time was spent to stderr.
+    pub timings: bool,
+    /// debconf answers (`owner question type value`) set before any script runs.
+    pub debconf: Vec<String>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ConfigureError {
@@ -168,22 +172,69 @@ fn preinst_order(composed: &Composed) -> Vec<usize> {
     order
 }
 
-fn tail_of(out: &std::process::Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+/// The last few non-empty lines of `lines`, joined for a one-line report.
+fn tail(lines: &[&str]) -> String {
+    let lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let start = lines.len().saturating_sub(6);
     lines[start..].join(" | ")
 }
 
-/// dpkg names the package whose script failed: "dpkg: error processing package X (--configure):".
-fn failed_package(out: &std::process::Output) -> Option<String> {
-    let text = String::from_utf8_lossy(&out.stderr);
-    text.lines().find_map(|l| {
-        l.strip_prefix("dpkg: error processing package ")
-            .and_then(|rest| rest.split_whitespace().next())
+fn tail_of(out: &Ran) -> String {
+    let text = String::from_utf8_lossy(&out.output);
+    tail(&text.lines().collect::<Vec<_>>())
+}
+
+/// Reads a failed `dpkg --configure -a` run: which package, which script and exit status, and
+/// what that script printed (the lines between dpkg's "Setting up PKG" and its error report).
+fn dpkg_failure(out: &Ran) -> ConfigureError {
+    let text = String::from_utf8_lossy(&out.output);
+    let lines: Vec<&str> = text.lines().collect();
+    let error_at = lines
+        .iter()
+        .position(|l| l.starts_with("dpkg: error processing package "));
+    let package = error_at.and_then(|i| {
+        lines[i]
+            .trim_start_matches("dpkg: error processing package ")
+            .split_whitespace()
+            .next()
             .map(str::to_string)
-    })
+    });
+    let Some((i, package)) = error_at.zip(package) else {
+        return ConfigureError::Script {
+            package: "dpkg".into(),
+            script: "dpkg --configure -a".into(),
+            status: out.status.to_string(),
+            tail: tail_of(out),
+        };
+    };
+    let plain = package.split(':').next().unwrap_or(&package).to_string();
+    let start = lines[..i]
+        .iter()
+        .rposition(|l| l.starts_with(&format!("Setting up {plain}")))
+        .map(|s| s + 1)
+        .unwrap_or(0);
+    // dpkg's explanation follows: " installed PKG package post-installation script subprocess
+    // returned error exit status N".
+    let why = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+    let status = why
+        .split_once("returned error ")
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_else(|| why.to_string());
+    let script = if why.contains("post-installation") {
+        "postinst"
+    } else {
+        "maintainer script"
+    };
+    ConfigureError::Script {
+        package,
+        script: script.into(),
+        status,
+        tail: tail(&lines[start..i]),
+    }
 }
 
 /// Configures every unpacked package of `composed` inside its root.
@@ -215,7 +266,8 @@ pub fn configure(
         }
     }
 
-    let result = run_scripts(composed, &sandbox);
+    let result = preseed(&sandbox, &opts.debconf)
+        .and_then(|()| run_scripts(composed, &sandbox, opts.timings));
 
     for host in swapped {
         let real = host.with_extension("REAL");
@@ -227,7 +279,38 @@ pub fn configure(
     Ok(())
 }
 
-fn run_scripts(composed: &Composed, sandbox: &Sandbox) -> Result<(), ConfigureError> {
+/// Feeds the recipe's debconf answers to the target's own `debconf-set-selections`, so the
+/// postinsts that ask find them and nothing prompts.
+fn preseed(sandbox: &Sandbox, answers: &[String]) -> Result<(), ConfigureError> {
+    if answers.is_empty() {
+        return Ok(());
+    }
+    let mut input = answers.join("\n");
+    input.push('\n');
+    let out = sandbox.run_with_input(
+        "/usr/bin/debconf-set-selections",
+        &[],
+        &[],
+        input.as_bytes(),
+    )?;
+    if !out.status.success() {
+        return Err(ConfigureError::Script {
+            package: "debconf".into(),
+            script: "debconf-set-selections (the recipe's base.debconf answers)".into(),
+            status: out.status.to_string(),
+            tail: tail_of(&out),
+        });
+    }
+    Ok(())
+}
+
+fn run_scripts(
+    composed: &Composed,
+    sandbox: &Sandbox,
+    timings: bool,
+) -> Result<(), ConfigureError> {
+    let started = std::time::Instant::now();
+    let mut preinsts = 0;
     let dpkg_version = composed
         .packages
         .iter()
@@ -266,6 +349,7 @@ fn run_scripts(composed: &Composed, sandbox: &Sandbox) -> Result<(), ConfigureEr
             ],
         )?;
         fs::remove_dir_all(&tmp_ci).map_err(|e| io_err(&tmp_ci, e))?;
+        preinsts += 1;
         if !out.status.success() {
             return Err(ConfigureError::Script {
                 package: pkg.name.clone(),
@@ -275,14 +359,22 @@ fn run_scripts(composed: &Composed, sandbox: &Sandbox) -> Result<(), ConfigureEr
             });
         }
     }
+    if timings {
+        eprintln!(
+            "kiln:   {preinsts} preinst scripts {:>7.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let started = std::time::Instant::now();
     let out = sandbox.run("/usr/bin/dpkg", &["--configure", "-a"], &[])?;
+    if timings {
+        eprintln!(
+            "kiln:   dpkg --configure -a {:>7.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     if !out.status.success() {
-        return Err(ConfigureError::Script {
-            package: failed_package(&out).unwrap_or_else(|| "dpkg".into()),
-            script: "postinst (dpkg --configure -a)".into(),
-            status: out.status.to_string(),
-            tail: tail_of(&out),
-        });
+        return Err(dpkg_failure(&out));
     }
     Ok(())
 }

@@ -186,6 +186,39 @@ impl Cache {
     }
 }
 
+/// Attempts per download: a mirror that hiccups (DNS, a reset connection) gets two more tries
+/// after a pause; a wrong digest is final at once.
+const ATTEMPTS: u32 = 3;
+
+fn fetch_one(
+    cache: &Cache,
+    transport: &Transport,
+    p: &LockedPackage,
+    url: &str,
+    progress: &ProgressBar,
+) -> Result<PathBuf, FetchError> {
+    let mut attempt = 1;
+    loop {
+        let result = transport
+            .open(url)
+            .map_err(|source| FetchError::Transport {
+                package: p.name.clone(),
+                source,
+            })
+            .and_then(|(mut reader, _)| cache.insert(p, url, &mut reader, progress));
+        match result {
+            Err(FetchError::Transport {
+                source: TransportError::Failed { .. },
+                ..
+            }) if attempt < ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Makes every package available in the cache; returns their cache paths in lock order.
 pub fn fetch_all(
     cache: &Cache,
@@ -235,13 +268,7 @@ pub fn fetch_all(
                     let Some(&i) = missing.get(k) else { break };
                     let p = &packages[i];
                     let url = format!("{mirror}/{}", p.path);
-                    let result = transport
-                        .open(&url)
-                        .map_err(|source| FetchError::Transport {
-                            package: p.name.clone(),
-                            source,
-                        })
-                        .and_then(|(mut reader, _)| cache.insert(p, &url, &mut reader, &progress));
+                    let result = fetch_one(cache, transport, p, &url, &progress);
                     let failed = result.is_err();
                     if let Ok(mut r) = results.lock() {
                         r.push((i, result));

@@ -48,6 +48,9 @@ enum Command {
         /// Cache directory (default: $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Print each stage's wall time to stderr.
+        #[arg(long)]
+        timings: bool,
     },
 }
 
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             out,
             compression,
             cache,
+            timings,
         } => {
             let sde = match source_date_epoch() {
                 Ok(v) => v,
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
                 cache_dir: cache.unwrap_or_else(Cache::default_dir),
                 progress: std::io::stderr().is_terminal(),
                 source_date_epoch: sde,
+                timings,
             };
             match build::build(&dir, &opts) {
                 Ok(report) => {

@@ -9,10 +9,12 @@
 use crate::arch::DebianArch;
 use std::ffi::CString;
 use std::io;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 /// Why target code cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,27 @@ pub fn base_environment(source_date_epoch: u64) -> Vec<(String, String)> {
     ]
 }
 
+/// What a sandboxed program did: its exit status and its standard output and error, merged
+/// in the order it wrote them (so a failing script's messages stay next to their context).
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// stdout and stderr, interleaved.
+    pub output: Vec<u8>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints; on success both are new descriptors we own.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// A prepared chroot.
 pub struct Sandbox {
     root: PathBuf,
@@ -152,7 +175,18 @@ impl Sandbox {
         program: &str,
         args: &[&str],
         extra_env: &[(&str, &str)],
-    ) -> Result<Output, SandboxError> {
+    ) -> Result<Ran, SandboxError> {
+        self.run_with_input(program, args, extra_env, &[])
+    }
+
+    /// Like [`Sandbox::run`], with `input` on the program's standard input.
+    pub fn run_with_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        input: &[u8],
+    ) -> Result<Ran, SandboxError> {
         let spawn_err = |reason: String| SandboxError::Spawn {
             program: program.to_string(),
             root: self.root.clone(),
@@ -224,10 +258,15 @@ impl Sandbox {
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdin(if input.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .current_dir("/");
+        let (reader, writer) = pipe().map_err(|e| spawn_err(e.to_string()))?;
+        let writer2 = writer.try_clone().map_err(|e| spawn_err(e.to_string()))?;
+        cmd.stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));
         // SAFETY: runs in the forked child before exec; only async-signal-safe syscalls on
         // data prepared before the fork.
         unsafe {
@@ -271,6 +310,19 @@ impl Sandbox {
                 Ok(())
             });
         }
-        cmd.output().map_err(|e| spawn_err(e.to_string()))
+        let mut child = cmd.spawn().map_err(|e| spawn_err(e.to_string()))?;
+        // Close our copies of the pipe's write end, so reading ends when the child exits.
+        drop(cmd);
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program that exits without reading its input is its own failure, seen in its
+            // exit status; a broken pipe here adds nothing.
+            let _ = std::io::Write::write_all(&mut stdin, input);
+        }
+        let mut output = Vec::new();
+        std::fs::File::from(reader)
+            .read_to_end(&mut output)
+            .map_err(|e| spawn_err(e.to_string()))?;
+        let status = child.wait().map_err(|e| spawn_err(e.to_string()))?;
+        Ok(Ran { status, output })
     }
 }

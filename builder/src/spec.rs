@@ -55,6 +55,9 @@ pub struct Recipe {
     /// Run the maintainer scripts at build time (default). False leaves every package
     /// `unpacked`, for images whose second stage runs on the device.
     pub configure: bool,
+    /// debconf answers given before any maintainer script runs, one per line in
+    /// `debconf-set-selections` form: `owner question type value`.
+    pub debconf: Vec<String>,
     /// Overlay directories named by the recipe.
     pub overlays: Vec<String>,
 }
@@ -127,6 +130,7 @@ struct RawImage {
 struct RawBase {
     variant: Option<Spanned<String>>,
     configure: Option<bool>,
+    debconf: Option<Vec<Spanned<String>>>,
     packages: Option<Vec<Spanned<String>>>,
 }
 
@@ -274,6 +278,27 @@ impl Recipe {
         let board = Board::load(&board_path)?;
 
         let configure = raw.base.as_ref().and_then(|b| b.configure).unwrap_or(true);
+        let mut debconf = Vec::new();
+        for answer in raw
+            .base
+            .as_ref()
+            .and_then(|b| b.debconf.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let text = answer.get_ref().trim();
+            let words: Vec<&str> = text.splitn(4, char::is_whitespace).collect();
+            if words.len() < 3 || text.contains('\n') {
+                return Err(src.error(
+                    answer.span(),
+                    "base.debconf",
+                    format!(
+                        "'{text}' is not 'owner question type value' (debconf-set-selections form)"
+                    ),
+                ));
+            }
+            debconf.push(text.to_string());
+        }
         let (variant, raw_packages) = match raw.base {
             Some(base) => {
                 let variant = match &base.variant {
@@ -341,6 +366,7 @@ impl Recipe {
             variant,
             packages,
             configure,
+            debconf,
             overlays,
         })
     }

@@ -121,10 +121,32 @@ pub fn compose(
             check_identity(control, locked, path)?;
             unpack_data(root, &locked.name, data).map(|paths| (control.clone(), paths))
         })?;
-        let (control, entries) = unpacked;
+        let (mut control, entries) = unpacked;
         let index = packages.len();
         let mut paths = Vec::with_capacity(entries.len());
-        for (path, is_dir) in entries {
+        let conffile_list = control_conffiles(&control);
+        if !control.files.contains_key("md5sums") {
+            // dpkg records the MD5 of every file it unpacks, conffiles apart (which it tracks in
+            // the status file), for packages that do not ship md5sums themselves.
+            let mut md5sums = String::new();
+            for m in &entries {
+                if let Some(md5) = &m.md5 {
+                    if !conffile_list.contains(&m.path) {
+                        md5sums.push_str(&format!("{md5}  {}\n", &m.path[1..]));
+                    }
+                }
+            }
+            if !md5sums.is_empty() {
+                control.files.insert(
+                    "md5sums".into(),
+                    crate::deb::ControlFile {
+                        mode: 0o644,
+                        data: md5sums.into_bytes(),
+                    },
+                );
+            }
+        }
+        for Member { path, is_dir, .. } in entries {
             if !is_dir {
                 if let Some(&prev) = owners.get(&path) {
                     if prev != index {
@@ -187,12 +209,19 @@ fn check_identity(
     Ok(())
 }
 
-/// Extracts one data.tar; returns every member's dpkg path with whether it is a directory.
+/// One extracted member: its dpkg path, whether it is a directory, and a regular file's MD5.
+struct Member {
+    path: String,
+    is_dir: bool,
+    md5: Option<String>,
+}
+
+/// Extracts one data.tar; returns every member in archive order.
 fn unpack_data(
     root_path: &Path,
     package: &str,
     data: &mut dyn Read,
-) -> Result<Vec<(String, bool)>, ComposeError> {
+) -> Result<Vec<Member>, ComposeError> {
     let root = Root {
         path: root_path,
         create_missing: true,
@@ -236,9 +265,14 @@ fn unpack_data(
             if !kind.is_dir() {
                 return Err(fail("the archive root is not a directory".into()).into());
             }
-            out.push((logical, true));
+            out.push(Member {
+                path: logical,
+                is_dir: true,
+                md5: None,
+            });
             continue;
         }
+        let mut md5 = None;
         let resolved = root.resolve_parent(&comps).map_err(&fail)?;
         let dest = resolved
             .parent
@@ -261,11 +295,15 @@ fn unpack_data(
                             .map_err(|e| fail(e.to_string()))?;
                     }
                 }
-                out.push((logical, true));
+                out.push(Member {
+                    path: logical,
+                    is_dir: true,
+                    md5: None,
+                });
                 continue;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                unpack::write_file(&dest, &mut entry).map_err(&fail)?;
+                md5 = Some(unpack::write_file(&dest, &mut entry).map_err(&fail)?);
                 unpack::apply_owner(&dest, owner, false).map_err(|e| fail(e.to_string()))?;
             }
             tar::EntryType::Symlink => {
@@ -310,9 +348,27 @@ fn unpack_data(
             other => return Err(fail(format!("unsupported tar entry type {other:?}")).into()),
         }
         extracted.insert(comps, dest);
-        out.push((logical, false));
+        out.push(Member {
+            path: logical,
+            is_dir: false,
+            md5,
+        });
     }
     Ok(out)
+}
+
+/// The conffile paths a package declares (deb-conffiles(5); a flag may precede the path).
+fn control_conffiles(control: &DebControl) -> Vec<String> {
+    control
+        .files
+        .get("conffiles")
+        .map(|f| {
+            String::from_utf8_lossy(&f.data)
+                .lines()
+                .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn conffile_hashes(

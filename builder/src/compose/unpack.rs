@@ -202,8 +202,9 @@ fn clear_slot(path: &Path) -> Result<(), String> {
     }
 }
 
-/// Writes a regular file's contents without following any symlink.
-pub fn write_file(dest: &Path, content: &mut dyn Read) -> Result<(), String> {
+/// Writes a regular file's contents without following any symlink; returns their MD5 (hex),
+/// which dpkg records for every file of a package.
+pub fn write_file(dest: &Path, content: &mut dyn Read) -> Result<String, String> {
     clear_slot(dest)?;
     let mut file = OpenOptions::new()
         .write(true)
@@ -212,8 +213,28 @@ pub fn write_file(dest: &Path, content: &mut dyn Read) -> Result<(), String> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(dest)
         .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    io::copy(content, &mut file).map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
-    Ok(())
+    let mut hashing = Md5Writer {
+        inner: &mut file,
+        md5: <md5::Md5 as md5::Digest>::new(),
+    };
+    io::copy(content, &mut hashing).map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    Ok(hex::encode(md5::Digest::finalize(hashing.md5)))
+}
+
+struct Md5Writer<'a> {
+    inner: &'a mut fs::File,
+    md5: md5::Md5,
+}
+
+impl io::Write for Md5Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        md5::Digest::update(&mut self.md5, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Creates a symlink, replacing a file or symlink already there.
@@ -306,7 +327,10 @@ mod tests {
         fs::write(&victim, "keep").unwrap();
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        write_file(&link, &mut &b"new"[..]).unwrap();
+        assert_eq!(
+            write_file(&link, &mut &b"new"[..]).unwrap(),
+            "22af645d1859cb5ca6da0c484f1f37ea"
+        );
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         assert_eq!(fs::read_to_string(&link).unwrap(), "new");
         assert!(!fs::symlink_metadata(&link)
