@@ -60,6 +60,12 @@ pub enum ComposeError {
     },
 }
 
+/// A package whose data.tar has been decompressed, waiting to be written.
+struct Decoded {
+    control: DebControl,
+    tar: Vec<u8>,
+}
+
 /// A package unpacked into the staging root.
 #[derive(Debug, Clone)]
 pub struct Unpacked {
@@ -116,68 +122,98 @@ pub fn compose(
     }
     let mut packages: Vec<Unpacked> = Vec::with_capacity(debs.len());
     let mut owners: HashMap<String, usize> = HashMap::new();
-    for (locked, path) in debs {
-        let unpacked = read_deb(path, &locked.name, |control, data| {
-            check_identity(control, locked, path)?;
-            unpack_data(root, &locked.name, data).map(|paths| (control.clone(), paths))
-        })?;
-        let (mut control, entries) = unpacked;
-        let index = packages.len();
-        let mut paths = Vec::with_capacity(entries.len());
-        let conffile_list = control_conffiles(&control);
-        if !control.files.contains_key("md5sums") {
-            // dpkg records the MD5 of every file it unpacks, conffiles apart (which it tracks in
-            // the status file), for packages that do not ship md5sums themselves.
-            let mut md5sums = String::new();
-            for m in &entries {
-                if let Some(md5) = &m.md5 {
-                    if !conffile_list.contains(&m.path) {
-                        md5sums.push_str(&format!("{md5}  {}\n", &m.path[1..]));
-                    }
+    // Two-stage pipeline: a helper thread decompresses the next packages (xz is the costly
+    // part) while this thread writes the current one to disk, in lock order.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Decoded, ComposeError>>(4);
+    std::thread::scope(|scope| -> Result<(), ComposeError> {
+        scope.spawn(move || {
+            for (locked, path) in debs {
+                let decoded = read_deb(path, &locked.name, |control, data| {
+                    check_identity(control, locked, path)?;
+                    let mut tar = Vec::new();
+                    data.read_to_end(&mut tar).map_err(|e| DebError {
+                        package: locked.name.clone(),
+                        member: "data.tar".into(),
+                        reason: format!("corrupt or truncated: {e}"),
+                    })?;
+                    Ok(Decoded {
+                        control: control.clone(),
+                        tar,
+                    })
+                });
+                let failed = decoded.is_err();
+                if sender.send(decoded).is_err() || failed {
+                    break;
                 }
             }
-            if !md5sums.is_empty() {
-                control.files.insert(
-                    "md5sums".into(),
-                    crate::deb::ControlFile {
-                        mode: 0o644,
-                        data: md5sums.into_bytes(),
-                    },
-                );
-            }
-        }
-        for Member { path, is_dir, .. } in entries {
-            if !is_dir {
-                if let Some(&prev) = owners.get(&path) {
-                    if prev != index {
-                        let replaces = crate::control::parse_relations(
-                            control.control.get("Replaces").unwrap_or(""),
-                        )
-                        .unwrap_or_default();
-                        let first = packages[prev].name.clone();
-                        if !replaces.iter().flatten().any(|d| d.name == first) {
-                            return Err(ComposeError::FileConflict {
-                                path,
-                                first,
-                                second: locked.name.clone(),
-                            });
-                        }
-                        packages[prev].paths.retain(|p| p != &path);
-                    }
-                }
-                owners.insert(path.clone(), index);
-            }
-            paths.push(path);
-        }
-        let conffiles = conffile_hashes(root, &control)?;
-        packages.push(Unpacked {
-            name: locked.name.clone(),
-            arch: locked.arch.clone(),
-            control,
-            paths,
-            conffiles,
         });
-    }
+        // Owned here, so an early return drops it and the helper stops instead of blocking.
+        let receiver = receiver;
+        for (locked, _) in debs {
+            let Decoded { control, tar } = receiver.recv().map_err(|_| ComposeError::Io {
+                path: root.to_path_buf(),
+                reason: "the decompression thread stopped".into(),
+            })??;
+            let entries = unpack_data(root, &locked.name, &mut &tar[..])?;
+            let mut control = control;
+            let index = packages.len();
+            let mut paths = Vec::with_capacity(entries.len());
+            let conffile_list = control_conffiles(&control);
+            if !control.files.contains_key("md5sums") {
+                // dpkg records the MD5 of every file it unpacks, conffiles apart (which it tracks in
+                // the status file), for packages that do not ship md5sums themselves.
+                let mut md5sums = String::new();
+                for m in &entries {
+                    if let Some(md5) = &m.md5 {
+                        if !conffile_list.contains(&m.path) {
+                            md5sums.push_str(&format!("{md5}  {}\n", &m.path[1..]));
+                        }
+                    }
+                }
+                if !md5sums.is_empty() {
+                    control.files.insert(
+                        "md5sums".into(),
+                        crate::deb::ControlFile {
+                            mode: 0o644,
+                            data: md5sums.into_bytes(),
+                        },
+                    );
+                }
+            }
+            for Member { path, is_dir, .. } in entries {
+                if !is_dir {
+                    if let Some(&prev) = owners.get(&path) {
+                        if prev != index {
+                            let replaces = crate::control::parse_relations(
+                                control.control.get("Replaces").unwrap_or(""),
+                            )
+                            .unwrap_or_default();
+                            let first = packages[prev].name.clone();
+                            if !replaces.iter().flatten().any(|d| d.name == first) {
+                                return Err(ComposeError::FileConflict {
+                                    path,
+                                    first,
+                                    second: locked.name.clone(),
+                                });
+                            }
+                            packages[prev].paths.retain(|p| p != &path);
+                        }
+                    }
+                    owners.insert(path.clone(), index);
+                }
+                paths.push(path);
+            }
+            let conffiles = conffile_hashes(root, &control)?;
+            packages.push(Unpacked {
+                name: locked.name.clone(),
+                arch: locked.arch.clone(),
+                control,
+                paths,
+                conffiles,
+            });
+        }
+        Ok(())
+    })?;
     dpkgdb::write_database(root, board.arch.as_str(), &packages)
         .map_err(|e| io_err(&root.join("var/lib/dpkg"), e))?;
     Ok(Composed {
