@@ -7,8 +7,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-/// A parsed `[epoch:]upstream[-revision]` version.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A parsed `[epoch:]upstream[-revision]` version. Equality is dpkg's (`1.0` equals `1.00` and
+/// `0:1.0`); the text is kept as written, so a version is printed back unchanged.
+#[derive(Debug, Clone)]
 pub struct Version {
     /// The epoch; 0 when absent.
     pub epoch: u32,
@@ -16,6 +17,8 @@ pub struct Version {
     pub upstream: String,
     /// The Debian revision; empty when absent (dpkg compares it as "").
     pub revision: String,
+    /// The version as written.
+    text: String,
 }
 
 /// Why a version string is not a Debian version.
@@ -80,22 +83,24 @@ impl Version {
             epoch,
             upstream: upstream.to_string(),
             revision: revision.to_string(),
+            text: trimmed.to_string(),
         })
     }
 }
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.epoch != 0 {
-            write!(f, "{}:", self.epoch)?;
-        }
-        f.write_str(&self.upstream)?;
-        if !self.revision.is_empty() {
-            write!(f, "-{}", self.revision)?;
-        }
-        Ok(())
+        f.write_str(&self.text)
     }
 }
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Version {}
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
@@ -265,8 +270,12 @@ mod tests {
 
     #[test]
     fn display_roundtrips() {
-        for v in ["1:2.3-4", "2.3", "0.1~rc1+b1-3.1"] {
+        for v in ["1:2.3-4", "2.3", "0.1~rc1+b1-3.1", "0:3R6:3", "0:1.0"] {
             assert_eq!(Version::parse(v).unwrap().to_string(), v);
         }
+        assert_eq!(
+            Version::parse("0:1.0").unwrap(),
+            Version::parse("1.0").unwrap()
+        );
     }
 }
