@@ -7,12 +7,12 @@
 
 mod fixture;
 
-use fixture::{build_archive, ArchiveSpec, Pkg, ReleaseDates, Signer};
+use fixture::{build_archive, kiln, stderr, ArchiveSpec, Pkg, Signer};
 use kiln::fetch::Cache;
 use kiln::spec::Recipe;
 use kiln::transport::Transport;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// Real bookworm amd64 minbase .debs, fetched (once per test run) through kiln's own lock and
 /// fetch stages.
@@ -46,20 +46,6 @@ fn fetch_real_minbase_debs() -> Vec<PathBuf> {
         false,
     )
     .unwrap()
-}
-
-fn kiln(dir: &Path, cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env("KILN_CACHE_DIR", cache)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("kiln runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 /// A daemon package as stretch-era tooling built them: gz control, bz2 data, a preinst that
@@ -99,14 +85,9 @@ fn setup(extra: Vec<Pkg>, wanted: &[&str], base_extra: &str) -> Setup {
     let archive = build_archive(
         &work.path().join("archive"),
         ArchiveSpec {
-            suite: "bookworm",
-            arch: "amd64",
-            packages: extra,
-            signer: &signer,
-            dates: ReleaseDates::default(),
             index_compressions: &["xz"],
-            lie_about: None,
             real_debs: real_minbase_debs(),
+            ..ArchiveSpec::new("bookworm", "amd64", extra, &signer)
         },
     );
     let recipe = work.path().join("r");

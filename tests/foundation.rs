@@ -5,7 +5,7 @@
 mod fixture;
 
 use fixture::{
-    base_packages, build_archive, Archive, ArchiveSpec, Entry, Pkg, ReleaseDates, Signer,
+    base_packages, build_archive, kiln, stderr, Archive, ArchiveSpec, Entry, Pkg, Signer,
 };
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,20 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const ARCH: &str = "arm64";
-
-fn kiln(dir: &Path, cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env("KILN_CACHE_DIR", cache)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("kiln runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 fn assert_ok(o: &Output) {
     assert!(
@@ -59,19 +45,7 @@ fn signer() -> Signer {
 }
 
 fn standard_archive(dir: &Path, signer: &Signer, packages: Vec<Pkg>) -> Archive {
-    build_archive(
-        dir,
-        ArchiveSpec {
-            suite: "bookworm",
-            arch: ARCH,
-            packages,
-            signer,
-            dates: ReleaseDates::default(),
-            index_compressions: &["xz", "gz"],
-            lie_about: None,
-            real_debs: vec![],
-        },
-    )
+    build_archive(dir, ArchiveSpec::new("bookworm", ARCH, packages, signer))
 }
 
 /// A tar entry of an image layer.
@@ -503,14 +477,9 @@ fn a_lying_index_entry_never_reaches_the_cache() {
     let archive = build_archive(
         &work.path().join("archive"),
         ArchiveSpec {
-            suite: "bookworm",
-            arch: ARCH,
-            packages: base_packages(ARCH),
-            signer: &signer,
-            dates: ReleaseDates::default(),
             index_compressions: &["gz"],
             lie_about: Some("hello"),
-            real_debs: vec![],
+            ..ArchiveSpec::new("bookworm", ARCH, base_packages(ARCH), &signer)
         },
     );
     let recipe = work.path().join("r");
@@ -727,17 +696,9 @@ fn stretch_style_archive_with_expired_key_and_old_compressions() {
     let archive = build_archive(
         &work.path().join("archive"),
         ArchiveSpec {
-            suite: "stretch",
-            arch: "armhf",
-            packages: pkgs,
-            signer: &signer,
-            dates: ReleaseDates {
-                date: "Sat, 15 Jun 2019 10:00:00 UTC".into(),
-                valid_until: Some("Sat, 22 Jun 2019 10:00:00 UTC".into()),
-            },
+            dates: fixture::stretch_dates(),
             index_compressions: &["gz"],
-            lie_about: None,
-            real_debs: vec![],
+            ..ArchiveSpec::new("stretch", "armhf", pkgs, &signer)
         },
     );
     let cache = work.path().join("cache");
@@ -769,17 +730,9 @@ fn stretch_style_archive_with_expired_key_and_old_compressions() {
     let archive = build_archive(
         &work.path().join("archive2"),
         ArchiveSpec {
-            suite: "stretch",
-            arch: "armhf",
-            packages: base_packages("armhf"),
-            signer: &fresh,
-            dates: ReleaseDates {
-                date: "Sat, 15 Jun 2019 10:00:00 UTC".into(),
-                valid_until: Some("Sat, 22 Jun 2019 10:00:00 UTC".into()),
-            },
+            dates: fixture::stretch_dates(),
             index_compressions: &["xz"],
-            lie_about: None,
-            real_debs: vec![],
+            ..ArchiveSpec::new("stretch", "armhf", base_packages("armhf"), &fresh)
         },
     );
     archive.write_recipe(&recipe, &[], "");

@@ -278,6 +278,12 @@ fn build_base_layer(
             reason: e.to_string(),
         })?;
     let root = work.path().join("root");
+    std::fs::create_dir(&root).map_err(|e| BuildError::Output {
+        path: root.clone(),
+        reason: e.to_string(),
+    })?;
+    // Dropped before `work`, so the tmpfs is gone before the directory is removed.
+    let _scratch = crate::sandbox::ScratchMount::over(&root);
     let debs: Vec<_> = lock.packages.iter().cloned().zip(paths).collect();
     let composed = compose::compose(&root, &recipe.board, &debs)?;
     clock.lap("compose");

@@ -326,3 +326,62 @@ impl Sandbox {
         Ok(Ran { status, output })
     }
 }
+
+/// A tmpfs mounted over a staging directory for the life of a build: unpacking, configuring
+/// (dpkg fsyncs its database after every package) and packing then never wait for the disk.
+/// Unmounted (lazily, so an open file cannot keep it) when dropped.
+pub struct ScratchMount {
+    target: CString,
+    mounted: bool,
+}
+
+impl ScratchMount {
+    /// Mounts a tmpfs at `dir` when kiln may (it runs as root); otherwise the directory stays
+    /// on disk, which is only slower.
+    pub fn over(dir: &Path) -> ScratchMount {
+        let Ok(target) = cstr(dir.as_os_str().as_bytes()) else {
+            return ScratchMount {
+                target: CString::default(),
+                mounted: false,
+            };
+        };
+        let (Ok(source), Ok(fstype), Ok(data)) =
+            (cstr(b"kiln-staging"), cstr(b"tmpfs"), cstr(b"mode=755"))
+        else {
+            return ScratchMount {
+                target,
+                mounted: false,
+            };
+        };
+        // SAFETY: valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        ScratchMount {
+            target,
+            mounted: rc == 0,
+        }
+    }
+
+    /// Whether the tmpfs is in place.
+    pub fn is_mounted(&self) -> bool {
+        self.mounted
+    }
+}
+
+impl Drop for ScratchMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            // SAFETY: `target` is the path this value mounted.
+            unsafe {
+                libc::umount2(self.target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
