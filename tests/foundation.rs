@@ -1006,3 +1006,41 @@ fn real_oci_tools_accept_the_layout() {
     );
     assert!(rootfs.join("var/lib/dpkg/status").is_file());
 }
+
+#[test]
+fn a_build_whose_check_finds_an_error_fails_and_keeps_the_previous_output() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let before = read_image(&recipe.join("out/oci")).manifest_digest;
+
+    // A package shipping the host's /bin/true: an x86-64 ELF, not for the arm64 board.
+    let host_elf = std::fs::read("/bin/true").unwrap();
+    let mut pkgs = base_packages(ARCH);
+    pkgs.push(
+        Pkg::new("wrong-arch", "1", ARCH)
+            .entry(Entry::Dir("./usr/", 0o755))
+            .entry(Entry::Dir("./usr/bin/", 0o755))
+            .entry(Entry::File("./usr/bin/wrong".into(), host_elf, 0o755)),
+    );
+    let archive2 = standard_archive(&work.path().join("archive2"), &signer, pkgs);
+    archive2.write_recipe(&recipe, &["wrong-arch"], "");
+    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains("check:") && last.contains("arch /usr/bin/wrong"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wrong-arch"),
+        "the report names the package: {err}"
+    );
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
+    assert_eq!(std::fs::read_dir(recipe.join("out")).unwrap().count(), 1);
+}

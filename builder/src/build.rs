@@ -1,7 +1,11 @@
-//! The build pipeline: recipe -> lock -> fetch -> compose -> pack, in that order, into an atomic
+//! The build pipeline: recipe -> lock -> fetch -> compose -> configure -> check -> pack, in that order, into an atomic
 //! output directory. Each stage is a module of its own; this one only wires them together and
 //! decides which lock to build from.
 
+use crate::check::findings::Severity;
+use crate::check::image::ImageTree;
+use crate::check::report::{render, Format};
+use crate::check::{check_image, CheckOptions};
 use crate::compose::{self, ComposeError};
 use crate::configure::{self, ConfigureError, ConfigureOptions};
 use crate::fetch::{self, Cache, FetchError};
@@ -52,6 +56,18 @@ pub enum BuildError {
     /// `--offline` without a usable lock.
     #[error("{0}")]
     Offline(String),
+    /// `kiln check` found errors in a layer.
+    #[error("check: {errors} error finding(s) in the {layer} layer; first: {first}")]
+    Check {
+        /// Which layer.
+        layer: String,
+        /// Unwaived errors.
+        errors: usize,
+        /// The first one, in one line.
+        first: String,
+        /// The whole report as a table, for the terminal.
+        report: String,
+    },
 }
 
 impl BuildError {
@@ -59,7 +75,7 @@ impl BuildError {
     /// hostile package), 2 when kiln could not run (network, disk).
     pub fn exit_code(&self) -> i32 {
         match self {
-            BuildError::Spec(_) | BuildError::Offline(_) => 1,
+            BuildError::Spec(_) | BuildError::Offline(_) | BuildError::Check { .. } => 1,
             BuildError::Lock(LockError::Archive(crate::archive::ArchiveError::Transport(_))) => 2,
             BuildError::Lock(LockError::Write { .. }) => 2,
             BuildError::Lock(_) => 1,
@@ -250,6 +266,35 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
     })
 }
 
+/// Runs `kiln check` on a staged layer's tree; errors that no waiver accepts fail the build.
+fn check_layer(layer: &str, root: &Path, recipe: &Recipe) -> Result<(), BuildError> {
+    let tree = ImageTree::from_dir(root).map_err(|e| BuildError::Output {
+        path: root.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut opts = CheckOptions::new(recipe.board.arch);
+    opts.waivers = recipe.board.waivers.clone();
+    opts.waivers.extend(recipe.waivers.iter().cloned());
+    let mut report = check_image(&tree, &opts);
+    report.source = format!("{layer} layer");
+    let errors = report.errors();
+    if errors == 0 {
+        return Ok(());
+    }
+    let first = report
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::Error && f.waived.is_none())
+        .map(|f| format!("{} {}: {}", f.check, f.path, f.message))
+        .unwrap_or_default();
+    Err(BuildError::Check {
+        layer: layer.to_string(),
+        errors,
+        first,
+        report: render(&report, Format::Table),
+    })
+}
+
 /// Fetches, composes, configures and packs the base layer into `blobs`.
 fn build_base_layer(
     recipe: &Recipe,
@@ -299,6 +344,8 @@ fn build_base_layer(
         )?;
         clock.lap("configure");
     }
+    check_layer("base", &composed.root, recipe)?;
+    clock.lap("check");
     let layer = pack::pack_layer(&composed.root, blobs, sde, opts.compression)?;
     clock.lap("pack");
     Ok(layer)

@@ -9,6 +9,7 @@
 pub mod arch;
 pub mod archive;
 pub mod build;
+pub mod check;
 pub mod compose;
 pub mod configure;
 pub mod control;

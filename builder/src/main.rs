@@ -3,8 +3,12 @@
 
 use clap::{Parser, Subcommand};
 use kiln::build::{self, BuildError, BuildOptions};
+use kiln::check::image::ImageTree;
+use kiln::check::report::{render, summary, Format};
+use kiln::check::{check_image, CheckOptions};
 use kiln::fetch::Cache;
 use kiln::pack::LayerCompression;
+use kiln::spec::Board;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +56,47 @@ enum Command {
         #[arg(long)]
         timings: bool,
     },
+    /// Check every ELF file and script of an image against a board (exit 1 on errors).
+    Check {
+        /// A directory, a tar (optionally compressed) or an OCI image layout.
+        path: PathBuf,
+        /// The board file the image is for.
+        #[arg(long)]
+        board: PathBuf,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// `kiln check`: exit 0 clean, 1 errors, 2 could not run.
+fn run_check(path: &std::path::Path, board: &std::path::Path, format: Format) -> ExitCode {
+    let board = match Board::load(board) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let image = match ImageTree::open(path) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("kiln: error: cannot read image {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut opts = CheckOptions::new(board.arch);
+    opts.waivers = board.waivers.clone();
+    let report = check_image(&image, &opts);
+    print!("{}", render(&report, format));
+    if format != Format::Table {
+        eprintln!("kiln check: {}", summary(&report));
+    }
+    if report.errors() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn source_date_epoch() -> Result<Option<u64>, String> {
@@ -66,6 +111,9 @@ fn source_date_epoch() -> Result<Option<u64>, String> {
 }
 
 fn fail(e: &BuildError) -> ExitCode {
+    if let BuildError::Check { report, .. } = e {
+        eprint!("{report}");
+    }
     eprintln!("kiln: error: {e}");
     ExitCode::from(e.exit_code() as u8)
 }
@@ -130,5 +178,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Check {
+            path,
+            board,
+            format,
+        } => run_check(&path, &board, format),
     }
 }

@@ -60,6 +60,8 @@ pub struct Recipe {
     pub debconf: Vec<String>,
     /// Overlay directories named by the recipe.
     pub overlays: Vec<String>,
+    /// `kiln check` waivers of the image (the board's own apply too).
+    pub waivers: Vec<Waiver>,
 }
 
 /// The base package set, named as mmdebstrap names its variants.
@@ -107,6 +109,8 @@ pub struct Board {
     pub merged_usr: bool,
     /// The flash layout, kept as written until the export stage reads it.
     pub flash: toml::Table,
+    /// `kiln check` waivers shipped with the board (findings its base image is known to have).
+    pub waivers: Vec<Waiver>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +119,7 @@ struct RawRecipe {
     image: Spanned<RawImage>,
     base: Option<RawBase>,
     overlays: Option<Vec<Spanned<String>>>,
+    waiver: Option<Vec<Spanned<RawWaiver>>>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +147,81 @@ struct RawBoard {
     compatible: Spanned<Vec<Spanned<String>>>,
     debian: RawDebian,
     flash: Option<toml::Table>,
+    waiver: Option<Vec<Spanned<RawWaiver>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWaiver {
+    path: Spanned<String>,
+    check: Spanned<String>,
+    reason: Spanned<String>,
+    expires: Spanned<String>,
+}
+
+/// An accepted `kiln check` finding: which check, on which paths, why, and until when.
+/// Expired waivers stop applying and are reported, so nothing is accepted forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiver {
+    /// Glob over image paths (`*` also crosses `/`).
+    pub path: String,
+    /// The check id it accepts.
+    pub check: String,
+    /// Why the finding is acceptable.
+    pub reason: String,
+    /// Last day it applies, `YYYY-MM-DD`, and the same as days since 1970-01-01.
+    pub expires: String,
+    /// Days since 1970-01-01 of `expires`.
+    pub expires_day: i64,
+    /// Where it was written, `file:line`.
+    pub origin: String,
+}
+
+/// Validates `[[waiver]]` tables of a board or recipe file.
+fn waivers(src: &Source, raw: Option<Vec<Spanned<RawWaiver>>>) -> Result<Vec<Waiver>, SpecError> {
+    let mut out = Vec::new();
+    for w in raw.unwrap_or_default() {
+        let line = src.line_of(w.span());
+        let w = w.into_inner();
+        let path = non_empty(src, &w.path, "waiver.path")?;
+        if glob::Pattern::new(&path).is_err() || !path.starts_with('/') {
+            return Err(src.error(
+                w.path.span(),
+                "waiver.path",
+                format!("'{path}' is not an absolute path glob"),
+            ));
+        }
+        let check = non_empty(src, &w.check, "waiver.check")?;
+        if crate::check::findings::Check::from_id(&check).is_none() {
+            let ids: Vec<&str> = crate::check::findings::Check::ALL
+                .iter()
+                .map(|c| c.id())
+                .collect();
+            return Err(src.error(
+                w.check.span(),
+                "waiver.check",
+                format!("unknown check '{check}' (one of {})", ids.join(", ")),
+            ));
+        }
+        let reason = non_empty(src, &w.reason, "waiver.reason")?;
+        let expires = non_empty(src, &w.expires, "waiver.expires")?;
+        let Some(expires_day) = crate::timefmt::parse_date(&expires) else {
+            return Err(src.error(
+                w.expires.span(),
+                "waiver.expires",
+                format!("'{expires}' is not a date YYYY-MM-DD"),
+            ));
+        };
+        out.push(Waiver {
+            path,
+            check,
+            reason,
+            expires,
+            expires_day,
+            origin: format!("{}:{line}", src.path.display()),
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -368,6 +448,7 @@ impl Recipe {
             configure,
             debconf,
             overlays,
+            waivers: waivers(&src, raw.waiver)?,
         })
     }
 }
@@ -457,6 +538,7 @@ impl Board {
             archived: d.archived.unwrap_or(false),
             merged_usr,
             flash: raw.flash.unwrap_or_default(),
+            waivers: waivers(&src, raw.waiver)?,
         })
     }
 }

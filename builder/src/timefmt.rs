@@ -77,6 +77,36 @@ pub fn parse_rfc2822(text: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// Parses a calendar date `YYYY-MM-DD` into days since 1970-01-01.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.trim().splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || civil_from_days(days_from_civil(y, m, d)) != (y, m, d)
+    {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+/// Today (UTC) as days since 1970-01-01.
+pub fn today() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (secs / 86_400) as i64
+}
+
+/// Formats days since 1970-01-01 as `YYYY-MM-DD`.
+pub fn date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Formats seconds since the epoch as RFC 3339 UTC, e.g. `2023-06-10T08:54:14Z`.
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -106,6 +136,18 @@ mod tests {
         );
         assert_eq!(parse_rfc2822("Sat, 10 Foo 2023 08:54:14 UTC"), None);
         assert_eq!(parse_rfc2822(""), None);
+    }
+
+    #[test]
+    fn calendar_dates() {
+        assert_eq!(parse_date("1970-01-02"), Some(1));
+        assert_eq!(
+            parse_date("2024-02-29").map(date).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2023-13-01"), None);
+        assert_eq!(parse_date("soon"), None);
     }
 
     #[test]

@@ -1,0 +1,828 @@
+//! The tree `kiln check` looks at, whatever it came as: a directory, a tar, or an OCI image
+//! layout (every layer applied in order, whiteouts honoured). Paths are absolute image paths
+//! ("/usr/bin/env"); symlinks are resolved inside the image only, the way the device will see
+//! them; hard links are grouped so each file is judged once.
+//!
+//! Nothing is ever written: a directory is read in place, archives are read into memory.
+
+use crate::decompress::Compression;
+use crate::digest::sha256_hex;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why an image could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ImageError {
+    /// The file or blob at fault.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn image_err(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> ImageError {
+    ImageError {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What a path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link and its target as written.
+    Symlink(String),
+    /// A device node, fifo or socket.
+    Special,
+}
+
+/// Where a regular file's bytes are.
+#[derive(Debug, Clone)]
+enum Content {
+    None,
+    Host(PathBuf),
+    Memory(Arc<[u8]>),
+}
+
+/// One path of the image.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its type.
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Carries a `security.capability` extended attribute (file capabilities).
+    pub capabilities: bool,
+    /// For the second and later names of a hard-linked file: the first name.
+    pub alias_of: Option<String>,
+    content: Content,
+}
+
+impl Node {
+    fn new(kind: Kind, mode: u32) -> Node {
+        Node {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            capabilities: false,
+            alias_of: None,
+            content: Content::None,
+        }
+    }
+
+    /// setuid, setgid, or file capabilities: the loader runs it in secure mode. (For a
+    /// directory input the capability attribute is read here, only for files that ask.)
+    pub fn is_privileged(&self) -> bool {
+        if self.mode & 0o6000 != 0 || self.capabilities {
+            return true;
+        }
+        match &self.content {
+            Content::Host(p) => has_capability_xattr(p),
+            _ => false,
+        }
+    }
+}
+
+/// A regular file's bytes: shared from memory (archives) or mapped (directories).
+pub enum FileData {
+    /// Held in memory.
+    Shared(Arc<[u8]>),
+    /// A read-only map of a file on disk.
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for FileData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileData::Shared(b) => b,
+            FileData::Mapped(m) => m,
+        }
+    }
+}
+
+/// Maximum symlinks followed while resolving one path (Linux's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// A whole image tree.
+#[derive(Debug, Default)]
+pub struct ImageTree {
+    nodes: BTreeMap<String, Node>,
+    /// Where the tree came from, for reports.
+    pub source: String,
+}
+
+/// Splits an image path into its non-empty components.
+fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty())
+}
+
+/// Joins components into an absolute image path.
+fn join(parts: &[&str]) -> String {
+    if parts.is_empty() {
+        return "/".into();
+    }
+    let mut s = String::new();
+    for p in parts {
+        s.push('/');
+        s.push_str(p);
+    }
+    s
+}
+
+/// The normal absolute form of an archive member name ("./usr/bin/" -> "/usr/bin"), or None
+/// for a name with `..` (never part of a well-formed image; refused by the compose stage).
+fn normal_name(name: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in components(name) {
+        match c {
+            "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    Some(join(&parts))
+}
+
+/// The directory part of an image path ("/" for top-level names).
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// The last component of an image path.
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl ImageTree {
+    /// Reads PATH as whatever it is: a directory, an OCI image layout (a directory holding
+    /// `oci-layout`), or a tar file (optionally gzip/zstd/xz compressed).
+    pub fn open(path: &Path) -> Result<ImageTree, ImageError> {
+        let meta = fs::metadata(path).map_err(|e| image_err(path.display(), e))?;
+        if meta.is_dir() {
+            if path.join("oci-layout").is_file() {
+                return ImageTree::from_oci_layout(path);
+            }
+            return ImageTree::from_dir(path);
+        }
+        let data = fs::read(path).map_err(|e| image_err(path.display(), e))?;
+        let mut tree = ImageTree {
+            source: path.display().to_string(),
+            ..ImageTree::default()
+        };
+        tree.add_root();
+        tree.apply_tar(&data, &path.display().to_string(), false)?;
+        Ok(tree)
+    }
+
+    fn add_root(&mut self) {
+        self.nodes.insert("/".into(), Node::new(Kind::Dir, 0o755));
+    }
+
+    /// Reads a directory tree in place (file contents are read when asked for). Directories
+    /// are listed by a worker per core: an image is thousands of small directories.
+    pub fn from_dir(dir: &Path) -> Result<ImageTree, ImageError> {
+        let meta = fs::symlink_metadata(dir).map_err(|e| image_err(dir.display(), e))?;
+        let mut root = Node::new(Kind::Dir, meta.mode() & 0o7777);
+        root.uid = meta.uid().into();
+        root.gid = meta.gid().into();
+        let walk = DirWalk {
+            queue: std::sync::Mutex::new((vec![(dir.to_path_buf(), String::new())], 0)),
+            more: std::sync::Condvar::new(),
+        };
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        let parts: Vec<Result<WalkPart, ImageError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|_| s.spawn(|| walk.work())).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(image_err(dir.display(), "a directory reader panicked"))
+                    })
+                })
+                .collect()
+        });
+        let mut tree = ImageTree {
+            source: dir.display().to_string(),
+            ..ImageTree::default()
+        };
+        tree.nodes.insert("/".into(), root);
+        let mut inodes: Vec<((u64, u64), String)> = Vec::new();
+        for part in parts {
+            let part = part?;
+            tree.nodes.extend(part.nodes);
+            inodes.extend(part.inodes);
+        }
+        // Hard links: the first name in path order is the file, the others its aliases.
+        inodes.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut first: BTreeMap<(u64, u64), String> = BTreeMap::new();
+        for (key, path) in inodes {
+            match first.get(&key) {
+                Some(f) => {
+                    if let Some(n) = tree.nodes.get_mut(&path) {
+                        n.alias_of = Some(f.clone());
+                    }
+                }
+                None => {
+                    first.insert(key, path);
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Reads an OCI image layout: the one image manifest of its index (a layout holding several
+    /// images is refused: say which one by giving a layout with one), each layer verified
+    /// against its digest and applied in order.
+    pub fn from_oci_layout(dir: &Path) -> Result<ImageTree, ImageError> {
+        let read_json = |rel: &str| -> Result<serde_json::Value, ImageError> {
+            let p = dir.join(rel);
+            let bytes = fs::read(&p).map_err(|e| image_err(p.display(), e))?;
+            serde_json::from_slice(&bytes).map_err(|e| image_err(p.display(), e))
+        };
+        let index = read_json("index.json")?;
+        let manifests: Vec<&serde_json::Value> = index["manifests"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|m| {
+                        m["mediaType"].as_str()
+                            == Some("application/vnd.oci.image.manifest.v1+json")
+                            && m["artifactType"].is_null()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let manifest_desc = match manifests.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(image_err(
+                    dir.join("index.json").display(),
+                    "lists no image manifest",
+                ))
+            }
+            _ => {
+                return Err(image_err(
+                    dir.join("index.json").display(),
+                    format!(
+                        "lists {} image manifests; check one image at a time",
+                        manifests.len()
+                    ),
+                ))
+            }
+        };
+        let blob = |desc: &serde_json::Value| -> Result<Vec<u8>, ImageError> {
+            let digest = desc["digest"].as_str().unwrap_or("");
+            let hex = digest
+                .strip_prefix("sha256:")
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| {
+                    image_err(dir.display(), format!("unsupported digest '{digest}'"))
+                })?;
+            let p = dir.join("blobs/sha256").join(hex);
+            let bytes = fs::read(&p).map_err(|e| image_err(p.display(), e))?;
+            if sha256_hex(&bytes) != hex {
+                return Err(image_err(p.display(), "content does not match its digest"));
+            }
+            Ok(bytes)
+        };
+        let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_desc)?)
+            .map_err(|e| image_err(dir.display(), format!("manifest: {e}")))?;
+        let mut tree = ImageTree {
+            source: dir.display().to_string(),
+            ..ImageTree::default()
+        };
+        tree.add_root();
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            let digest = layer["digest"].as_str().unwrap_or("").to_string();
+            let bytes = blob(layer)?;
+            let media = layer["mediaType"].as_str().unwrap_or("");
+            let compression = if media.ends_with("+zstd") {
+                Compression::Zstd
+            } else if media.ends_with("+gzip") {
+                Compression::Gzip
+            } else {
+                Compression::None
+            };
+            let mut raw = Vec::new();
+            compression
+                .decoder(bytes.as_slice())
+                .and_then(|mut d| d.read_to_end(&mut raw))
+                .map_err(|e| image_err(&digest, e))?;
+            tree.apply_tar(&raw, &digest, true)?;
+        }
+        Ok(tree)
+    }
+
+    /// Applies one tar (a layer when `whiteouts`) on top of the tree.
+    fn apply_tar(&mut self, data: &[u8], label: &str, whiteouts: bool) -> Result<(), ImageError> {
+        let data = decompress_if_needed(data).map_err(|e| image_err(label, e))?;
+        let mut archive = tar::Archive::new(&data[..]);
+        let mut added: Vec<(String, Node, Option<String>)> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut opaque: Vec<String> = Vec::new();
+        for entry in archive.entries().map_err(|e| image_err(label, e))? {
+            let mut entry = entry.map_err(|e| image_err(label, e))?;
+            let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(name) = normal_name(&raw_name) else {
+                return Err(image_err(
+                    label,
+                    format!("member '{raw_name}' contains '..'"),
+                ));
+            };
+            if whiteouts {
+                let base = file_name(&name);
+                if base == ".wh..wh..opq" {
+                    opaque.push(parent(&name).to_string());
+                    continue;
+                }
+                if let Some(hidden) = base.strip_prefix(".wh.") {
+                    let dir = parent(&name);
+                    removed.push(if dir == "/" {
+                        format!("/{hidden}")
+                    } else {
+                        format!("{dir}/{hidden}")
+                    });
+                    continue;
+                }
+            }
+            let header = entry.header().clone();
+            let mode = header.mode().unwrap_or(0o644) & 0o7777;
+            let mut caps = false;
+            if let Ok(Some(pax)) = entry.pax_extensions() {
+                for ext in pax.flatten() {
+                    if ext.key_bytes() == b"SCHILY.xattr.security.capability" {
+                        caps = true;
+                    }
+                }
+            }
+            let et = header.entry_type();
+            let mut link = None;
+            let mut node = if et.is_dir() {
+                Node::new(Kind::Dir, mode)
+            } else if et.is_symlink() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                Node::new(Kind::Symlink(target), mode)
+            } else if et.is_hard_link() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                link = Some(normal_name(&target).ok_or_else(|| {
+                    image_err(
+                        label,
+                        format!("hard link '{raw_name}' points at '{target}'"),
+                    )
+                })?);
+                Node::new(Kind::File, mode)
+            } else if et.is_file() || et == tar::EntryType::Continuous {
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| image_err(format!("{label}: {raw_name}"), e))?;
+                let mut n = Node::new(Kind::File, mode);
+                n.content = Content::Memory(bytes.into());
+                n
+            } else if et.is_pax_global_extensions() || et.is_pax_local_extensions() {
+                continue;
+            } else {
+                Node::new(Kind::Special, mode)
+            };
+            node.uid = header.uid().unwrap_or(0);
+            node.gid = header.gid().unwrap_or(0);
+            node.capabilities = caps;
+            added.push((name, node, link));
+        }
+        for dir in opaque {
+            let prefix = if dir == "/" {
+                "/".to_string()
+            } else {
+                format!("{dir}/")
+            };
+            let doomed: Vec<String> = self
+                .nodes
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .filter(|k| k != "/")
+                .collect();
+            for k in doomed {
+                self.nodes.remove(&k);
+            }
+        }
+        for path in removed {
+            self.remove_subtree(&path);
+        }
+        for (name, mut node, link) in added {
+            if let Some(target) = link {
+                let Some(t) = self.nodes.get(&target) else {
+                    return Err(image_err(
+                        label,
+                        format!(
+                            "hard link '{name}' points at '{target}', which is not in the image"
+                        ),
+                    ));
+                };
+                node.content = t.content.clone();
+                node.alias_of = Some(t.alias_of.clone().unwrap_or(target));
+            }
+            if node.kind != Kind::Dir {
+                self.remove_subtree(&name);
+            }
+            self.ensure_parents(&name);
+            self.nodes.insert(name, node);
+        }
+        Ok(())
+    }
+
+    fn remove_subtree(&mut self, path: &str) {
+        self.nodes.remove(path);
+        let prefix = format!("{path}/");
+        let doomed: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    fn ensure_parents(&mut self, path: &str) {
+        let mut p = parent(path).to_string();
+        let mut missing = Vec::new();
+        while p != "/" && !self.nodes.contains_key(&p) {
+            missing.push(p.clone());
+            p = parent(&p).to_string();
+        }
+        for m in missing {
+            self.nodes.insert(m, Node::new(Kind::Dir, 0o755));
+        }
+    }
+
+    /// Every path and its node, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// The node at exactly `path` (not following a final symlink).
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Number of paths.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for an image with nothing but its root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    /// The bytes of the regular file at `path` (hard-link aliases share them). Files of a
+    /// directory input are mapped, not copied: ELF files are most of an image's bytes.
+    pub fn read(&self, path: &str) -> io::Result<FileData> {
+        let node = self
+            .nodes
+            .get(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        match &node.content {
+            Content::Memory(b) => Ok(FileData::Shared(b.clone())),
+            Content::Host(p) => {
+                let file = fs::File::open(p)?;
+                if file.metadata()?.len() == 0 {
+                    return Ok(FileData::Shared(Arc::from(&[][..])));
+                }
+                // SAFETY: the map is read-only and private; kiln checks trees it does not
+                // modify, and a file changed underneath by someone else yields wrong findings
+                // about that file, not unsoundness in what kiln writes.
+                let map = unsafe { memmap2::Mmap::map(&file)? };
+                Ok(FileData::Mapped(map))
+            }
+            Content::None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )),
+        }
+    }
+
+    /// The first `n` bytes of a regular file (fewer when it is shorter).
+    pub fn read_head(&self, path: &str, n: usize) -> io::Result<Vec<u8>> {
+        let node = self
+            .nodes
+            .get(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        match &node.content {
+            Content::Memory(b) => Ok(b[..n.min(b.len())].to_vec()),
+            Content::Host(p) => {
+                let mut buf = Vec::with_capacity(n);
+                fs::File::open(p)?.take(n as u64).read_to_end(&mut buf)?;
+                Ok(buf)
+            }
+            Content::None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )),
+        }
+    }
+
+    /// Resolves `path` inside the image, following every symlink (also a final one) the way
+    /// the kernel would in a chroot of the image: absolute targets restart at the image root
+    /// and `..` stops at it. None when a component is missing, a loop, or not a directory.
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        self.resolve_from("/", path)
+    }
+
+    /// Like [`ImageTree::resolve`], with a relative `path` taken from directory `base`.
+    pub fn resolve_from(&self, base: &str, path: &str) -> Option<String> {
+        let mut todo: Vec<String> = components(path).rev().map(str::to_string).collect();
+        let mut cur: Vec<String> = if path.starts_with('/') {
+            Vec::new()
+        } else {
+            components(base).map(str::to_string).collect()
+        };
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    cur.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let parent_path = join(&cur.iter().map(String::as_str).collect::<Vec<_>>());
+            if self.nodes.get(&parent_path).map(|n| &n.kind) != Some(&Kind::Dir) {
+                return None;
+            }
+            cur.push(c);
+            let here = join(&cur.iter().map(String::as_str).collect::<Vec<_>>());
+            let node = self.nodes.get(&here)?;
+            if let Kind::Symlink(target) = &node.kind {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return None;
+                }
+                cur.pop();
+                if target.starts_with('/') {
+                    cur.clear();
+                }
+                todo.extend(components(target).rev().map(str::to_string));
+            }
+        }
+        Some(join(&cur.iter().map(String::as_str).collect::<Vec<_>>()))
+    }
+
+    /// The resolved node of `path`, following symlinks inside the image.
+    pub fn lookup(&self, path: &str) -> Option<(String, &Node)> {
+        let resolved = self.resolve(path)?;
+        let node = self.nodes.get(&resolved)?;
+        Some((resolved, node))
+    }
+
+    /// Names of the entries directly inside directory `dir` (an exact, resolved path).
+    pub fn children(&self, dir: &str) -> Vec<&str> {
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| {
+                let rest = &k[prefix.len()..];
+                (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+            })
+            .collect()
+    }
+}
+
+/// The shared state of a parallel directory walk: directories still to list, and how many
+/// workers are listing one (the walk ends when both are zero).
+struct DirWalk {
+    queue: std::sync::Mutex<(Vec<(PathBuf, String)>, usize)>,
+    more: std::sync::Condvar,
+}
+
+/// What one worker of a [`DirWalk`] found.
+#[derive(Default)]
+struct WalkPart {
+    nodes: Vec<(String, Node)>,
+    inodes: Vec<((u64, u64), String)>,
+}
+
+impl DirWalk {
+    fn next(&self) -> Option<(PathBuf, String)> {
+        let mut q = self.queue.lock().ok()?;
+        loop {
+            if let Some(d) = q.0.pop() {
+                q.1 += 1;
+                return Some(d);
+            }
+            if q.1 == 0 {
+                return None;
+            }
+            q = self.more.wait(q).ok()?;
+        }
+    }
+
+    fn done(&self, found: Vec<(PathBuf, String)>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.0.extend(found);
+            q.1 -= 1;
+        }
+        self.more.notify_all();
+    }
+
+    fn work(&self) -> Result<WalkPart, ImageError> {
+        let mut part = WalkPart::default();
+        while let Some((host, image)) = self.next() {
+            let mut subdirs = Vec::new();
+            let listed = list_dir(&host, &image, &mut part, &mut subdirs);
+            self.done(subdirs);
+            listed?;
+        }
+        Ok(part)
+    }
+}
+
+fn list_dir(
+    host: &Path,
+    image: &str,
+    part: &mut WalkPart,
+    subdirs: &mut Vec<(PathBuf, String)>,
+) -> Result<(), ImageError> {
+    for entry in fs::read_dir(host).map_err(|e| image_err(host.display(), e))? {
+        let entry = entry.map_err(|e| image_err(host.display(), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let host_path = entry.path();
+        let image_path = format!("{image}/{name}");
+        // Relative to the open directory (fstatat), not a walk of the whole path again.
+        let meta = entry
+            .metadata()
+            .map_err(|e| image_err(host_path.display(), e))?;
+        let ft = meta.file_type();
+        let mut node = if ft.is_dir() {
+            subdirs.push((host_path.clone(), image_path.clone()));
+            Node::new(Kind::Dir, meta.mode() & 0o7777)
+        } else if ft.is_symlink() {
+            let target =
+                fs::read_link(&host_path).map_err(|e| image_err(host_path.display(), e))?;
+            Node::new(
+                Kind::Symlink(target.to_string_lossy().into_owned()),
+                meta.mode() & 0o7777,
+            )
+        } else if ft.is_file() {
+            let mut n = Node::new(Kind::File, meta.mode() & 0o7777);
+            if meta.nlink() > 1 {
+                part.inodes
+                    .push(((meta.dev(), meta.ino()), image_path.clone()));
+            }
+            n.content = Content::Host(host_path);
+            n
+        } else {
+            Node::new(Kind::Special, meta.mode() & 0o7777)
+        };
+        node.uid = meta.uid().into();
+        node.gid = meta.gid().into();
+        part.nodes.push((image_path, node));
+    }
+    Ok(())
+}
+
+fn has_capability_xattr(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid NUL-terminated strings; a NULL buffer with size 0 only asks for the size.
+    let rc = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    rc > 0
+}
+
+/// Undoes gzip/zstd/xz around a tar given to `kiln check`, recognised by magic bytes.
+fn decompress_if_needed(data: &[u8]) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+    let compression = if data.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Compression::Xz
+    } else {
+        return Ok(std::borrow::Cow::Borrowed(data));
+    };
+    let mut out = Vec::new();
+    compression.decoder(data)?.read_to_end(&mut out)?;
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(entries: &[(&str, Kind)]) -> ImageTree {
+        let mut t = ImageTree::default();
+        t.add_root();
+        for (p, k) in entries {
+            t.ensure_parents(p);
+            t.nodes.insert(p.to_string(), Node::new(k.clone(), 0o755));
+        }
+        t
+    }
+
+    #[test]
+    fn resolves_inside_the_image_only() {
+        let t = tree(&[
+            ("/usr/lib", Kind::Dir),
+            ("/usr/lib/libc.so.6", Kind::File),
+            ("/lib", Kind::Symlink("usr/lib".into())),
+            (
+                "/usr/lib/up",
+                Kind::Symlink("../../../../lib/libc.so.6".into()),
+            ),
+            ("/usr/lib/abs", Kind::Symlink("/lib/libc.so.6".into())),
+            ("/loop", Kind::Symlink("loop".into())),
+        ]);
+        assert_eq!(
+            t.resolve("/lib/libc.so.6").as_deref(),
+            Some("/usr/lib/libc.so.6")
+        );
+        assert_eq!(
+            t.resolve("/usr/lib/up").as_deref(),
+            Some("/usr/lib/libc.so.6")
+        );
+        assert_eq!(
+            t.resolve("/usr/lib/abs").as_deref(),
+            Some("/usr/lib/libc.so.6")
+        );
+        assert_eq!(t.resolve("/loop"), None);
+        assert_eq!(t.resolve("/usr/lib/libc.so.6/x"), None);
+        assert_eq!(t.resolve("/nope"), None);
+        assert_eq!(t.children("/usr"), vec!["lib"]);
+    }
+
+    #[test]
+    fn layers_apply_with_whiteouts() {
+        fn layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
+            let mut b = tar::Builder::new(Vec::new());
+            for (name, data) in entries {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                b.append_data(&mut h, name, *data).expect("append");
+            }
+            b.into_inner().expect("finish")
+        }
+        let mut t = ImageTree::default();
+        t.add_root();
+        t.apply_tar(
+            &layer(&[("a/x", b"1"), ("a/y", b"2"), ("b/z", b"3")]),
+            "l1",
+            true,
+        )
+        .expect("layer 1");
+        t.apply_tar(
+            &layer(&[("a/.wh.x", b""), ("b/.wh..wh..opq", b""), ("b/w", b"4")]),
+            "l2",
+            true,
+        )
+        .expect("layer 2");
+        assert!(t.get("/a/x").is_none());
+        assert!(t.get("/a/y").is_some());
+        assert!(t.get("/b/z").is_none());
+        assert_eq!(&*t.read("/b/w").expect("w"), b"4");
+    }
+}

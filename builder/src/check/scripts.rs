@@ -1,0 +1,114 @@
+//! The `script-interp` check: an executable file starting with `#!` runs only if the kernel can
+//! read the whole interpreter line (BINPRM_BUF_SIZE: 256 bytes since Linux 5.1, 128 before) and
+//! the interpreter exists and is executable in the image; `#!/usr/bin/env NAME` also needs
+//! NAME on the default PATH.
+
+use super::findings::{Check, Finding, Severity};
+use super::image::{ImageTree, Kind};
+
+/// Bytes of a file's start the check reads (one more than the kernel's buffer).
+pub const HEAD: usize = 257;
+
+/// Linux's BINPRM_BUF_SIZE since 5.1: the `#!` line must fit in it.
+pub const KERNEL_LIMIT: usize = 256;
+
+/// The PATH a daemon gets from systemd (and `env` searches).
+const DEFAULT_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+fn is_executable(image: &ImageTree, path: &str) -> Result<(), String> {
+    match image.lookup(path) {
+        None => Err("is not in the image".into()),
+        Some((resolved, node)) if node.kind != Kind::File => Err(format!(
+            "resolves to {resolved}, which is not a regular file"
+        )),
+        Some((resolved, node)) if node.mode & 0o111 == 0 => Err(format!(
+            "resolves to {resolved}, which is not executable (mode {:o})",
+            node.mode
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks one executable file whose first bytes are `head`.
+pub fn check_script(path: &str, head: &[u8], image: &ImageTree, out: &mut Vec<Finding>) {
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return;
+    };
+    let line_end = rest.iter().position(|&b| b == b'\n');
+    let line = &rest[..line_end.unwrap_or(rest.len())];
+    if line_end.is_none() && head.len() >= HEAD || line.len() + 2 > KERNEL_LIMIT {
+        out.push(Finding::new(
+            Check::ScriptInterp,
+            path,
+            format!("the #! line is longer than the kernel's {KERNEL_LIMIT}-byte limit"),
+        ));
+        return;
+    }
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split([' ', '\t']).filter(|w| !w.is_empty());
+    let Some(interp) = words.next() else {
+        out.push(Finding::new(
+            Check::ScriptInterp,
+            path,
+            "#! names no interpreter",
+        ));
+        return;
+    };
+    let interp = interp.trim_end_matches('\r');
+    if !interp.starts_with('/') {
+        out.push(Finding::new(
+            Check::ScriptInterp,
+            path,
+            format!("interpreter '{interp}' is a relative path (resolved against the working directory)"),
+        ));
+        return;
+    }
+    if let Err(why) = is_executable(image, interp) {
+        out.push(Finding::new(
+            Check::ScriptInterp,
+            path,
+            format!("interpreter {interp} {why}"),
+        ));
+        return;
+    }
+    if interp.ends_with("/env") {
+        let Some(name) = words.next() else { return };
+        if name.starts_with('-') || name.contains('=') {
+            return;
+        }
+        let found = if name.contains('/') {
+            is_executable(image, name).is_ok()
+        } else {
+            DEFAULT_PATH
+                .iter()
+                .any(|d| is_executable(image, &format!("{d}/{name}")).is_ok())
+        };
+        if !found {
+            out.push(
+                Finding::new(
+                    Check::ScriptInterp,
+                    path,
+                    format!("'{interp} {name}': {name} is not on the default PATH in the image"),
+                )
+                .evidence([format!("PATH {}", DEFAULT_PATH.join(":"))]),
+            );
+        }
+    }
+    if line.len() + 2 > 128 {
+        out.push(
+            Finding::new(
+                Check::ScriptInterp,
+                path,
+                "the #! line is longer than 128 bytes, the limit of kernels before 5.1",
+            )
+            .severity(Severity::Warning),
+        );
+    }
+}
