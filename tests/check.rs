@@ -30,6 +30,12 @@ const ARMHF: Target = Target {
     triplet: "arm-linux-gnueabihf",
     loader: "ld-linux-armhf.so.3",
 };
+/// The host, for programs that must not be in an ARM image.
+const AMD64: Target = Target {
+    arch: "amd64",
+    triplet: "x86_64-linux-gnu",
+    loader: "ld-linux-x86-64.so.2",
+};
 const ARMEL: Target = Target {
     arch: "armel",
     triplet: "arm-linux-gnueabi",
@@ -42,13 +48,22 @@ fn work() -> PathBuf {
     d
 }
 
-/// Compiles `source` for `t` with `flags` into `out` (cached by the arguments).
+/// Compiles `source` for `t` with `flags` (cached by all three; tests run in parallel, so each
+/// result is written under a temporary name and renamed into place).
 fn cc(t: Target, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (t.arch, source, flags).hash(&mut h);
     let dir = work().join("bin").join(t.arch);
     fs::create_dir_all(&dir).unwrap();
-    let src = dir.join(format!("{name}.c"));
+    let out = dir.join(format!("{name}-{:016x}", h.finish()));
+    if out.exists() {
+        return out;
+    }
+    let tmp = tempfile::tempdir_in(&dir).unwrap();
+    let src = tmp.path().join(format!("{name}.c"));
     fs::write(&src, source).unwrap();
-    let out = dir.join(name);
+    let built = tmp.path().join(name);
     let gcc = if t.arch == "amd64" {
         "gcc".to_string()
     } else {
@@ -56,10 +71,10 @@ fn cc(t: Target, name: &str, source: &str, flags: &[&str]) -> PathBuf {
     };
     let o = Command::new(&gcc)
         .arg("-o")
-        .arg(&out)
+        .arg(&built)
         .arg(&src)
         .args(flags)
-        .current_dir(&dir)
+        .current_dir(tmp.path())
         .output()
         .unwrap_or_else(|e| panic!("{gcc} (install it with ci/setup): {e}"));
     assert!(
@@ -67,6 +82,7 @@ fn cc(t: Target, name: &str, source: &str, flags: &[&str]) -> PathBuf {
         "{gcc} {name}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    fs::rename(&built, &out).unwrap();
     out
 }
 
@@ -125,7 +141,7 @@ impl Image {
     }
 
     fn board(&self, arch: &str) -> PathBuf {
-        let p = work().join(format!("board-{arch}.toml"));
+        let p = self.root.with_extension(format!("board-{arch}.toml"));
         fs::write(
             &p,
             format!(
@@ -232,33 +248,20 @@ fn a_clean_image_checks_clean_for_every_arm_flavour() {
 #[test]
 fn machine_and_float_abi_defects_are_found() {
     let img = Image::new("machine", ARMHF);
-    img.put(
-        "/usr/bin/x86",
-        &cc(
-            Target {
-                arch: "amd64",
-                triplet: "x86_64-linux-gnu",
-                loader: "",
-            },
-            "x86",
-            HELLO,
-            &[],
-        ),
-        0o755,
-    )
-    .put("/usr/bin/arm64", &cc(ARM64, "hello", HELLO, &[]), 0o755)
-    .put("/usr/bin/softfloat", &cc(ARMEL, "hello", HELLO, &[]), 0o755)
-    .put("/usr/bin/hardfloat", &cc(ARMHF, "hello", HELLO, &[]), 0o755)
-    .put(
-        "/usr/bin/badinterp",
-        &cc(
-            ARMHF,
-            "badinterp",
-            HELLO,
-            &["-Wl,--dynamic-linker=/lib/ld-missing.so.9"],
-        ),
-        0o755,
-    );
+    img.put("/usr/bin/x86", &cc(AMD64, "x86", HELLO, &[]), 0o755)
+        .put("/usr/bin/arm64", &cc(ARM64, "hello", HELLO, &[]), 0o755)
+        .put("/usr/bin/softfloat", &cc(ARMEL, "hello", HELLO, &[]), 0o755)
+        .put("/usr/bin/hardfloat", &cc(ARMHF, "hello", HELLO, &[]), 0o755)
+        .put(
+            "/usr/bin/badinterp",
+            &cc(
+                ARMHF,
+                "badinterp",
+                HELLO,
+                &["-Wl,--dynamic-linker=/lib/ld-missing.so.9"],
+            ),
+            0o755,
+        );
     // A Cortex-M style bare-metal image in /lib/firmware is classified, not failed.
     img.put(
         "/lib/firmware/mcu.elf",
@@ -333,6 +336,39 @@ fn ld_so_cache(entries: &[(&str, &str)], flags: u32) -> Vec<u8> {
     out
 }
 
+/// An OCI image layout holding one image of uncompressed tar `layers`.
+fn oci_layout(name: &str, layers: &[Vec<u8>]) -> PathBuf {
+    let dir = work().join(name);
+    let _ = fs::remove_dir_all(&dir);
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = kiln::digest::sha256_hex(bytes);
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let descs: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            let (digest, size) = put(l);
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size})
+        })
+        .collect();
+    let config = serde_json::json!({"architecture": "arm64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs,
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}]});
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}
+
 /// The programs of `img` whose `needed` check fires.
 fn needed_failures(img: &Image) -> (BTreeSet<String>, Vec<Value>) {
     let (_, findings) = img.check();
@@ -403,6 +439,32 @@ fn library_resolution_follows_glibc_and_matches_the_real_loader() {
             ),
             0o755,
         );
+    // $LIB and $PLATFORM, expanded as Debian's glibc expands them.
+    let dst = |name: &str, rpath: &str, tags: &str| {
+        against_foo(
+            t,
+            name,
+            USES_FOO,
+            &lib,
+            &[&format!("-Wl,-rpath,{rpath}"), tags],
+        )
+    };
+    img.put("/opt/d/lib/aarch64-linux-gnu/libfoo.so.1", &lib, 0o644)
+        .put(
+            "/opt/d/bin/dstlib",
+            &dst("dstlib", "/opt/d/$LIB", "-Wl,--disable-new-dtags"),
+            0o755,
+        )
+        .put("/opt/e/aarch64/libfoo.so.1", &lib, 0o644)
+        .put(
+            "/opt/e/bin/dstplatform",
+            &dst(
+                "dstplatform",
+                "/opt/e/${PLATFORM}",
+                "-Wl,--enable-new-dtags",
+            ),
+            0o755,
+        );
     let (failing, findings) = needed_failures(&img);
     let expected: BTreeSet<String> = ["/opt/a/bin/missing", "/opt/c/bin/wrongclass"]
         .iter()
@@ -424,6 +486,8 @@ fn library_resolution_follows_glibc_and_matches_the_real_loader() {
             "/opt/a/bin/runpath",
             "/opt/a/bin/missing",
             "/opt/c/bin/wrongclass",
+            "/opt/d/bin/dstlib",
+            "/opt/e/bin/dstplatform",
         ],
         &failing,
     );
@@ -730,20 +794,7 @@ fn scripts_extensions_hardening_and_corrupt_files() {
 fn tar_and_oci_inputs_and_waivers() {
     let t = ARM64;
     let img = Image::new("inputs", t);
-    img.put(
-        "/usr/bin/x86",
-        &cc(
-            Target {
-                arch: "amd64",
-                triplet: "x86_64-linux-gnu",
-                loader: "",
-            },
-            "x86",
-            HELLO,
-            &[],
-        ),
-        0o755,
-    );
+    img.put("/usr/bin/x86", &cc(AMD64, "x86", HELLO, &[]), 0o755);
     let tarball = work().join("inputs.tar");
     let st = Command::new("tar")
         .args(["--numeric-owner", "-C"])
@@ -777,6 +828,38 @@ fn tar_and_oci_inputs_and_waivers() {
     let sarif: Value = serde_json::from_slice(&run(&tarball, &board, "sarif").stdout).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
     assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "arch");
+
+    // The same tree as an OCI image layout; a second layer whites the program out.
+    let layer1 = fs::read(&tarball).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "usr/bin/.wh.x86", &[][..]).unwrap();
+    let layer2 = b.into_inner().unwrap();
+    let layout = oci_layout("inputs-oci", std::slice::from_ref(&layer1));
+    assert_eq!(run(&layout, &board, "json").status.code(), Some(1));
+    let layout = oci_layout("inputs-oci-whiteout", &[layer1, layer2]);
+    let o = run(&layout, &board, "json");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // A layer whose bytes do not match its digest is refused (exit 2), naming the blob.
+    let blobs = layout.join("blobs/sha256");
+    let victim = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::metadata(p).unwrap().len() > 4096)
+        .unwrap();
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[1000] ^= 1;
+    fs::write(&victim, bytes).unwrap();
+    let o = run(&layout, &board, "json");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not match its digest"));
 
     // A waiver accepts it until it expires; an expired or unused waiver is reported.
     let waived = work().join("board-waived.toml");
