@@ -278,8 +278,17 @@ fn machine_and_float_abi_defects_are_found() {
         ),
         0o644,
     );
+    // A hard-float program whose header claims an older ARM EABI (version 4 in e_flags' top
+    // byte): the one defect gcc will not produce for a Linux target, so the real file is patched.
+    let mut eabi4 = fs::read(cc(ARMHF, "hello", HELLO, &[])).unwrap();
+    eabi4[0x24 + 3] = 0x04;
+    img.write("/usr/bin/eabi4", &eabi4, 0o755);
     let (code, findings) = img.check();
     assert_eq!(code, 1);
+    assert!(
+        has(&findings, "arm-float", "/usr/bin/eabi4"),
+        "{findings:?}"
+    );
     assert!(has(&findings, "arch", "/usr/bin/x86"), "{findings:?}");
     assert!(has(&findings, "arch", "/usr/bin/arm64"));
     assert!(
@@ -297,6 +306,20 @@ fn machine_and_float_abi_defects_are_found() {
         !all.iter()
             .any(|(_, p)| p == "/lib/firmware/mcu.elf" || p == "/usr/lib/firmware/mcu.elf"),
         "{all:?}"
+    );
+    // PT_INTERP names the board's loader, but the file there is built for another machine.
+    let wrong_loader = Image::new("machine-loader", ARMHF);
+    wrong_loader
+        .put("/usr/bin/hardfloat", &cc(ARMHF, "hello", HELLO, &[]), 0o755)
+        .put(
+            "/usr/lib/arm-linux-gnueabihf/ld-linux-armhf.so.3",
+            &PathBuf::from("/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"),
+            0o755,
+        );
+    let (_, findings) = wrong_loader.check();
+    assert!(
+        has(&findings, "interp", "/usr/bin/hardfloat"),
+        "{findings:?}"
     );
     // The same soft-float program is clean on an armel board.
     let el = Image::new("machine-el", ARMEL);
