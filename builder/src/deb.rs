@@ -41,6 +41,39 @@ pub struct DebControl {
 /// Largest control archive accepted in memory (real ones are kilobytes).
 const MAX_CONTROL: u64 = 64 << 20;
 
+/// Refuses ar archives whose member names use a GNU or BSD long-name table: deb(5) members
+/// have short names, and the `ar` crate panics on a long-name reference past its table (found
+/// by fuzzing). Leaves the file positioned at its start.
+fn plain_ar_names(file: &mut std::fs::File) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut pos = 8u64;
+    let mut header = [0u8; 60];
+    while pos + 60 <= len {
+        file.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
+        file.read_exact(&mut header).map_err(|e| e.to_string())?;
+        let name = &header[..16];
+        if name.starts_with(b"/") && name.get(1).is_some_and(|b| *b != b' ')
+            || name.starts_with(b"#1/")
+        {
+            return Err(format!(
+                "member name '{}' uses an ar long-name table, which .deb files never do",
+                String::from_utf8_lossy(name).trim_end()
+            ));
+        }
+        let size: u64 = std::str::from_utf8(&header[48..58])
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or("member header has no valid size")?;
+        pos = pos
+            .saturating_add(60)
+            .saturating_add(size)
+            .saturating_add(size % 2);
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Reads a .deb: parses its control archive, then calls `data` with the decompressed data.tar
 /// stream. Errors of `data` pass through unchanged.
 pub fn read_deb<T, E: From<DebError>>(
@@ -53,7 +86,8 @@ pub fn read_deb<T, E: From<DebError>>(
         member: member.to_string(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| err("(file)", e.to_string()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| err("(file)", e.to_string()))?;
+    plain_ar_names(&mut file).map_err(|e| err("(ar)", e))?;
     let mut ar = ar::Archive::new(std::io::BufReader::new(file));
     let mut control: Option<DebControl> = None;
     let mut seen_binary = false;
@@ -150,4 +184,26 @@ fn read_control(reader: impl Read, label: &str, member: &str) -> Result<DebContr
         }
     }
     Ok(DebControl { control, files })
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    /// Found by ci/fuzz: an ar member header whose name is a GNU long-name reference
+    /// ("/NNN") far beyond any name table.
+    #[test]
+    fn gnu_long_name_reference_out_of_range() {
+        let data: &[u8] = &[
+            33, 60, 97, 114, 99, 104, 62, 10, 47, 49, 49, 49, 49, 49, 49, 49, 49, 49, 53, 49, 49,
+            49, 49, 49, 49, 49, 49, 49, 49, 46, 49, 49, 49, 53, 49, 49, 49, 49, 49, 49, 49, 49, 49,
+            49, 46, 207, 60, 13, 54, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
+            49, 50, 51, 49, 54, 57, 0,
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.deb");
+        std::fs::write(&path, data).expect("write");
+        let r = super::read_deb(&path, "fuzz", |_c, _r| -> Result<(), super::DebError> {
+            Ok(())
+        });
+        assert!(r.is_err());
+    }
 }
