@@ -213,8 +213,31 @@ fn configures_real_packages_and_an_old_format_package_with_diversion_and_alterna
             "/{dir} is empty in the image"
         );
     }
-    let stderr = stderr(&o);
-    assert!(stderr.contains("dpkg --configure -a"), "{stderr}");
+    let timings = stderr(&o);
+    assert!(timings.contains("dpkg --configure -a"), "{timings}");
+    assert!(timings.contains("postinst scripts on"), "{timings}");
+
+    // Scripts run several at once; one at a time must give the very same image.
+    let manifest = |o: &std::process::Output| {
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        out.split_whitespace()
+            .skip_while(|w| *w != "manifest")
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no manifest digest in {out}"))
+    };
+    std::fs::remove_dir_all(s.cache.join("layers")).unwrap();
+    let serial = kiln(
+        &s.recipe,
+        &s.cache,
+        &["build", "-o", "out-serial", "-j", "1"],
+    );
+    assert!(serial.status.success(), "{}", stderr(&serial));
+    assert!(
+        !String::from_utf8_lossy(&serial.stdout).contains("reused"),
+        "the serial build configured again"
+    );
+    assert_eq!(manifest(&serial), manifest(&o));
 }
 
 #[test]

@@ -112,6 +112,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
     /// Print how long each stage took to stderr.
     pub timings: bool,
+    /// How many maintainer scripts may run at once (see [`ConfigureOptions::jobs`]).
+    pub jobs: usize,
 }
 
 /// Prints a stage's wall time when asked to.
@@ -340,6 +342,7 @@ fn build_base_layer(
                 source_date_epoch: sde,
                 timings: opts.timings,
                 debconf: recipe.debconf.clone(),
+                jobs: opts.jobs,
             },
         )?;
         clock.lap("configure");

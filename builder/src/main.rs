@@ -55,6 +55,10 @@ enum Command {
         /// Print each stage's wall time to stderr.
         #[arg(long)]
         timings: bool,
+        /// Maintainer scripts run at once (default: the number of CPUs; the image is the same
+        /// for every value).
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
     },
     /// Check every ELF file and script of an image against a board (exit 1 on errors).
     Check {
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
             compression,
             cache,
             timings,
+            jobs,
         } => {
             let sde = match source_date_epoch() {
                 Ok(v) => v,
@@ -158,6 +163,9 @@ fn main() -> ExitCode {
                 progress: std::io::stderr().is_terminal(),
                 source_date_epoch: sde,
                 timings,
+                jobs: jobs.map(usize::from).unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                }),
             };
             match build::build(&dir, &opts) {
                 Ok(report) => {

@@ -1,0 +1,694 @@
+//! The configure stage: turns the natively unpacked staging root into a configured Debian system
+//! by running the maintainer scripts under qemu-user in a [`Sandbox`].
+//!
+//! What runs emulated is only what must, and on every core:
+//! 1. each package's `preinst install`, in [`configure_order`] (base-passwd first: it creates
+//!    /etc/passwd and /etc/group that later scripts use), skipping those that provably do
+//!    nothing on a fresh install ([`maintscript::preinst_is_noop_on_install`]);
+//! 2. each `postinst configure`, as dpkg would run it, several at once where they touch
+//!    disjoint state ([`maintscript`] reads what each script touches, [`schedule`] keeps the
+//!    result that of a one-by-one run), with kiln writing the status file as dpkg would;
+//! 3. the target's own `dpkg --configure -a`, which incorporates and runs the triggers the
+//!    scripts activated and finds nothing else to do.
+//!
+//! Unpacking stays native (the compose stage). During the run services are kept from starting
+//! (`policy-rc.d` answers 101; `start-stop-daemon` is swapped for a no-op and restored);
+//! afterwards everything that differs from run to run is removed or normalised
+//! ([`RUN_TO_RUN_DEBRIS`]), so the layer is reproducible.
+
+pub mod maintscript;
+pub mod schedule;
+
+use crate::compose::dpkgdb;
+use crate::compose::unpack::{member_components, Root, MISSING};
+use crate::compose::Composed;
+use crate::control::parse_relations;
+use crate::sandbox::{self, Ran, Sandbox, SandboxError};
+use crate::spec::Board;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Why configuring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// Target code cannot run here.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// A maintainer script (or dpkg) failed.
+    #[error("{package}: {script} failed ({status}); last output: {tail}")]
+    Script {
+        /// The package.
+        package: String,
+        /// `preinst` or `postinst`.
+        script: String,
+        /// Exit status.
+        status: String,
+        /// Its last output lines, joined with " | ".
+        tail: String,
+    },
+    /// The staging root could not be prepared or cleaned.
+    #[error("configure: {path}: {reason}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Paths (relative to the root) that hold run-to-run debris and are removed after configuring.
+/// Logs and caches record build times or host facts; `*-old` files are dpkg's and debconf's
+/// backups of the state before this very build.
+pub const RUN_TO_RUN_DEBRIS: &[&str] = &[
+    "var/log/dpkg.log",
+    "var/log/alternatives.log",
+    "var/log/apt/history.log",
+    "var/log/apt/term.log",
+    "var/log/apt/eipp.log.xz",
+    "var/cache/ldconfig/aux-cache",
+    "var/lib/dpkg/status-old",
+    "var/lib/dpkg/diversions-old",
+    "var/lib/dpkg/statoverride-old",
+    "var/cache/debconf/config.dat-old",
+    "var/cache/debconf/templates.dat-old",
+    "var/cache/debconf/passwords.dat-old",
+    "var/lib/dbus/machine-id",
+    "usr/sbin/policy-rc.d",
+];
+
+/// Files emptied rather than removed: systemd expects an empty /etc/machine-id in an image and
+/// generates the id on first boot.
+pub const EMPTIED: &[&str] = &["etc/machine-id"];
+
+/// Options for configuring.
+#[derive(Debug, Clone)]
+pub struct ConfigureOptions {
+    /// SOURCE_DATE_EPOCH handed to the scripts (shadow's lastchg, for example, honours it).
+    pub source_date_epoch: u64,
+    /// Print how the time was spent to stderr.
+    pub timings: bool,
+    /// debconf answers (`owner question type value`) set before any script runs.
+    pub debconf: Vec<String>,
+    /// How many maintainer scripts may run at once (1: strictly one by one). The result is
+    /// the same for every value; only the time differs.
+    pub jobs: usize,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> ConfigureError {
+    ConfigureError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Host path of an image path, resolving symlinks inside the image only and creating missing
+/// parent directories.
+fn inside(root: &Path, path: &str) -> Result<PathBuf, ConfigureError> {
+    lookup(root, path, true)?.ok_or_else(|| io_err(Path::new(path), MISSING))
+}
+
+/// Host path of an image path whose parent exists, or None.
+fn existing(root: &Path, path: &str) -> Result<Option<PathBuf>, ConfigureError> {
+    lookup(root, path, false)
+}
+
+fn lookup(
+    root: &Path,
+    path: &str,
+    create_missing: bool,
+) -> Result<Option<PathBuf>, ConfigureError> {
+    let comps = member_components(path.trim_start_matches('/').as_bytes())
+        .map_err(|e| io_err(Path::new(path), e))?;
+    match (Root {
+        path: root,
+        create_missing,
+    })
+    .resolve_parent(&comps)
+    {
+        Ok(r) => Ok(Some(r.parent.join(std::ffi::OsStr::from_bytes(&r.name)))),
+        Err(e) if e == MISSING => Ok(None),
+        Err(e) => Err(io_err(Path::new(path), e)),
+    }
+}
+
+fn write_executable(path: &Path, text: &str) -> Result<(), ConfigureError> {
+    let _ = fs::remove_file(path);
+    fs::write(path, text).map_err(|e| io_err(path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|e| io_err(path, e))
+}
+
+/// Which package answers for a name: the package itself, or the one that `Provides` it.
+fn provider_index(composed: &Composed) -> BTreeMap<String, usize> {
+    let mut index = BTreeMap::new();
+    for (i, p) in composed.packages.iter().enumerate() {
+        let provides =
+            parse_relations(p.control.control.get("Provides").unwrap_or("")).unwrap_or_default();
+        for group in provides {
+            for d in group {
+                // A real package of that name wins; among providers, the first in lock order.
+                index.entry(d.name).or_insert(i);
+            }
+        }
+    }
+    for (i, p) in composed.packages.iter().enumerate() {
+        index.insert(p.name.clone(), i);
+    }
+    index
+}
+
+/// The packages `pkg` needs configured before it: for each Pre-Depends and Depends group, the
+/// first alternative present in the image (by name or Provides).
+fn dependencies(pkg: &crate::compose::Unpacked, provides: &BTreeMap<String, usize>) -> Vec<usize> {
+    let c = &pkg.control.control;
+    let mut deps = Vec::new();
+    for field in ["Pre-Depends", "Depends"] {
+        for group in parse_relations(c.get(field).unwrap_or("")).unwrap_or_default() {
+            if let Some(&dep) = group.iter().find_map(|d| provides.get(d.name.as_str())) {
+                deps.push(dep);
+            }
+        }
+    }
+    deps
+}
+
+/// The order packages are configured in: every package after its Pre-Depends and Depends;
+/// among those whose dependencies are all placed, base-passwd first (its preinst creates
+/// /etc/passwd and /etc/group that later scripts use), then packages whose postinst can start
+/// early before those that wait for everything before them (`late[i]`: the readers of the
+/// dpkg database), then by name; so those readers gather at the end and hold nothing up.
+/// A dependency cycle is broken at the first package in that preference, as dpkg breaks it.
+fn configure_order(composed: &Composed, late: &[bool]) -> Vec<usize> {
+    let provides = provider_index(composed);
+    let n = composed.packages.len();
+    let deps: Vec<BTreeSet<usize>> = composed
+        .packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            dependencies(p, &provides)
+                .into_iter()
+                .filter(|&d| d != i)
+                .collect()
+        })
+        .collect();
+    let key = |i: usize| {
+        let p = &composed.packages[i];
+        (
+            p.name != "base-passwd",
+            late.get(i).copied().unwrap_or(false),
+            p.name.as_str(),
+            p.arch.as_str(),
+        )
+    };
+    let mut placed = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let unplaced = (0..n).filter(|&i| !placed[i]);
+        let ready = unplaced
+            .clone()
+            .filter(|&i| deps[i].iter().all(|&d| placed[d]))
+            .min_by_key(|&i| key(i));
+        // Nothing is free of unplaced dependencies: every remaining package waits on a cycle.
+        // Break one whose unplaced dependencies all lead back to it (it heads a cycle that
+        // nothing else outside the cycle holds up).
+        let in_cycle_only = |v: usize| {
+            let mut seen = vec![false; n];
+            let mut stack: Vec<usize> = deps[v].iter().copied().filter(|&d| !placed[d]).collect();
+            let mut reaches = Vec::new();
+            while let Some(u) = stack.pop() {
+                if std::mem::replace(&mut seen[u], true) {
+                    continue;
+                }
+                reaches.push(u);
+                stack.extend(deps[u].iter().copied().filter(|&d| !placed[d]));
+            }
+            // v reaches u for every u in `reaches`; v heads the cycle if each of them reaches v.
+            reaches.iter().all(|&u| {
+                let mut seen = vec![false; n];
+                let mut stack = vec![u];
+                while let Some(w) = stack.pop() {
+                    if w == v {
+                        return true;
+                    }
+                    if !std::mem::replace(&mut seen[w], true) {
+                        stack.extend(deps[w].iter().copied().filter(|&d| !placed[d]));
+                    }
+                }
+                false
+            })
+        };
+        let Some(next) = ready.or_else(|| {
+            unplaced
+                .filter(|&v| in_cycle_only(v))
+                .min_by_key(|&i| key(i))
+        }) else {
+            break;
+        };
+        placed[next] = true;
+        order.push(next);
+    }
+    order
+}
+
+/// How a script ended, in dpkg's words ("exit status 3", "killed by signal 9").
+fn exit_description(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The last few non-empty lines of `lines`, joined for a one-line report.
+fn tail(lines: &[&str]) -> String {
+    let lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(6);
+    lines[start..].join(" | ")
+}
+
+fn tail_of(out: &Ran) -> String {
+    let text = String::from_utf8_lossy(&out.output);
+    tail(&text.lines().collect::<Vec<_>>())
+}
+
+/// Reads a failed `dpkg --configure -a` run: which package, which script and exit status, and
+/// what that script printed (the lines between dpkg's "Setting up PKG" and its error report).
+fn dpkg_failure(out: &Ran) -> ConfigureError {
+    let text = String::from_utf8_lossy(&out.output);
+    let lines: Vec<&str> = text.lines().collect();
+    let error_at = lines
+        .iter()
+        .position(|l| l.starts_with("dpkg: error processing package "));
+    let package = error_at.and_then(|i| {
+        lines[i]
+            .trim_start_matches("dpkg: error processing package ")
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    });
+    let Some((i, package)) = error_at.zip(package) else {
+        return ConfigureError::Script {
+            package: "dpkg".into(),
+            script: "dpkg --configure -a".into(),
+            status: exit_description(out.status),
+            tail: tail_of(out),
+        };
+    };
+    let plain = package.split(':').next().unwrap_or(&package).to_string();
+    let start = lines[..i]
+        .iter()
+        .rposition(|l| l.starts_with(&format!("Setting up {plain}")))
+        .map(|s| s + 1)
+        .unwrap_or(0);
+    // dpkg's explanation follows: " installed PKG package post-installation script subprocess
+    // returned error exit status N".
+    let why = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+    let status = why
+        .split_once("returned error ")
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_else(|| why.to_string());
+    let script = if why.contains("post-installation") {
+        "postinst"
+    } else {
+        "maintainer script"
+    };
+    ConfigureError::Script {
+        package,
+        script: script.into(),
+        status,
+        tail: tail(&lines[start..i]),
+    }
+}
+
+/// Configures every unpacked package of `composed` inside its root.
+pub fn configure(
+    composed: &Composed,
+    board: &Board,
+    opts: &ConfigureOptions,
+) -> Result<(), ConfigureError> {
+    sandbox::check_emulation(board.arch)?;
+    let root = &composed.root;
+    let sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
+
+    // Keep services from starting while scripts run (invoke-rc.d asks policy-rc.d).
+    let policy = inside(root, "/usr/sbin/policy-rc.d")?;
+    write_executable(&policy, "#!/bin/sh\nexit 101\n")?;
+    let mut swapped = Vec::new();
+    for ssd in ["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"] {
+        let Some(host) = existing(root, ssd)? else {
+            continue;
+        };
+        if fs::symlink_metadata(&host).is_ok_and(|m| m.is_file()) && !swapped.contains(&host) {
+            let real = host.with_extension("REAL");
+            fs::rename(&host, &real).map_err(|e| io_err(&host, e))?;
+            write_executable(
+                &host,
+                "#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
+            )?;
+            swapped.push(host);
+        }
+    }
+
+    let result =
+        preseed(&sandbox, &opts.debconf).and_then(|()| run_scripts(composed, &sandbox, opts));
+
+    for host in swapped {
+        let real = host.with_extension("REAL");
+        fs::rename(&real, &host).map_err(|e| io_err(&host, e))?;
+    }
+    result?;
+    clean(root)?;
+    write_apt_sources(root, board)?;
+    Ok(())
+}
+
+/// Feeds the recipe's debconf answers to the target's own `debconf-set-selections`, so the
+/// postinsts that ask find them and nothing prompts.
+fn preseed(sandbox: &Sandbox, answers: &[String]) -> Result<(), ConfigureError> {
+    if answers.is_empty() {
+        return Ok(());
+    }
+    let mut input = answers.join("\n");
+    input.push('\n');
+    let out = sandbox.run_with_input(
+        "/usr/bin/debconf-set-selections",
+        &[],
+        &[],
+        input.as_bytes(),
+    )?;
+    if !out.status.success() {
+        return Err(ConfigureError::Script {
+            package: "debconf".into(),
+            script: "debconf-set-selections (the recipe's base.debconf answers)".into(),
+            status: exit_description(out.status),
+            tail: tail_of(&out),
+        });
+    }
+    Ok(())
+}
+
+fn run_scripts(
+    composed: &Composed,
+    sandbox: &Sandbox,
+    opts: &ConfigureOptions,
+) -> Result<(), ConfigureError> {
+    let profiles: Vec<maintscript::Profile> = composed
+        .packages
+        .iter()
+        .map(|p| {
+            p.control
+                .files
+                .get("postinst")
+                .map(|f| maintscript::profile(&f.data))
+                .unwrap_or_default()
+        })
+        .collect();
+    let late: Vec<bool> = profiles.iter().map(|p| p.reads_dpkg_database).collect();
+    let order = configure_order(composed, &late);
+    let dpkg_version = composed
+        .packages
+        .iter()
+        .find(|p| p.name == "dpkg")
+        .and_then(|p| p.control.control.get("Version").map(str::to_string))
+        .unwrap_or_default();
+    let started = std::time::Instant::now();
+    let mut preinsts = 0;
+    let mut skipped = 0;
+    for &i in &order {
+        let pkg = &composed.packages[i];
+        let Some(preinst) = pkg.control.files.get("preinst") else {
+            continue;
+        };
+        if maintscript::preinst_is_noop_on_install(&preinst.data) {
+            skipped += 1;
+            continue;
+        }
+        run_preinst(sandbox, pkg, &dpkg_version)?;
+        preinsts += 1;
+    }
+    if opts.timings {
+        eprintln!(
+            "kiln:   {preinsts} preinst scripts ({skipped} no-ops skipped) {:>7.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    let started = std::time::Instant::now();
+    let mut took = run_postinsts(
+        composed,
+        sandbox,
+        &order,
+        &profiles,
+        &dpkg_version,
+        opts.jobs,
+    )?;
+    if opts.timings {
+        eprintln!(
+            "kiln:   {} postinst scripts on {} workers {:>7.2} s",
+            took.len(),
+            opts.jobs.max(1),
+            started.elapsed().as_secs_f64()
+        );
+        took.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let slowest: Vec<String> = took
+            .iter()
+            .take(6)
+            .map(|(secs, name)| format!("{name} {secs:.2}"))
+            .collect();
+        eprintln!("kiln:     slowest: {}", slowest.join(", "));
+    }
+
+    // Everything is configured now; dpkg itself incorporates and runs the triggers the
+    // scripts activated (and would configure anything left unconfigured).
+    let started = std::time::Instant::now();
+    let out = sandbox.run("/usr/bin/dpkg", &["--configure", "-a"], &[])?;
+    if opts.timings {
+        eprintln!(
+            "kiln:   dpkg --configure -a (triggers) {:>7.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if !out.status.success() {
+        return Err(dpkg_failure(&out));
+    }
+    Ok(())
+}
+
+/// The environment dpkg gives a maintainer script (dpkg(1), "ENVIRONMENT").
+fn script_environment<'a>(
+    pkg: &'a crate::compose::Unpacked,
+    script: &'a str,
+    dpkg_version: &'a str,
+) -> [(&'a str, &'a str); 7] {
+    [
+        ("DPKG_MAINTSCRIPT_PACKAGE", pkg.name.as_str()),
+        ("DPKG_MAINTSCRIPT_ARCH", pkg.arch.as_str()),
+        ("DPKG_MAINTSCRIPT_NAME", script),
+        ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
+        ("DPKG_RUNNING_VERSION", dpkg_version),
+        ("DPKG_ADMINDIR", "/var/lib/dpkg"),
+        ("DPKG_ROOT", ""),
+    ]
+}
+
+/// Runs one package's `preinst install` the way dpkg does: from the extracted control archive
+/// in /var/lib/dpkg/tmp.ci (debconf derives the owning package from that location).
+fn run_preinst(
+    sandbox: &Sandbox,
+    pkg: &crate::compose::Unpacked,
+    dpkg_version: &str,
+) -> Result<(), ConfigureError> {
+    let tmp_ci = sandbox.root().join("var/lib/dpkg/tmp.ci");
+    let _ = fs::remove_dir_all(&tmp_ci);
+    fs::create_dir_all(&tmp_ci).map_err(|e| io_err(&tmp_ci, e))?;
+    fs::write(tmp_ci.join("control"), pkg.control.control.to_string())
+        .map_err(|e| io_err(&tmp_ci, e))?;
+    for (name, file) in &pkg.control.files {
+        let path = tmp_ci.join(name);
+        fs::write(&path, &file.data).map_err(|e| io_err(&path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode & 0o777))
+            .map_err(|e| io_err(&path, e))?;
+    }
+    let out = sandbox.run(
+        "/var/lib/dpkg/tmp.ci/preinst",
+        &["install"],
+        &script_environment(pkg, "preinst", dpkg_version),
+    )?;
+    fs::remove_dir_all(&tmp_ci).map_err(|e| io_err(&tmp_ci, e))?;
+    if !out.status.success() {
+        return Err(ConfigureError::Script {
+            package: pkg.name.clone(),
+            script: "preinst".into(),
+            status: exit_description(out.status),
+            tail: tail_of(&out),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `postinst configure ""` (a fresh install: no previously configured version) of every
+/// package, in [`configure_order`], on `workers` cores (see [`schedule`] for why the result is
+/// that of a one-by-one run). A script that reads the dpkg database starts after every script
+/// before it and finds the status file rewritten with exactly those packages installed
+/// (whatever ran after it meanwhile); at the end every package is installed. Returns the
+/// seconds each script took.
+fn run_postinsts(
+    composed: &Composed,
+    sandbox: &Sandbox,
+    order: &[usize],
+    profiles: &[maintscript::Profile],
+    dpkg_version: &str,
+    workers: usize,
+) -> Result<Vec<(f64, String)>, ConfigureError> {
+    let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let provides = provider_index(composed);
+    let jobs: Vec<schedule::Job> = order
+        .iter()
+        .map(|&i| {
+            let pkg = &composed.packages[i];
+            schedule::Job {
+                after: dependencies(pkg, &provides)
+                    .into_iter()
+                    .filter_map(|d| position.get(&d).copied())
+                    .collect(),
+                resources: profiles[i].resources.clone(),
+                sees_all_earlier: profiles[i].reads_dpkg_database,
+            }
+        })
+        .collect();
+    let took = std::sync::Mutex::new(Vec::new());
+    let status_path = sandbox.root().join("var/lib/dpkg/status");
+    schedule::run_jobs(&jobs, workers, |k| {
+        let pkg = &composed.packages[order[k]];
+        if !pkg.control.files.contains_key("postinst") {
+            return Ok(());
+        }
+        if jobs[k].sees_all_earlier {
+            let installed: BTreeSet<usize> = order[..k].iter().copied().collect();
+            write_status(&status_path, composed, &installed)?;
+        }
+        let script = format!(
+            "/var/lib/dpkg/info/{}.postinst",
+            dpkgdb::info_name(&pkg.control.control)
+        );
+        let began = std::time::Instant::now();
+        let out = sandbox.run(
+            &script,
+            &["configure", ""],
+            &script_environment(pkg, "postinst", dpkg_version),
+        )?;
+        if let Ok(mut took) = took.lock() {
+            took.push((began.elapsed().as_secs_f64(), pkg.name.clone()));
+        }
+        if !out.status.success() {
+            return Err(ConfigureError::Script {
+                package: pkg.name.clone(),
+                script: "postinst".into(),
+                status: exit_description(out.status),
+                tail: tail_of(&out),
+            });
+        }
+        Ok(())
+    })?;
+    let everything: BTreeSet<usize> = order.iter().copied().collect();
+    write_status(&status_path, composed, &everything)?;
+    Ok(took.into_inner().unwrap_or_default())
+}
+
+/// Rewrites the dpkg status file with `installed` packages as "install ok installed" and the
+/// rest still unpacked (written to a temporary file and renamed, as dpkg does, so a reader
+/// never sees half a file).
+fn write_status(
+    path: &Path,
+    composed: &Composed,
+    installed: &BTreeSet<usize>,
+) -> Result<(), ConfigureError> {
+    let mut sorted: Vec<(usize, &crate::compose::Unpacked)> =
+        composed.packages.iter().enumerate().collect();
+    sorted.sort_by(|(_, a), (_, b)| a.name.cmp(&b.name).then_with(|| a.arch.cmp(&b.arch)));
+    let mut text = String::new();
+    for (i, pkg) in sorted {
+        let state = if installed.contains(&i) {
+            "installed"
+        } else {
+            "unpacked"
+        };
+        text.push_str(&dpkgdb::status_paragraph(pkg, state).to_string());
+        text.push('\n');
+    }
+    let tmp = path.with_extension("kiln-new");
+    fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).map_err(|e| io_err(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Removes [`RUN_TO_RUN_DEBRIS`], empties [`EMPTIED`], and drops `__pycache__` directories that
+/// build-time runs of Python left (their bytes depend on the run).
+fn clean(root: &Path) -> Result<(), ConfigureError> {
+    for p in RUN_TO_RUN_DEBRIS {
+        let Some(host) = existing(root, p)? else {
+            continue;
+        };
+        match fs::remove_file(&host) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&host, e)),
+        }
+    }
+    for p in EMPTIED {
+        let Some(host) = existing(root, p)? else {
+            continue;
+        };
+        if fs::symlink_metadata(&host).is_ok_and(|m| m.is_file()) {
+            fs::write(&host, b"").map_err(|e| io_err(&host, e))?;
+        }
+    }
+    remove_pycache(&root.join("usr/lib"))?;
+    Ok(())
+}
+
+fn remove_pycache(dir: &Path) -> Result<(), ConfigureError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e.map_err(|e| io_err(dir, e))?;
+        let ft = e.file_type().map_err(|e| io_err(dir, e))?;
+        if ft.is_dir() {
+            if e.file_name() == "__pycache__" {
+                fs::remove_dir_all(e.path()).map_err(|err| io_err(&e.path(), err))?;
+            } else {
+                remove_pycache(&e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes /etc/apt/sources.list for the board's archive, as debootstrap and mmdebstrap do, so
+/// `apt-get` on a dev unit knows where its packages came from.
+fn write_apt_sources(root: &Path, board: &Board) -> Result<(), ConfigureError> {
+    let Some(dir) = existing(root, "/etc/apt")? else {
+        return Ok(());
+    };
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let path = dir.join("sources.list");
+    let line = format!(
+        "deb {} {} {}\n",
+        board.mirror,
+        board.suite,
+        board.components.join(" ")
+    );
+    fs::write(&path, line).map_err(|e| io_err(&path, e))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(|e| io_err(&path, e))
+}

@@ -1,0 +1,229 @@
+//! Running the maintainer scripts of many packages on all cores with the result of running
+//! them one by one.
+//!
+//! Jobs come in a total order that respects the dependencies (the order dpkg could have used).
+//! A job starts only when (a) every job it depends on has finished, (b) every earlier job that
+//! claims one of its resources (a piece of shared state such as the debconf database or
+//! /etc/passwd) has finished, and (c) for a job that sees everything before it (one that reads
+//! the dpkg database), every earlier job has finished. Jobs that share no resource touch
+//! disjoint state, so they commute, and every interleaving gives the state the total order
+//! gives: the layer stays bit-for-bit reproducible whatever the timing. Hand-written because
+//! this is a dozen lines of policy on top of a mutex and a condition variable; no job-graph
+//! crate states (c) or the "lowest index first" rule that keeps failures deterministic.
+
+use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex, PoisonError};
+
+/// One unit of work and what it must wait for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Job {
+    /// Indices of earlier jobs that must finish first (later indices are ignored: a dependency
+    /// cycle is broken by the order, as dpkg breaks it).
+    pub after: Vec<usize>,
+    /// Shared state the job touches; jobs sharing a resource run in index order.
+    pub resources: BTreeSet<&'static str>,
+    /// The job starts only after every job before it has finished.
+    pub sees_all_earlier: bool,
+}
+
+struct State<E> {
+    started: Vec<bool>,
+    done: Vec<bool>,
+    running: usize,
+    failure: Option<(usize, E)>,
+}
+
+impl<E> State<E> {
+    /// The lowest-numbered job that may start now, if any.
+    fn next_ready(&self, jobs: &[Job]) -> Option<usize> {
+        (0..jobs.len()).find(|&i| {
+            let job = &jobs[i];
+            !self.started[i]
+                && job.after.iter().all(|&d| d >= i || self.done[d])
+                && (0..i).all(|j| {
+                    self.done[j]
+                        || (!job.sees_all_earlier && jobs[j].resources.is_disjoint(&job.resources))
+                })
+        })
+    }
+}
+
+/// Runs every job with up to `workers` at once; returns the error of the lowest-numbered job
+/// that failed (no job starts after a failure; those running are waited for).
+pub fn run_jobs<E: Send>(
+    jobs: &[Job],
+    workers: usize,
+    run: impl Fn(usize) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let state = Mutex::new(State {
+        started: vec![false; jobs.len()],
+        done: vec![false; jobs.len()],
+        running: 0,
+        failure: None,
+    });
+    let changed = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| {
+                let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    if s.failure.is_some() || s.started.iter().all(|&b| b) {
+                        break;
+                    }
+                    let Some(i) = s.next_ready(jobs) else {
+                        s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    };
+                    s.started[i] = true;
+                    s.running += 1;
+                    drop(s);
+                    let result = run(i);
+                    s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.done[i] = true;
+                    s.running -= 1;
+                    if let Err(e) = result {
+                        if s.failure.as_ref().is_none_or(|(f, _)| i < *f) {
+                            s.failure = Some((i, e));
+                        }
+                    }
+                    changed.notify_all();
+                }
+                changed.notify_all();
+            });
+        }
+    });
+    let state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
+    match state.failure {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn job(after: &[usize], resources: &[&'static str], sees_all_earlier: bool) -> Job {
+        Job {
+            after: after.to_vec(),
+            resources: resources.iter().copied().collect(),
+            sees_all_earlier,
+        }
+    }
+
+    /// Records, for every job, which jobs had finished when it started and how many ran with
+    /// it, so the tests can state the ordering rules directly.
+    fn trace(jobs: &[Job], workers: usize) -> (Vec<Vec<usize>>, usize) {
+        let finished = Mutex::new(Vec::new());
+        let seen = Mutex::new(vec![Vec::new(); jobs.len()]);
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        run_jobs::<()>(jobs, workers, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            seen.lock().unwrap()[i] = finished.lock().unwrap().clone();
+            std::thread::sleep(Duration::from_millis(5 + (i as u64 * 7) % 11));
+            finished.lock().unwrap().push(i);
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        (seen.into_inner().unwrap(), peak.into_inner())
+    }
+
+    #[test]
+    fn dependencies_and_shared_resources_finish_first_independent_jobs_overlap() {
+        let jobs = vec![
+            job(&[], &["debconf"], false),
+            job(&[], &[], false),
+            job(&[0], &[], false),
+            job(&[], &["debconf", "accounts"], false),
+            job(&[], &["accounts"], false),
+            job(&[], &[], false),
+        ];
+        let (seen, peak) = trace(&jobs, 3);
+        assert!(seen[2].contains(&0), "dependency 0 before 2");
+        assert!(seen[3].contains(&0), "debconf: 0 before 3");
+        assert!(seen[4].contains(&3), "accounts: 3 before 4");
+        assert!(peak >= 2, "independent jobs ran together (peak {peak})");
+    }
+
+    #[test]
+    fn a_job_that_sees_all_earlier_ones_waits_for_them_and_later_independent_jobs_overlap_it() {
+        let jobs = vec![
+            job(&[], &[], false),
+            job(&[], &[], false),
+            job(&[], &["r"], true),
+            job(&[], &[], false),
+            job(&[], &["r"], false),
+        ];
+        let finished = Mutex::new(Vec::new());
+        let overlapped = Mutex::new(false);
+        let running = Mutex::new(BTreeSet::new());
+        run_jobs::<()>(&jobs, 3, |i| {
+            if i == 2 {
+                assert_eq!(
+                    finished
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .copied()
+                        .collect::<BTreeSet<_>>(),
+                    BTreeSet::from([0, 1]),
+                    "job 2 started before all earlier jobs finished"
+                );
+            }
+            if i == 4 {
+                assert!(finished.lock().unwrap().contains(&2), "4 shares r with 2");
+            }
+            running.lock().unwrap().insert(i);
+            std::thread::sleep(Duration::from_millis(if i == 2 { 60 } else { 10 }));
+            if i == 3 && running.lock().unwrap().contains(&2) {
+                *overlapped.lock().unwrap() = true;
+            }
+            running.lock().unwrap().remove(&i);
+            finished.lock().unwrap().push(i);
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            *overlapped.lock().unwrap(),
+            "independent job 3 ran alongside 2"
+        );
+    }
+
+    #[test]
+    fn one_worker_runs_in_index_order() {
+        let jobs = vec![job(&[], &[], false); 5];
+        let (seen, peak) = trace(&jobs, 1);
+        assert_eq!(peak, 1);
+        for (i, s) in seen.iter().enumerate() {
+            assert_eq!(s, &(0..i).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn the_lowest_failing_job_is_reported_and_nothing_starts_after_a_failure() {
+        let jobs = vec![job(&[], &["r"], false); 6];
+        let started = Mutex::new(Vec::new());
+        let result = run_jobs(&jobs, 2, |i| {
+            started.lock().unwrap().push(i);
+            if i == 2 || i == 4 {
+                Err(i)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(result, Err(2));
+        assert!(!started.lock().unwrap().contains(&3));
+    }
+
+    #[test]
+    fn a_backward_dependency_from_a_cycle_does_not_deadlock() {
+        let jobs = vec![job(&[1], &[], false), job(&[0], &[], false)];
+        let (seen, _) = trace(&jobs, 2);
+        assert!(seen[1].contains(&0));
+    }
+}
