@@ -732,6 +732,23 @@ fn scripts_extensions_hardening_and_corrupt_files() {
         .write("/usr/bin/notexec", b"#!/etc/hostname\n", 0o755)
         .write("/etc/hostname", b"robot\n", 0o644)
         .write("/usr/share/doc/x/example", b"#!/usr/bin/python9\n", 0o644)
+        // An image left unconfigured (configure = false): mawk's postinst has not made the
+        // /usr/bin/awk alternative yet, so its example script's interpreter is only pending.
+        .write(
+            "/var/lib/dpkg/status",
+            b"Package: mawk\nStatus: install ok unpacked\nVersion: 1.3.4\n\n",
+            0o644,
+        )
+        .write(
+            "/var/lib/dpkg/info/mawk.postinst",
+            b"#!/bin/sh\nupdate-alternatives --install /usr/bin/awk awk /usr/bin/mawk 5 \\\n  --slave /usr/bin/nawk nawk /usr/bin/mawk\n",
+            0o755,
+        )
+        .write(
+            "/usr/share/doc/mawk/examples/decl.awk",
+            b"#!/usr/bin/awk -f\n",
+            0o755,
+        )
         .write(
             &format!("/usr/bin/{}", "long"),
             format!("#!/{}\n", "x".repeat(300)).as_bytes(),
@@ -805,7 +822,18 @@ fn scripts_extensions_hardening_and_corrupt_files() {
         );
     }
     let all = fired(&findings);
+    assert!(
+        findings.iter().any(|f| f["check"] == "script-interp"
+            && f["path"] == "/usr/share/doc/mawk/examples/decl.awk"
+            && f["severity"] == "info"
+            && f["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("mawk's postinst")),
+        "{findings:?}"
+    );
     for clean in [
+        "/usr/share/doc/mawk/examples/decl.awk",
         "/usr/share/doc/x/example",
         "/usr/lib/python3/dist-packages/c.cpython-311-arm-linux-gnueabihf.so",
     ] {

@@ -21,7 +21,7 @@
 //! Hand-written because no crate models glibc's rules against an image that is not the host.
 
 use super::elf::{ElfFacts, ET_DYN};
-use super::image::{file_name, parent, ImageTree, Kind};
+use super::image::{parent, ImageTree, Kind};
 use crate::arch::DebianArch;
 use std::collections::BTreeSet;
 
@@ -586,11 +586,6 @@ pub fn search<'a>(
         }
     }
     Search { found: None, trace }
-}
-
-/// The file name a search found, for messages.
-pub fn short(path: &str) -> &str {
-    file_name(path)
 }
 
 #[cfg(test)]

@@ -203,8 +203,9 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
     let res = needed::resolve_all(image, &rules, &userland, &privileged, &facts_of);
     needed::needed_findings(&res, &mut findings);
     needed::symbol_version_findings(&userland, &res, &facts_of, &mut findings);
+    let pending = packages::pending_alternatives(image);
     for (path, head) in &scripts_found {
-        scripts::check_script(path, head, image, &mut findings);
+        scripts::check_script(path, head, image, &pending, &mut findings);
     }
 
     let glibc = image_glibc(image, &rules, &facts_of);

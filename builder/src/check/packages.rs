@@ -58,3 +58,52 @@ impl Owners {
         self.by_path.get(path).map(String::as_str)
     }
 }
+
+/// Links that `update-alternatives --install` (and its `--slave`s) in the postinst of a package
+/// that is unpacked but not configured will create, with that package: in an image built with
+/// `configure = false` (configured on the device), /usr/bin/awk does not exist yet, and a
+/// script starting `#!/usr/bin/awk` is not broken.
+pub fn pending_alternatives(image: &ImageTree) -> BTreeMap<String, String> {
+    let mut links = BTreeMap::new();
+    let Some(info) = image.resolve("/var/lib/dpkg/info") else {
+        return links;
+    };
+    let Ok(status) = image.read("/var/lib/dpkg/status") else {
+        return links;
+    };
+    let status = String::from_utf8_lossy(&status);
+    let mut unconfigured = Vec::new();
+    for para in status.split("\n\n") {
+        let field = |name: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(name).map(str::trim))
+                .unwrap_or("")
+        };
+        let state = field("Status:");
+        if state.ends_with(" unpacked") || state.ends_with(" half-configured") {
+            unconfigured.push(field("Package:").to_string());
+        }
+    }
+    for name in image.children(&info) {
+        let Some(stem) = name.strip_suffix(".postinst") else {
+            continue;
+        };
+        let pkg = stem.split(':').next().unwrap_or(stem);
+        if !unconfigured.iter().any(|u| u == pkg) {
+            continue;
+        }
+        let Ok(text) = image.read(&format!("{info}/{name}")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for pair in words.windows(2) {
+            if matches!(pair[0], "--install" | "--slave") && pair[1].starts_with('/') {
+                links
+                    .entry(pair[1].to_string())
+                    .or_insert_with(|| pkg.to_string());
+            }
+        }
+    }
+    links
+}

@@ -99,7 +99,10 @@ pub fn check_rpaths(
         let entries = split_path_list(value);
         let mut seen: Vec<String> = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
-            let at = |what: String| format!("{tag} entry {} {what}", i + 1);
+            let finding = |check: Check, what: String| {
+                Finding::new(check, path, format!("{tag} entry {} {what}", i + 1))
+                    .evidence([evidence.clone()])
+            };
             if entry.is_empty() {
                 let place = if i == 0 {
                     "leading ':'"
@@ -108,39 +111,25 @@ pub fn check_rpaths(
                 } else {
                     "'::'"
                 };
-                out.push(
-                    Finding::new(
-                        Check::RpathEmpty,
-                        path,
-                        at(format!(
-                            "is empty ({place}): the loader searches the working directory"
-                        )),
-                    )
-                    .evidence([evidence.clone()]),
-                );
+                out.push(finding(
+                    Check::RpathEmpty,
+                    format!("is empty ({place}): the loader searches the working directory"),
+                ));
                 if privileged {
-                    out.push(
-                        Finding::new(
-                            Check::RpathSetuid,
-                            path,
-                            at("is empty in a setuid/setgid/capability file".into()),
-                        )
-                        .evidence([evidence.clone()]),
-                    );
+                    out.push(finding(
+                        Check::RpathSetuid,
+                        "is empty in a setuid/setgid/capability file".into(),
+                    ));
                 }
                 continue;
             }
             let has_origin = entry.contains("$ORIGIN") || entry.contains("${ORIGIN}");
             let starts_origin = entry.starts_with("$ORIGIN") || entry.starts_with("${ORIGIN}");
             if !entry.starts_with('/') && !starts_origin && !entry.starts_with('$') {
-                out.push(
-                    Finding::new(
-                        Check::RpathRelative,
-                        path,
-                        at(format!("'{entry}' is relative to the working directory")),
-                    )
-                    .evidence([evidence.clone()]),
-                );
+                out.push(finding(
+                    Check::RpathRelative,
+                    format!("'{entry}' is relative to the working directory"),
+                ));
             }
             if privileged {
                 let why = if !entry.starts_with('/') && !starts_origin {
@@ -153,16 +142,10 @@ pub fn check_rpaths(
                     None
                 };
                 if let Some(why) = why {
-                    out.push(
-                        Finding::new(
-                            Check::RpathSetuid,
-                            path,
-                            at(format!(
-                                "'{entry}' {why} in a setuid/setgid/capability file"
-                            )),
-                        )
-                        .evidence([evidence.clone()]),
-                    );
+                    out.push(finding(
+                        Check::RpathSetuid,
+                        format!("'{entry}' {why} in a setuid/setgid/capability file"),
+                    ));
                 }
             }
             let Ok(expanded) = expand_entry(entry, parent(path), rules, false) else {
@@ -180,14 +163,10 @@ pub fn check_rpaths(
                         .iter()
                         .any(|m| format!("{norm}/").contains(m));
                 if builddir {
-                    out.push(
-                        Finding::new(
-                            Check::RpathBuilddir,
-                            path,
-                            at(format!("'{entry}' points at a build directory")),
-                        )
-                        .evidence([evidence.clone()]),
-                    );
+                    out.push(finding(
+                        Check::RpathBuilddir,
+                        format!("'{entry}' points at a build directory"),
+                    ));
                 }
             }
             let resolved = image.resolve(&expanded);
@@ -197,31 +176,19 @@ pub fn check_rpaths(
                 .and_then(|r| image.get(r))
                 .is_some_and(|n| n.kind == Kind::Dir && n.mode & 0o002 != 0);
             if unsafe_place || world_writable {
-                out.push(
-                    Finding::new(
-                        Check::RpathUnsafeDir,
-                        path,
-                        at(format!(
-                            "'{entry}' is a world-writable or temporary directory"
-                        )),
-                    )
-                    .evidence([evidence.clone()]),
-                );
+                out.push(finding(
+                    Check::RpathUnsafeDir,
+                    format!("'{entry}' is a world-writable or temporary directory"),
+                ));
             }
             if let Some(prefix) = &prefix {
                 let inside = under(&norm, prefix);
                 let system = defaults.contains(&norm);
                 if !inside && !system {
-                    out.push(
-                        Finding::new(
-                            Check::RpathOutsidePrefix,
-                            path,
-                            at(format!(
-                                "'{entry}' ({norm}) leaves the daemon prefix {prefix}"
-                            )),
-                        )
-                        .evidence([evidence.clone()]),
-                    );
+                    out.push(finding(
+                        Check::RpathOutsidePrefix,
+                        format!("'{entry}' ({norm}) leaves the daemon prefix {prefix}"),
+                    ));
                 }
             }
             let key = resolved.clone().unwrap_or_else(|| norm.clone());
@@ -229,23 +196,15 @@ pub fn check_rpaths(
                 .iter()
                 .any(|d| image.resolve(d).as_deref() == Some(key.as_str()) || *d == norm);
             if is_default {
-                out.push(
-                    Finding::new(
-                        Check::RpathRedundant,
-                        path,
-                        at(format!("'{entry}' is a default library directory")),
-                    )
-                    .evidence([evidence.clone()]),
-                );
+                out.push(finding(
+                    Check::RpathRedundant,
+                    format!("'{entry}' is a default library directory"),
+                ));
             } else if seen.contains(&key) {
-                out.push(
-                    Finding::new(
-                        Check::RpathRedundant,
-                        path,
-                        at(format!("'{entry}' repeats an earlier entry")),
-                    )
-                    .evidence([evidence.clone()]),
-                );
+                out.push(finding(
+                    Check::RpathRedundant,
+                    format!("'{entry}' repeats an earlier entry"),
+                ));
             }
             seen.push(key);
             let is_dir = resolved
@@ -253,16 +212,10 @@ pub fn check_rpaths(
                 .and_then(|r| image.get(r))
                 .is_some_and(|n| n.kind == Kind::Dir);
             if !is_dir {
-                out.push(
-                    Finding::new(
-                        Check::RpathMissingDir,
-                        path,
-                        at(format!(
-                            "'{entry}' ({norm}) is not a directory in the image"
-                        )),
-                    )
-                    .evidence([evidence.clone()]),
-                );
+                out.push(finding(
+                    Check::RpathMissingDir,
+                    format!("'{entry}' ({norm}) is not a directory in the image"),
+                ));
             }
         }
     }

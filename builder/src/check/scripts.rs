@@ -5,6 +5,7 @@
 
 use super::findings::{Check, Finding, Severity};
 use super::image::{ImageTree, Kind};
+use std::collections::BTreeMap;
 
 /// Bytes of a file's start the check reads (one more than the kernel's buffer).
 pub const HEAD: usize = 257;
@@ -36,8 +37,15 @@ fn is_executable(image: &ImageTree, path: &str) -> Result<(), String> {
     }
 }
 
-/// Checks one executable file whose first bytes are `head`.
-pub fn check_script(path: &str, head: &[u8], image: &ImageTree, out: &mut Vec<Finding>) {
+/// Checks one executable file whose first bytes are `head`. `pending` holds the alternatives
+/// links that postinsts not yet run will create (link -> package).
+pub fn check_script(
+    path: &str,
+    head: &[u8],
+    image: &ImageTree,
+    pending: &BTreeMap<String, String>,
+    out: &mut Vec<Finding>,
+) {
     let Some(rest) = head.strip_prefix(b"#!") else {
         return;
     };
@@ -71,6 +79,17 @@ pub fn check_script(path: &str, head: &[u8], image: &ImageTree, out: &mut Vec<Fi
         return;
     }
     if let Err(why) = is_executable(image, interp) {
+        if let Some(pkg) = pending.get(interp) {
+            out.push(
+                Finding::new(
+                    Check::ScriptInterp,
+                    path,
+                    format!("interpreter {interp} {why} yet: {pkg}'s postinst makes it (update-alternatives) when the image is configured"),
+                )
+                .severity(Severity::Info),
+            );
+            return;
+        }
         out.push(Finding::new(
             Check::ScriptInterp,
             path,
