@@ -206,7 +206,7 @@ fn lock_build_and_inspect_a_fixture_image() {
         "2023-06-10T08:54:14Z"
     );
     assert_eq!(ann["dev.kiln.board"], "test-board");
-    assert_eq!(ann["dev.kiln.compatible"], "kiln,test");
+    assert_eq!(ann["dev.kiln.compatible"], r#"["kiln,test"]"#);
     let lock_digest = format!("sha256:{}", fixture::sha256(lock.as_bytes()));
     assert_eq!(ann["dev.kiln.lock.digest"], lock_digest.as_str());
     assert_eq!(

@@ -60,6 +60,45 @@ enum Command {
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
         jobs: Option<u16>,
     },
+    /// Make an ECDSA P-256 release key pair: KEYFILE (PKCS#8 PEM, 0600), KEYFILE.der, KEYFILE.pub.
+    Keygen {
+        /// Where the private key goes.
+        #[arg(short = 'o')]
+        out: PathBuf,
+    },
+    /// Sign the image in OUT/oci (cosign-compatible signature, also an OCI 1.1 referrer).
+    Sign {
+        /// Output directory of `kiln build` (the layout is OUT/oci).
+        out: PathBuf,
+        /// Private key (PKCS#8 PEM or DER, mode 0600).
+        #[arg(
+            long,
+            required_unless_present = "sign_command",
+            conflicts_with = "sign_command"
+        )]
+        key: Option<PathBuf>,
+        /// Sign through this command instead (sh -c; payload on stdin, digest in
+        /// KILN_SIGN_DIGEST; prints the DER signature, raw or base64).
+        #[arg(long)]
+        sign_command: Option<String>,
+    },
+    /// Verify OUT/oci offline: every blob, the signature, the board, no rollback (exit 1 if not).
+    Verify {
+        /// Output directory of `kiln build`, or the OCI layout itself.
+        out: PathBuf,
+        /// Trusted public key(s) (PEM); any one signature by them suffices.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The device's compatible string, which the image must list.
+        #[arg(long)]
+        compatible: Option<String>,
+        /// The version installed on the device; the image must be newer.
+        #[arg(long)]
+        installed_version: Option<String>,
+        /// Output: one line, or every check as JSON.
+        #[arg(long, value_enum, default_value = "line")]
+        format: VerifyFormat,
+    },
     /// Check every ELF file and script of an image against a board (exit 1 on errors).
     Check {
         /// A directory, a tar (optionally compressed) or an OCI image layout.
@@ -71,6 +110,127 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+}
+
+/// How `kiln verify` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VerifyFormat {
+    /// The one-line verdict.
+    Line,
+    /// Every check, as one JSON object.
+    Json,
+}
+
+/// The OCI layout of an output directory (OUT/oci), or the path itself when it is a layout.
+fn layout_of(out: &std::path::Path) -> PathBuf {
+    if out.join("oci-layout").exists() {
+        out.to_path_buf()
+    } else {
+        out.join("oci")
+    }
+}
+
+/// `kiln keygen`: exit 0, or 2 when the files cannot be written.
+fn run_keygen(out: &std::path::Path) -> ExitCode {
+    let files = kiln::keys::KeyFiles::for_base(out);
+    match kiln::keys::keygen(&files) {
+        Ok(public) => {
+            println!(
+                "wrote {} (private, 0600), {} and {} (key sha256:{})",
+                files.private_pem.display(),
+                files.private_der.display(),
+                files.public_pem.display(),
+                kiln::keys::fingerprint(&public)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `kiln sign`: exit 0, 1 when the layout is wrong, 2 when the key or command is unusable.
+fn run_sign(
+    out: &std::path::Path,
+    key: Option<&std::path::Path>,
+    command: Option<&str>,
+) -> ExitCode {
+    let signer: Box<dyn kiln::sign::Signer> = match (key, command) {
+        (Some(key), _) => match kiln::keys::load_signing_key(key) {
+            Ok(k) => Box::new(kiln::sign::KeySigner(k)),
+            Err(e) => {
+                eprintln!("kiln: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(cmd)) => Box::new(kiln::sign::CommandSigner(cmd.to_string())),
+        (None, None) => {
+            eprintln!("kiln: error: give --key KEYFILE or --sign-command CMD");
+            return ExitCode::from(2);
+        }
+    };
+    match kiln::sign::sign_layout(&layout_of(out), signer.as_ref()) {
+        Ok(signed) => {
+            for s in signed {
+                println!("signed {} as {} ({})", s.image, s.tag, s.signature_manifest);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ kiln::sign::SignError::Command { .. }) => {
+            eprintln!("kiln: error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `kiln verify`: exit 0 accepted, 1 refused, 2 could not run.
+fn run_verify(
+    out: &std::path::Path,
+    keys: &[PathBuf],
+    compatible: Option<String>,
+    installed_version: Option<String>,
+    format: VerifyFormat,
+) -> ExitCode {
+    let mut opts = kiln::verify::VerifyOptions {
+        compatible,
+        installed_version,
+        ..Default::default()
+    };
+    for k in keys {
+        match kiln::keys::load_verifying_key(k) {
+            Ok(k) => opts.keys.push(k),
+            Err(e) => {
+                eprintln!("kiln: error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let v = match kiln::verify::verify_layout(&layout_of(out), &opts) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match format {
+        VerifyFormat::Line => println!("{}", v.verdict()),
+        VerifyFormat::Json => {
+            let mut json = serde_json::to_value(&v).unwrap_or_default();
+            json["verdict"] = serde_json::Value::String(v.verdict());
+            println!("{json}");
+        }
+    }
+    if v.accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// `kiln check`: exit 0 clean, 1 errors, 2 could not run.
@@ -191,5 +351,18 @@ fn main() -> ExitCode {
             board,
             format,
         } => run_check(&path, &board, format),
+        Command::Keygen { out } => run_keygen(&out),
+        Command::Sign {
+            out,
+            key,
+            sign_command,
+        } => run_sign(&out, key.as_deref(), sign_command.as_deref()),
+        Command::Verify {
+            out,
+            key,
+            compatible,
+            installed_version,
+            format,
+        } => run_verify(&out, &key, compatible, installed_version, format),
     }
 }

@@ -44,7 +44,8 @@ impl From<serde_json::Error> for OciError {
 pub mod annotation {
     /// The board name.
     pub const BOARD: &str = "dev.kiln.board";
-    /// Comma-separated hardware `compatible` strings.
+    /// The hardware `compatible` strings as a JSON array of strings (a devicetree compatible
+    /// such as "acme,robot-v2" holds a comma itself, so a separator would be ambiguous).
     pub const COMPATIBLE: &str = "dev.kiln.compatible";
     /// `sha256:` digest of the kiln.lock the image was built from.
     pub const LOCK_DIGEST: &str = "dev.kiln.lock.digest";
@@ -158,7 +159,10 @@ pub fn write_layout(
     annotations.insert("org.opencontainers.image.title".into(), meta.name.clone());
     annotations.insert(annotation::BOARD.into(), meta.board.clone());
     annotations.insert(annotation::SUITE.into(), meta.suite.clone());
-    annotations.insert(annotation::COMPATIBLE.into(), meta.compatible.join(","));
+    annotations.insert(
+        annotation::COMPATIBLE.into(),
+        serde_json::to_string(&meta.compatible)?,
+    );
     annotations.insert(annotation::LOCK_DIGEST.into(), meta.lock_digest.clone());
 
     let layer_descriptors = layers

@@ -1,0 +1,381 @@
+//! The sign stage: a cosign-compatible signature over the image manifest digest, stored in the
+//! OCI layout the way `cosign save` stores it, and attached as an OCI 1.1 referrer.
+//!
+//! What is signed is cosign's "simple signing" payload (containers-signature(5) JSON naming the
+//! manifest digest). The payload is a blob; a signature manifest lists it as its one layer with
+//! the base64 ASN.1 DER ECDSA P-256/SHA-256 signature in the `dev.cosignproject.cosign/signature`
+//! annotation, is tagged `sha256-<hex>.sig` in index.json (cosign's tag-based discovery), and
+//! carries `subject` = the image manifest (OCI 1.1 referrers). Any tool that reads JSON and runs
+//! `openssl dgst -sha256 -verify` can check it (ci/verify-openssl does, with jq and openssl).
+//!
+//! ECDSA signatures here are deterministic (RFC 6979), so signing the same image with the same
+//! key gives the same bytes. index.json is replaced by rename after every new blob is written:
+//! an interrupted `kiln sign` leaves the layout as it was.
+
+use crate::digest::sha256_hex;
+use base64::Engine;
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Media type of cosign's simple signing payload.
+pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The annotation holding the base64 signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// `critical.type` of a cosign image signature.
+pub const PAYLOAD_TYPE: &str = "cosign container image signature";
+/// artifactType of the signature manifest as an OCI 1.1 referrer (cosign's).
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// The tag annotation in index.json.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+
+/// Why signing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The layout is missing, unreadable or inconsistent.
+    #[error("{path}: {reason}")]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The external signing command failed or answered nonsense.
+    #[error("sign command `{command}`: {reason}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn layout_err(path: &Path, reason: impl std::fmt::Display) -> SignError {
+    SignError::Layout {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Something that turns a payload into an ASN.1 DER ECDSA P-256/SHA-256 signature.
+pub trait Signer {
+    /// Signs `payload` (the signer hashes it with SHA-256).
+    fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
+/// Signs with a private key held in memory (read by [`crate::keys::load_signing_key`]).
+pub struct KeySigner(pub SigningKey);
+
+impl Signer for KeySigner {
+    fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
+        let signature: Signature = self.0.sign(payload);
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+}
+
+/// Signs through an external command, for keys kept in an HSM or a KMS: the command runs with
+/// `sh -c`, gets the payload on standard input and its SHA-256 in `KILN_SIGN_DIGEST`
+/// (`sha256:<hex>`, for signers that take a digest), and prints the DER signature, raw or
+/// base64 (`openssl dgst -sha256 -sign key.pem` is such a command).
+pub struct CommandSigner(pub String);
+
+impl Signer for CommandSigner {
+    fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
+        let fail = |reason: String| SignError::Command {
+            command: self.0.clone(),
+            reason,
+        };
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&self.0)
+            .env(
+                "KILN_SIGN_DIGEST",
+                format!("sha256:{}", sha256_hex(payload)),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that signs the digest may not read its input; that is not an error.
+            let _ = stdin.write_all(payload);
+        }
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            return Err(fail(format!("{}: {last}", out.status)));
+        }
+        let raw = out.stdout;
+        let trimmed: Vec<u8> = raw
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let der = if Signature::from_der(&raw).is_ok() {
+            raw
+        } else if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(&trimmed) {
+            decoded
+        } else {
+            raw
+        };
+        Signature::from_der(&der).map_err(|_| {
+            fail("did not print an ASN.1 DER ECDSA P-256 signature (raw or base64)".into())
+        })?;
+        Ok(der)
+    }
+}
+
+/// What `sign_layout` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// `sha256:` digest of the signed image manifest.
+    pub image: String,
+    /// `sha256:` digest of the signature manifest.
+    pub signature_manifest: String,
+    /// The tag it is listed under.
+    pub tag: String,
+}
+
+/// The simple signing payload for an image manifest, byte for byte as cosign writes it.
+pub fn payload(manifest_digest: &str, reference: &str) -> Vec<u8> {
+    let v = json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": manifest_digest},
+            "type": PAYLOAD_TYPE,
+        },
+        "optional": null,
+    });
+    v.to_string().into_bytes()
+}
+
+/// The tag cosign looks for: `sha256:abc` -> `sha256-abc.sig`.
+pub fn signature_tag(manifest_digest: &str) -> String {
+    format!("{}.sig", manifest_digest.replace(':', "-"))
+}
+
+fn read_json(path: &Path) -> Result<Value, SignError> {
+    let bytes = fs::read(path).map_err(|e| layout_err(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| layout_err(path, format!("not JSON: {e}")))
+}
+
+fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, SignError> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| layout_err(&layout.join("index.json"), format!("bad digest {digest:?}")))?;
+    Ok(layout.join("blobs/sha256").join(hex))
+}
+
+fn write_blob(layout: &Path, bytes: &[u8]) -> Result<(String, u64), SignError> {
+    let hex = sha256_hex(bytes);
+    let path = layout.join("blobs/sha256").join(&hex);
+    fs::write(&path, bytes).map_err(|e| layout_err(&path, e))?;
+    Ok((format!("sha256:{hex}"), bytes.len() as u64))
+}
+
+/// Signs every image manifest listed in the layout's index.json (not the signatures) and
+/// stores the signatures; a previous signature of the same image is replaced. The payload's
+/// `docker-reference` is the image's title annotation.
+pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, SignError> {
+    let index_path = layout.join("index.json");
+    let mut index = read_json(&index_path)?;
+    let manifests = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| layout_err(&index_path, "has no manifests list"))?;
+    let is_signature = |d: &Value| {
+        d.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.ends_with(".sig"))
+            || d.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
+    };
+    let images: Vec<&Value> = manifests
+        .iter()
+        .filter(|d| !is_signature(d))
+        .filter(|d| d.get("mediaType").and_then(Value::as_str) == Some(MANIFEST_MEDIA_TYPE))
+        .collect();
+    if images.is_empty() {
+        return Err(layout_err(&index_path, "lists no image manifest to sign"));
+    }
+    let mut kept: Vec<Value> = manifests
+        .iter()
+        .filter(|d| !is_signature(d))
+        .cloned()
+        .collect();
+    let mut replaced_tags = BTreeSet::new();
+    let mut done = Vec::new();
+    for image in images {
+        let digest = image
+            .get("digest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| layout_err(&index_path, "a manifest descriptor has no digest"))?;
+        let size = image.get("size").and_then(Value::as_u64).unwrap_or(0);
+        // Never sign what is not there: the manifest must hash to the digest being signed.
+        let path = blob_path(layout, digest)?;
+        let bytes = fs::read(&path).map_err(|e| layout_err(&path, e))?;
+        if format!("sha256:{}", sha256_hex(&bytes)) != digest || bytes.len() as u64 != size {
+            return Err(layout_err(
+                &path,
+                format!("does not match its descriptor {digest} ({size} bytes); refusing to sign"),
+            ));
+        }
+        // cosign ignores the identity; it names the image (its title) for people reading it.
+        let manifest: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| layout_err(&path, format!("not JSON: {e}")))?;
+        let reference = manifest
+            .pointer("/annotations/org.opencontainers.image.title")
+            .and_then(Value::as_str)
+            .unwrap_or("kiln-image");
+        let payload = payload(digest, reference);
+        let signature = signer.sign(&payload)?;
+        let (payload_digest, payload_size) = write_blob(layout, &payload)?;
+        let config = json!({
+            "architecture": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+        });
+        let (config_digest, config_size) = write_blob(layout, config.to_string().as_bytes())?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
+            "layers": [{
+                "mediaType": PAYLOAD_MEDIA_TYPE,
+                "digest": payload_digest,
+                "size": payload_size,
+                "annotations": {
+                    SIGNATURE_ANNOTATION: base64::engine::general_purpose::STANDARD.encode(&signature),
+                },
+            }],
+            "subject": {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": size},
+        });
+        let (sig_digest, sig_size) = write_blob(layout, manifest.to_string().as_bytes())?;
+        let tag = signature_tag(digest);
+        replaced_tags.insert(tag.clone());
+        kept.push(json!({
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "digest": sig_digest,
+            "size": sig_size,
+            "annotations": {REF_NAME: tag},
+        }));
+        done.push(Signed {
+            image: digest.to_string(),
+            signature_manifest: sig_digest,
+            tag,
+        });
+    }
+    // Signatures of images no longer in the layout are dropped with the replaced ones.
+    index["manifests"] = Value::Array(kept);
+    let tmp = layout.join(".index.json.kiln-new");
+    fs::write(&tmp, index.to_string()).map_err(|e| layout_err(&tmp, e))?;
+    fs::rename(&tmp, &index_path).map_err(|e| layout_err(&index_path, e))?;
+    remove_unreferenced(layout)?;
+    Ok(done)
+}
+
+/// Every blob reachable from index.json (manifests, their configs, layers and subjects).
+pub fn referenced_blobs(layout: &Path) -> Result<BTreeSet<String>, SignError> {
+    let index = read_json(&layout.join("index.json"))?;
+    let mut seen = BTreeSet::new();
+    let mut queue: Vec<String> = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get("digest").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    while let Some(digest) = queue.pop() {
+        if !seen.insert(digest.clone()) {
+            continue;
+        }
+        let Ok(path) = blob_path(layout, &digest) else {
+            continue;
+        };
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let mut children: Vec<&Value> = Vec::new();
+        children.extend(v.get("config"));
+        children.extend(
+            v.get("layers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+        children.extend(
+            v.get("manifests")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+        for c in children {
+            if let Some(d) = c.get("digest").and_then(Value::as_str) {
+                queue.push(d.to_string());
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Removes blobs of earlier signatures that nothing references any more. Only small JSON blobs
+/// (manifests, configs, payloads) are candidates: a layer is never deleted here.
+fn remove_unreferenced(layout: &Path) -> Result<(), SignError> {
+    let referenced = referenced_blobs(layout)?;
+    let dir = layout.join("blobs/sha256");
+    let entries = fs::read_dir(&dir).map_err(|e| layout_err(&dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if referenced.contains(&format!("sha256:{name}")) {
+            continue;
+        }
+        let Ok(bytes) = fs::read(entry.path()) else {
+            continue;
+        };
+        let is_signature_part = bytes.len() < 64 * 1024
+            && serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| {
+                v.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
+                    || v.pointer("/critical/type").and_then(Value::as_str) == Some(PAYLOAD_TYPE)
+                    || v.get("created").and_then(Value::as_str) == Some("0001-01-01T00:00:00Z")
+            });
+        if is_signature_part {
+            fs::remove_file(entry.path()).map_err(|e| layout_err(&entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_cosigns_simple_signing_json() {
+        let p = payload("sha256:abc", "robot/base");
+        assert_eq!(
+            String::from_utf8(p).unwrap(),
+            r#"{"critical":{"identity":{"docker-reference":"robot/base"},"image":{"docker-manifest-digest":"sha256:abc"},"type":"cosign container image signature"},"optional":null}"#
+        );
+        assert_eq!(signature_tag("sha256:abc"), "sha256-abc.sig");
+    }
+}

@@ -1,0 +1,500 @@
+//! The verify stage, for the OTA update server (and as a library it can call): decides offline,
+//! trusting nothing but the given public keys, whether an OCI layout holds exactly the image
+//! firmware CI signed, for this device, and not an older release replayed.
+//!
+//! Every blob reachable from index.json is hashed and sized against its descriptor; the
+//! cosign signature (see [`crate::sign`]) must verify under one of the keys and name the image
+//! manifest's digest; the board's `compatible` strings and the version are read from the signed
+//! manifest's annotations only after the signature holds. Each check is reported, so the server
+//! logs why an image was refused; blobs nothing references are reported but do not fail.
+
+use crate::digest::sha256_reader;
+use crate::oci::annotation;
+use crate::sign::{
+    signature_tag, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME, SIGNATURE_ANNOTATION,
+    SIGNATURE_ARTIFACT_TYPE,
+};
+use crate::version::Version;
+use base64::Engine;
+use p256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::{Signature, VerifyingKey};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// What the verifier trusts and expects.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Public keys whose signature is accepted (any one suffices).
+    pub keys: Vec<VerifyingKey>,
+    /// The device's `compatible` string, which the image must list.
+    pub compatible: Option<String>,
+    /// The version installed on the device; the image must be newer.
+    pub installed_version: Option<String>,
+}
+
+/// One check and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    /// Stable name: `layout`, `blob`, `unreferenced-blob`, `signature`, `compatible`, `version`.
+    pub check: &'static str,
+    /// Whether it holds.
+    pub ok: bool,
+    /// A failed check that is not fatal (an extra blob).
+    pub fatal: bool,
+    /// What was checked, or what is wrong, naming the thing.
+    pub detail: String,
+}
+
+/// The outcome: accepted or not, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// True when every fatal check holds.
+    pub accepted: bool,
+    /// `sha256:` digest of the image manifest, when one was found.
+    pub image: Option<String>,
+    /// Board and version from the signed manifest.
+    pub board: Option<String>,
+    /// Image version.
+    pub version: Option<String>,
+    /// Every check in the order made.
+    pub checks: Vec<CheckResult>,
+}
+
+impl Verification {
+    /// The one-line verdict.
+    pub fn verdict(&self) -> String {
+        if self.accepted {
+            let blobs = self.checks.iter().filter(|c| c.check == "blob").count();
+            let extra = self
+                .checks
+                .iter()
+                .filter(|c| c.check == "unreferenced-blob")
+                .count();
+            format!(
+                "accepted {} (board {}, version {}): {blobs} blobs verified, signature valid{}",
+                self.image.as_deref().unwrap_or("?"),
+                self.board.as_deref().unwrap_or("?"),
+                self.version.as_deref().unwrap_or("?"),
+                if extra > 0 {
+                    format!(", {extra} unreferenced blob(s) ignored")
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            let first = self
+                .checks
+                .iter()
+                .find(|c| !c.ok && c.fatal)
+                .map(|c| c.detail.as_str())
+                .unwrap_or("no image");
+            format!("REJECTED: {first}")
+        }
+    }
+
+    fn push(&mut self, check: &'static str, ok: bool, detail: String) {
+        self.checks.push(CheckResult {
+            check,
+            ok,
+            fatal: true,
+            detail,
+        });
+    }
+}
+
+/// The verifier could not run at all (as opposed to: the image is wrong).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct VerifyError {
+    /// What could not be read.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+fn blob_file(layout: &Path, digest: &str) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| layout.join("blobs/sha256").join(hex))
+}
+
+/// Reads a JSON blob only after it matched its descriptor.
+struct Blobs<'a> {
+    layout: &'a Path,
+    verified: BTreeSet<String>,
+}
+
+impl Blobs<'_> {
+    /// Hashes the blob behind `descriptor` (`role` names it in messages); returns its bytes
+    /// when `want_bytes` and it matches.
+    fn check(
+        &mut self,
+        v: &mut Verification,
+        descriptor: &Value,
+        role: &str,
+        want_bytes: bool,
+    ) -> Option<Vec<u8>> {
+        let Some(digest) = descriptor.get("digest").and_then(Value::as_str) else {
+            v.push("blob", false, format!("{role}: descriptor has no digest"));
+            return None;
+        };
+        let Some(size) = descriptor.get("size").and_then(Value::as_u64) else {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: descriptor has no size"),
+            );
+            return None;
+        };
+        let Some(path) = blob_file(self.layout, digest) else {
+            v.push(
+                "blob",
+                false,
+                format!("{role}: unsupported digest {digest:?}"),
+            );
+            return None;
+        };
+        let Ok(file) = fs::File::open(&path) else {
+            v.push("blob", false, format!("{role} {digest}: blob is missing"));
+            return None;
+        };
+        let Ok((got, got_size)) = sha256_reader(file) else {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: blob is unreadable"),
+            );
+            return None;
+        };
+        if got_size != size {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: {got_size} bytes, the descriptor says {size}"),
+            );
+            return None;
+        }
+        if format!("sha256:{got}") != digest {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: content hashes to sha256:{got}"),
+            );
+            return None;
+        }
+        if self.verified.insert(digest.to_string()) {
+            v.push("blob", true, format!("{role} {digest}"));
+        }
+        if want_bytes {
+            fs::read(&path).ok()
+        } else {
+            Some(Vec::new())
+        }
+    }
+}
+
+fn annotation_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get("annotations")?.get(key)?.as_str()
+}
+
+/// Verifies the layout at `layout` (an `OUT/oci` directory).
+pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification, VerifyError> {
+    if !layout.is_dir() {
+        return Err(VerifyError {
+            path: layout.to_path_buf(),
+            reason: "is not a directory (expected an OCI image layout)".into(),
+        });
+    }
+    let mut v = Verification {
+        accepted: false,
+        image: None,
+        board: None,
+        version: None,
+        checks: Vec::new(),
+    };
+    let marker = fs::read(layout.join("oci-layout")).ok();
+    let marker_ok = marker
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|m| {
+            m.get("imageLayoutVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .is_some();
+    v.push(
+        "layout",
+        marker_ok,
+        "oci-layout names the layout version".into(),
+    );
+    let index = match fs::read(layout.join("index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    {
+        Some(i) => i,
+        None => {
+            v.push("layout", false, "index.json is missing or not JSON".into());
+            return Ok(v);
+        }
+    };
+    let descriptors: Vec<Value> = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut blobs = Blobs {
+        layout,
+        verified: BTreeSet::new(),
+    };
+    let is_sig = |d: &Value| {
+        annotation_of(d, REF_NAME).is_some_and(|t| t.ends_with(".sig"))
+            || d.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
+    };
+    let mut images = Vec::new();
+    let mut signatures = Vec::new();
+    for d in &descriptors {
+        let role = if is_sig(d) {
+            "signature manifest"
+        } else {
+            "image manifest"
+        };
+        let Some(bytes) = blobs.check(&mut v, d, role, true) else {
+            continue;
+        };
+        let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
+            v.push("blob", false, format!("{role}: not JSON"));
+            continue;
+        };
+        let digest = d
+            .get("digest")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if let Some(config) = manifest.get("config") {
+            blobs.check(&mut v, config, &format!("config of {digest}"), false);
+        }
+        let mut payload = None;
+        for (i, layer) in manifest
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let want = is_sig(d)
+                && layer.get("mediaType").and_then(Value::as_str) == Some(PAYLOAD_MEDIA_TYPE);
+            let role = if want {
+                format!("signature payload (layer {} of {digest})", i + 1)
+            } else {
+                format!("layer {} of {digest}", i + 1)
+            };
+            if let Some(bytes) = blobs.check(&mut v, layer, &role, want) {
+                if want && payload.is_none() {
+                    payload = Some((bytes, layer.clone()));
+                }
+            }
+        }
+        if is_sig(d) {
+            signatures.push((
+                digest,
+                manifest,
+                payload,
+                annotation_of(d, REF_NAME).map(str::to_string),
+            ));
+        } else {
+            images.push((digest, manifest));
+        }
+    }
+
+    // Blobs nothing references: reported, not fatal (an interrupted copy, an old layer).
+    if let Ok(entries) = fs::read_dir(layout.join("blobs/sha256")) {
+        let mut extra: Vec<String> = entries
+            .flatten()
+            .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+            .filter(|d| !blobs.verified.contains(d))
+            .collect();
+        extra.sort();
+        for d in extra {
+            v.checks.push(CheckResult {
+                check: "unreferenced-blob",
+                ok: false,
+                fatal: false,
+                detail: format!("{d} is in blobs/ but nothing references it"),
+            });
+        }
+    }
+
+    let [(image_digest, manifest)] = images.as_slice() else {
+        v.push(
+            "layout",
+            false,
+            format!(
+                "index.json lists {} image manifests; expected exactly one",
+                images.len()
+            ),
+        );
+        return Ok(finish(v));
+    };
+    v.image = Some(image_digest.clone());
+
+    // The signature: a payload naming this manifest, signed by one of the keys.
+    let tag = signature_tag(image_digest);
+    let sig = signatures.iter().find(|(_, m, _, t)| {
+        t.as_deref() == Some(tag.as_str())
+            || m.pointer("/subject/digest").and_then(Value::as_str) == Some(image_digest.as_str())
+    });
+    let signed = match sig {
+        None => {
+            v.push(
+                "signature",
+                false,
+                format!("no signature for {image_digest} (expected tag {tag})"),
+            );
+            false
+        }
+        Some((_, _, None, _)) => {
+            v.push(
+                "signature",
+                false,
+                format!("signature manifest {tag} has no intact {PAYLOAD_MEDIA_TYPE} layer"),
+            );
+            false
+        }
+        Some((sig_digest, _, Some((payload, layer)), _)) => {
+            check_signature(&mut v, opts, image_digest, sig_digest, payload, layer)
+        }
+    };
+    if !signed {
+        return Ok(finish(v));
+    }
+
+    // Trusted from here on: the annotations are part of the signed manifest.
+    v.board = annotation_of(manifest, annotation::BOARD).map(str::to_string);
+    v.version = annotation_of(manifest, "org.opencontainers.image.version").map(str::to_string);
+    if let Some(device) = &opts.compatible {
+        let listed: Vec<String> = annotation_of(manifest, annotation::COMPATIBLE)
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let ok = listed.contains(device);
+        v.push(
+            "compatible",
+            ok,
+            if ok {
+                format!("the image lists the device's compatible {device:?}")
+            } else {
+                format!("the device's compatible {device:?} is not among the image's {listed:?}")
+            },
+        );
+    }
+    if let Some(installed) = &opts.installed_version {
+        let image_version = v.version.clone().unwrap_or_default();
+        let (ok, detail) = match (Version::parse(&image_version), Version::parse(installed)) {
+            (Ok(new), Ok(old)) if new > old => (true, format!("version {image_version} is newer than the installed {installed}")),
+            (Ok(_), Ok(_)) => (false, format!("version {image_version} is not newer than the installed {installed} (rollback refused)")),
+            _ => (false, format!("cannot compare version {image_version:?} with the installed {installed:?}")),
+        };
+        v.push("version", ok, detail);
+    }
+    Ok(finish(v))
+}
+
+fn check_signature(
+    v: &mut Verification,
+    opts: &VerifyOptions,
+    image_digest: &str,
+    sig_digest: &str,
+    payload: &[u8],
+    layer: &Value,
+) -> bool {
+    let Ok(p) = serde_json::from_slice::<Value>(payload) else {
+        v.push(
+            "signature",
+            false,
+            format!("payload of {sig_digest} is not JSON"),
+        );
+        return false;
+    };
+    if p.pointer("/critical/type").and_then(Value::as_str) != Some(PAYLOAD_TYPE) {
+        v.push(
+            "signature",
+            false,
+            format!("payload of {sig_digest} is not a {PAYLOAD_TYPE:?}"),
+        );
+        return false;
+    }
+    let named = p
+        .pointer("/critical/image/docker-manifest-digest")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if named != image_digest {
+        v.push(
+            "signature",
+            false,
+            format!("the signed payload names {named:?}, not the image {image_digest}"),
+        );
+        return false;
+    }
+    let Some(b64) = annotation_of(layer, SIGNATURE_ANNOTATION) else {
+        v.push(
+            "signature",
+            false,
+            format!("{sig_digest} has no {SIGNATURE_ANNOTATION} annotation"),
+        );
+        return false;
+    };
+    let Some(signature) = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()
+        .and_then(|der| Signature::from_der(&der).ok())
+    else {
+        v.push(
+            "signature",
+            false,
+            format!("{SIGNATURE_ANNOTATION} of {sig_digest} is not a base64 DER ECDSA signature"),
+        );
+        return false;
+    };
+    if opts.keys.is_empty() {
+        v.push(
+            "signature",
+            false,
+            "no public key given to verify the signature with".into(),
+        );
+        return false;
+    }
+    match opts
+        .keys
+        .iter()
+        .find(|k| k.verify(payload, &signature).is_ok())
+    {
+        Some(k) => {
+            v.push(
+                "signature",
+                true,
+                format!(
+                    "payload for {image_digest} signed by key {}",
+                    crate::keys::fingerprint(k)
+                ),
+            );
+            true
+        }
+        None => {
+            v.push(
+                "signature",
+                false,
+                format!("the signature on {image_digest} does not verify with any of the {} given key(s)", opts.keys.len()),
+            );
+            false
+        }
+    }
+}
+
+fn finish(mut v: Verification) -> Verification {
+    v.accepted = v.checks.iter().all(|c| c.ok || !c.fatal) && v.image.is_some();
+    v
+}
