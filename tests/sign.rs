@@ -11,6 +11,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The fixture image again as version 1.1 (same packages; the base layer comes from the cache).
+fn built_v11() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let work = built().0.path();
+        let recipe = work.join("recipe-1.1");
+        std::fs::create_dir_all(&recipe).unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(work.join("recipe/boards"))
+            .arg(work.join("recipe/kiln.lock"))
+            .arg(&recipe)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let toml = std::fs::read_to_string(work.join("recipe/kiln.toml")).unwrap();
+        std::fs::write(
+            recipe.join("kiln.toml"),
+            toml.replace("version = \"1.0\"", "version = \"1.1\""),
+        )
+        .unwrap();
+        let o = kiln(&recipe, &work.join("cache"), &["build", "-o", "out"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        recipe.join("out")
+    })
+}
+
 /// A built, unsigned fixture layout (built once) and the directory holding it.
 fn built() -> &'static (tempfile::TempDir, PathBuf) {
     static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -355,4 +382,207 @@ fn wrong_key_wrong_board_rollback_and_extra_blobs() {
     assert_rejected(&verify(plain, &key, &[]), &["no signature for"]);
     let o = verify(&dir.path().join("nowhere"), &key, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// Signs a copy of `out` with `key` (made if missing) into `dir/name`.
+fn sign_copy(out: &Path, dir: &Path, name: &str, key: &Path) -> PathBuf {
+    let copy = dir.join(name);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(out)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    if !key.exists() {
+        assert!(run(&["keygen", "-o"], &[key]).status.success());
+    }
+    let o = run(&["sign"], &[&copy, Path::new("--key"), key]);
+    assert!(o.status.success(), "{}", text(&o));
+    copy
+}
+
+fn release(out: &Path, key: &Path, repo: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("release")
+        .arg(out)
+        .arg("--key")
+        .arg(key)
+        .arg("--to")
+        .arg(repo)
+        .args(extra);
+    c.output().unwrap()
+}
+
+fn verify_repo(repo: &Path, key: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("verify")
+        .arg(repo)
+        .arg("--root")
+        .arg(repo.join("metadata/root.json"))
+        .arg("--key")
+        .arg(pub_of(key))
+        .args(extra);
+    c.output().unwrap()
+}
+
+#[test]
+fn releases_make_a_tuf_repository_that_python_tuf_and_kiln_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let v10 = sign_copy(&built().1, dir.path(), "v10", &key);
+    let v11 = sign_copy(built_v11(), dir.path(), "v11", &key);
+    let repo = dir.path().join("repo");
+
+    let o = release(&v10, &key, &repo, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("targets version 1"), "{}", text(&o));
+    let o = verify_repo(
+        &repo,
+        &key,
+        &["--compatible", "kiln,test", "--installed-version", "0.9"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("version 1.0"),
+        "{}",
+        text(&o)
+    );
+
+    // Versions only go up: the same version again is refused and leaves the repository alone.
+    let targets_before = std::fs::read(repo.join("metadata/targets.json")).unwrap();
+    let o = release(&v10, &key, &repo, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("is not newer"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(repo.join("metadata/targets.json")).unwrap(),
+        targets_before
+    );
+    assert!(repo
+        .join("targets/test-board/fixture-1.0.oci.tar")
+        .is_file());
+
+    // 1.1 revokes everything below it.
+    let o = release(&v11, &key, &repo, &["--min-version", "1.1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("targets version 2"), "{}", text(&o));
+    let o = verify_repo(&repo, &key, &["--installed-version", "1.0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("version 1.1"),
+        "newest by default: {}",
+        text(&o)
+    );
+    let o = verify_repo(&repo, &key, &["--target", "test-board/fixture-1.0.oci.tar"]);
+    assert_rejected(&o, &["below min_version 1.1", "revoked"]);
+
+    // The reference TUF client agrees (python-tuf from PyPI, no kiln code).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/verify-tuf");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&repo)
+        .arg(repo.join("metadata/root.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("test-board/fixture-1.1.oci.tar verified"),
+        "{}",
+        text(&o)
+    );
+
+    // skopeo reads the released archive.
+    let o = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!(
+            "oci-archive:{}:1.1",
+            repo.join("targets/test-board/fixture-1.1.oci.tar")
+                .display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn release_tampering_and_expiry_are_refused_naming_the_broken_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let v10 = sign_copy(&built().1, dir.path(), "v10", &key);
+    let fresh = |name: &str, extra: &[&str]| {
+        let repo = dir.path().join(name);
+        let o = release(&v10, &key, &repo, extra);
+        assert!(o.status.success(), "{}", text(&o));
+        repo
+    };
+
+    // One byte of the signed targets metadata.
+    let repo = fresh("meta", &[]);
+    let p = repo.join("metadata/targets.json");
+    let t = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen("\"1.0\"", "\"9.0\"", 1);
+    std::fs::write(&p, t).unwrap();
+    assert_rejected(
+        &verify_repo(&repo, &key, &[]),
+        &["targets.json", "valid signature"],
+    );
+
+    // One byte of the archive.
+    let repo = fresh("archive", &[]);
+    let a = repo.join("targets/test-board/fixture-1.0.oci.tar");
+    let mut bytes = std::fs::read(&a).unwrap();
+    let i = bytes.len() - 2000;
+    bytes[i] ^= 1;
+    std::fs::write(&a, bytes).unwrap();
+    assert_rejected(
+        &verify_repo(&repo, &key, &[]),
+        &["fixture-1.0.oci.tar", "differs from targets.json"],
+    );
+
+    // Expired metadata.
+    let repo = fresh("expired", &["--expires-days", "0"]);
+    assert_rejected(
+        &verify_repo(&repo, &key, &[]),
+        &["timestamp.json", "expired at"],
+    );
+
+    // A repository signed by another key than the pinned root trusts.
+    let repo = fresh("pinned", &[]);
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = other_dir.join("k");
+    let v10_other = sign_copy(&built().1, &other_dir, "v10", &other);
+    let other_repo = other_dir.join("repo");
+    assert!(release(&v10_other, &other, &other_repo, &[])
+        .status
+        .success());
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("verify")
+        .arg(&other_repo)
+        .arg("--root")
+        .arg(repo.join("metadata/root.json"))
+        .arg("--key")
+        .arg(pub_of(&key))
+        .output()
+        .unwrap();
+    assert_rejected(&o, &["timestamp.json", "0 valid signature"]);
+
+    // An image not signed by the release key is not released.
+    let unsigned = dir.path().join("unsigned");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&built().1)
+        .arg(&unsigned)
+        .status()
+        .unwrap()
+        .success());
+    let o = release(&unsigned, &key, &dir.path().join("never"), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("not released: REJECTED: no signature"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("never/metadata/targets.json").exists());
 }

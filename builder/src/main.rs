@@ -82,10 +82,34 @@ enum Command {
         #[arg(long)]
         sign_command: Option<String>,
     },
-    /// Verify OUT/oci offline: every blob, the signature, the board, no rollback (exit 1 if not).
-    Verify {
-        /// Output directory of `kiln build`, or the OCI layout itself.
+    /// Put a signed image into an OTA repository: an OCI archive and signed TUF metadata.
+    Release {
+        /// Output directory of `kiln build` (the layout is OUT/oci), signed with KEY.
         out: PathBuf,
+        /// The release key (signs the TUF metadata; must have signed the image).
+        #[arg(long)]
+        key: PathBuf,
+        /// The OTA repository (DIR/metadata, DIR/targets), created on the first release.
+        #[arg(long)]
+        to: PathBuf,
+        /// Lowest version devices may still be given; older releases count as revoked.
+        #[arg(long)]
+        min_version: Option<String>,
+        /// Days until targets, snapshot and timestamp expire.
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+    },
+    /// Verify offline: every blob, the signature, the board, no rollback (exit 1 if not).
+    /// OUT is a build's output (or an OCI layout), or with --root an OTA repository.
+    Verify {
+        /// Output directory of `kiln build`, an OCI layout, or (with --root) a release repository.
+        out: PathBuf,
+        /// Pinned TUF root.json: verify OUT as an OTA repository made by `kiln release`.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// With --root: the release to check (TUF target name); default the newest.
+        #[arg(long, requires = "root")]
+        target: Option<String>,
         /// Trusted public key(s) (PEM); any one signature by them suffices.
         #[arg(long, required = true)]
         key: Vec<PathBuf>,
@@ -192,6 +216,8 @@ fn run_sign(
 /// `kiln verify`: exit 0 accepted, 1 refused, 2 could not run.
 fn run_verify(
     out: &std::path::Path,
+    root: Option<&std::path::Path>,
+    target: Option<&str>,
     keys: &[PathBuf],
     compatible: Option<String>,
     installed_version: Option<String>,
@@ -211,7 +237,11 @@ fn run_verify(
             }
         }
     }
-    let v = match kiln::verify::verify_layout(&layout_of(out), &opts) {
+    let result = match root {
+        Some(root) => kiln::verify::verify_release(out, root, target, &opts, now()),
+        None => kiln::verify::verify_layout(&layout_of(out), &opts),
+    };
+    let v = match result {
         Ok(v) => v,
         Err(e) => {
             eprintln!("kiln: error: {e}");
@@ -230,6 +260,59 @@ fn run_verify(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `kiln release`: exit 0, 1 when the image or the repository refuses, 2 could not run.
+fn run_release(
+    out: &std::path::Path,
+    key: &std::path::Path,
+    to: &std::path::Path,
+    min_version: Option<String>,
+    expires_days: u64,
+) -> ExitCode {
+    let key = match kiln::release::load_key(key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = kiln::release::ReleaseOptions {
+        min_version,
+        expiry: kiln::tuf::Expiry {
+            root_days: 365,
+            release_days: expires_days,
+        },
+        now: now(),
+    };
+    match kiln::release::release(&layout_of(out), to, &key, &opts) {
+        Ok(r) => {
+            println!(
+                "released {} as {} (targets version {}) in {}",
+                r.image,
+                r.target,
+                r.targets_version,
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ kiln::release::ReleaseError::Io { .. }) => {
+            eprintln!("kiln: error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -359,10 +442,27 @@ fn main() -> ExitCode {
         } => run_sign(&out, key.as_deref(), sign_command.as_deref()),
         Command::Verify {
             out,
+            root,
+            target,
             key,
             compatible,
             installed_version,
             format,
-        } => run_verify(&out, &key, compatible, installed_version, format),
+        } => run_verify(
+            &out,
+            root.as_deref(),
+            target.as_deref(),
+            &key,
+            compatible,
+            installed_version,
+            format,
+        ),
+        Command::Release {
+            out,
+            key,
+            to,
+            min_version,
+            expires_days,
+        } => run_release(&out, &key, &to, min_version, expires_days),
     }
 }

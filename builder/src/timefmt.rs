@@ -120,6 +120,26 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Parses RFC 3339 UTC as TUF writes it (`2027-06-10T08:54:14Z`, nothing else) into seconds
+/// since the epoch.
+pub fn parse_rfc3339_utc(text: &str) -> Option<u64> {
+    let (date_part, time_part) = text.split_once('T')?;
+    let time_part = time_part.strip_suffix('Z')?;
+    let days = parse_date(date_part)?;
+    let mut hms = time_part.splitn(3, ':');
+    let h: i64 = hms.next()?.parse().ok()?;
+    let m: i64 = hms.next()?.parse().ok()?;
+    let s: i64 = hms.next()?.parse().ok()?;
+    if time_part.len() != 8
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&m)
+        || !(0..61).contains(&s)
+    {
+        return None;
+    }
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +175,16 @@ mod tests {
         assert_eq!(rfc3339(1_686_387_254), "2023-06-10T08:54:14Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        for secs in [0, 951_782_400, 1_686_387_254, 4_102_444_799] {
+            assert_eq!(parse_rfc3339_utc(&rfc3339(secs)), Some(secs));
+        }
+        for bad in [
+            "2023-06-10T08:54:14",
+            "2023-06-10 08:54:14Z",
+            "2023-06-10T8:54:14Z",
+            "2023-06-10T08:54:14+02:00",
+        ] {
+            assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
+        }
     }
 }

@@ -498,3 +498,180 @@ fn finish(mut v: Verification) -> Verification {
     v.accepted = v.checks.iter().all(|c| c.ok || !c.fatal) && v.image.is_some();
     v
 }
+
+/// Verifies a release from an OTA repository (`dir/metadata`, `dir/targets`, as
+/// `kiln release` writes it) against the pinned `trusted_root` at time `now`: the TUF chain
+/// and expiry, the archive's length and SHA-256, that it is not below the repository's
+/// `min_version`, then the image inside as [`verify_layout`] does, and that the signed image
+/// is the one the metadata names. `target` picks a release; by default the newest.
+pub fn verify_release(
+    dir: &Path,
+    trusted_root: &Path,
+    target: Option<&str>,
+    opts: &VerifyOptions,
+    now: u64,
+) -> Result<Verification, VerifyError> {
+    let mut tuf_checks = Verification {
+        accepted: false,
+        image: None,
+        board: None,
+        version: None,
+        checks: Vec::new(),
+    };
+    let trusted = match crate::tuf::verify_repository(&dir.join("metadata"), trusted_root, now) {
+        Ok(t) => t,
+        Err(e) => {
+            tuf_checks.push("metadata", false, e.to_string());
+            return Ok(finish(tuf_checks));
+        }
+    };
+    tuf_checks.push(
+        "metadata",
+        true,
+        format!(
+            "TUF root, timestamp, snapshot and targets (version {}) verify and are current",
+            trusted.version
+        ),
+    );
+    let version_of = |e: &Value| {
+        e.pointer("/custom/version")
+            .and_then(Value::as_str)
+            .and_then(|v| Version::parse(v).ok())
+    };
+    let chosen = match target {
+        Some(name) => trusted
+            .targets
+            .get(name)
+            .map(|e| (name.to_string(), e.clone())),
+        None => trusted
+            .targets
+            .iter()
+            .filter(|(_, e)| version_of(e).is_some())
+            .max_by(|a, b| version_of(a.1).cmp(&version_of(b.1)))
+            .map(|(n, e)| (n.clone(), e.clone())),
+    };
+    let Some((name, entry)) = chosen else {
+        tuf_checks.push(
+            "target",
+            false,
+            format!("targets.json lists no {}", target.unwrap_or("release")),
+        );
+        return Ok(finish(tuf_checks));
+    };
+    // The archive: exactly the length and hash the signed targets state.
+    let archive = dir.join("targets").join(&name);
+    let want_len = entry.get("length").and_then(Value::as_u64);
+    let want_hash = entry.pointer("/hashes/sha256").and_then(Value::as_str);
+    match fs::File::open(&archive).map(sha256_reader) {
+        Ok(Ok((hash, len))) if Some(len) == want_len && Some(hash.as_str()) == want_hash => {
+            tuf_checks.push(
+                "target",
+                true,
+                format!("{name}: {len} bytes, sha256 as targets.json states"),
+            );
+        }
+        Ok(Ok((_, len))) => {
+            tuf_checks.push(
+                "target",
+                false,
+                format!("{name}: {len} bytes whose sha256 or length differs from targets.json"),
+            );
+            return Ok(finish(tuf_checks));
+        }
+        _ => {
+            tuf_checks.push(
+                "target",
+                false,
+                format!("{name}: the archive is missing or unreadable"),
+            );
+            return Ok(finish(tuf_checks));
+        }
+    }
+    // Revocation: nothing below the highest min_version any release states.
+    let floor = trusted
+        .targets
+        .values()
+        .filter_map(|e| e.pointer("/custom/min_version").and_then(Value::as_str))
+        .filter_map(|v| Version::parse(v).ok().map(|p| (p, v.to_string())))
+        .max_by(|a, b| a.0.cmp(&b.0));
+    let this_version = entry
+        .pointer("/custom/version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if let Some((floor, floor_text)) = floor {
+        let ok = Version::parse(this_version).is_ok_and(|v| v >= floor);
+        tuf_checks.push(
+            "min-version",
+            ok,
+            if ok {
+                format!("version {this_version} is not below min_version {floor_text}")
+            } else {
+                format!("version {this_version} is below min_version {floor_text} (revoked)")
+            },
+        );
+        if !ok {
+            return Ok(finish(tuf_checks));
+        }
+    }
+    // The image inside, unpacked into a private directory.
+    let work = tempfile::tempdir().map_err(|e| VerifyError {
+        path: std::env::temp_dir(),
+        reason: e.to_string(),
+    })?;
+    let unpacked = fs::File::open(&archive).and_then(|f| {
+        let mut t = tar::Archive::new(f);
+        t.set_preserve_permissions(false);
+        t.set_unpack_xattrs(false);
+        for entry in t.entries()? {
+            let mut entry = entry?;
+            // Only files and directories: a link could make the verifier read outside.
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_dir()) {
+                return Err(std::io::Error::other(format!(
+                    "entry {} is a {kind:?}, not a file or directory",
+                    entry.path()?.display()
+                )));
+            }
+            // unpack_in refuses names that leave the directory ("..", absolute).
+            if !entry.unpack_in(work.path())? {
+                return Err(std::io::Error::other("an entry's name leaves the archive"));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = unpacked {
+        tuf_checks.push(
+            "target",
+            false,
+            format!("{name}: not a readable OCI archive: {e}"),
+        );
+        return Ok(finish(tuf_checks));
+    }
+    let mut v = verify_layout(work.path(), opts)?;
+    let named = entry
+        .pointer("/custom/manifest_digest")
+        .and_then(Value::as_str);
+    if v.image.as_deref() != named {
+        v.push(
+            "target",
+            false,
+            format!(
+                "{name}: holds image {:?}, targets.json names {named:?}",
+                v.image
+            ),
+        );
+    }
+    if v.version.is_some() && v.version.as_deref() != Some(this_version) {
+        v.push(
+            "target",
+            false,
+            format!(
+                "{name}: the signed image is version {:?}, targets.json says {this_version:?}",
+                v.version
+            ),
+        );
+    }
+    tuf_checks.checks.append(&mut v.checks);
+    v.checks = tuf_checks.checks;
+    Ok(finish(v))
+}
