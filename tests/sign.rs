@@ -586,3 +586,94 @@ fn release_tampering_and_expiry_are_refused_naming_the_broken_thing() {
     );
     assert!(!dir.path().join("never/metadata/targets.json").exists());
 }
+
+#[test]
+fn the_sbom_lists_every_deb_validates_as_spdx_and_is_bound_to_the_signature() {
+    let (_dir, out, key) = signed_copy();
+    let idx = index(&out);
+    let image = digests(&out)[0].clone();
+    let sbom_entry = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/spdx+json")
+        .expect("an SBOM referrer in index.json")
+        .clone();
+    assert_eq!(
+        sbom_entry["annotations"]["org.opencontainers.image.ref.name"],
+        format!("{}.sbom", image.replace(':', "-"))
+    );
+    let referrer = layout_json(&out, sbom_entry["digest"].as_str().unwrap());
+    assert_eq!(referrer["subject"]["digest"], image.as_str());
+    let doc_digest = referrer["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = layout_json(&out, &doc_digest);
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+
+    // Every .deb of the lock, with its sha256.
+    let lock = std::fs::read_to_string(built().0.path().join("recipe/kiln.lock")).unwrap();
+    let hashes: Vec<&str> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("sha256 = \""))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    assert!(!hashes.is_empty());
+    let listed: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["checksums"][0]["checksumValue"].as_str())
+        .collect();
+    for h in &hashes {
+        assert!(listed.contains(h), "{h} not in the SBOM");
+    }
+
+    // The SPDX project's validator accepts it.
+    let file = out.join("sbom.spdx.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/validate-spdx");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(&file).unwrap();
+
+    // The signed payload names the SBOM; a different (self-consistent) SBOM is refused.
+    let o = verify(&out, &key, &["--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "sbom" && c["ok"] == true),
+        "{v}"
+    );
+    let mut forged = doc.clone();
+    forged["packages"].as_array_mut().unwrap().truncate(1);
+    let forged_bytes = serde_json::to_vec(&forged).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = fixture::sha256(bytes);
+        std::fs::write(out.join("oci/blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (fd, fs_) = put(&forged_bytes);
+    let mut forged_referrer = referrer.clone();
+    forged_referrer["layers"][0]["digest"] = fd.into();
+    forged_referrer["layers"][0]["size"] = fs_.into();
+    let (rd, rs) = put(forged_referrer.to_string().as_bytes());
+    let mut idx2 = idx.clone();
+    for m in idx2["manifests"].as_array_mut().unwrap() {
+        if m["artifactType"] == "application/spdx+json" {
+            m["digest"] = rd.clone().into();
+            m["size"] = rs.into();
+        }
+    }
+    std::fs::write(out.join("oci/index.json"), idx2.to_string()).unwrap();
+    assert_rejected(&verify(&out, &key, &[]), &["the signature names SBOM"]);
+}

@@ -225,12 +225,13 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
         clock.lap("reuse");
     }
     let base_reused = cached.is_some();
-    let layer = match cached {
-        Some(layer) => layer,
+    let (layer, debs) = match cached {
+        Some(found) => found,
         None => {
-            let layer = build_base_layer(&recipe, &lock, &cache, opts, sde, &blobs, &mut clock)?;
-            layercache::store(&cache, &base_key, &layer, &blobs)?;
-            layer
+            let (layer, debs) =
+                build_base_layer(&recipe, &lock, &cache, opts, sde, &blobs, &mut clock)?;
+            layercache::store(&cache, &base_key, &layer, &debs, &blobs)?;
+            (layer, debs)
         }
     };
     let meta = ImageMeta {
@@ -257,6 +258,17 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
         )],
     };
     let image = oci::write_layout(staged.path(), &[layer], &meta)?;
+    let sbom = crate::sbom::spdx_document(
+        &crate::sbom::Described {
+            name: &recipe.name,
+            version: &recipe.version,
+            lock_digest: &lock.digest(),
+            created: sde,
+        },
+        &debs,
+    );
+    crate::sbom::attach(staged.path(), &image.manifest_digest, &sbom, sde)
+        .map_err(|e| out_err(&layout_path, e))?;
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
     clock.lap("image");
     Ok(BuildReport {
@@ -306,7 +318,7 @@ fn build_base_layer(
     sde: u64,
     blobs: &Path,
     clock: &mut StageClock,
-) -> Result<pack::Layer, BuildError> {
+) -> Result<(pack::Layer, Vec<crate::sbom::DebEntry>), BuildError> {
     let paths = fetch::fetch_all(
         cache,
         &Transport::new(),
@@ -350,6 +362,7 @@ fn build_base_layer(
     check_layer("base", &composed.root, recipe)?;
     clock.lap("check");
     let layer = pack::pack_layer(&composed.root, blobs, sde, opts.compression)?;
+    let debs = crate::sbom::debian_entries(&composed, &lock.packages);
     clock.lap("pack");
-    Ok(layer)
+    Ok((layer, debs))
 }

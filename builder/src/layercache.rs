@@ -30,6 +30,9 @@ struct Record {
     diff_id: String,
     media_type: String,
     entries: u64,
+    /// The layer's .debs as the SBOM lists them (a record without them is a miss).
+    #[serde(default)]
+    sbom: Option<Vec<crate::sbom::DebEntry>>,
 }
 
 /// The cache key of a layer: SHA-256 over its inputs, one per line.
@@ -60,7 +63,7 @@ pub fn restore(
     cache: &Cache,
     key: &str,
     blobs_dir: &Path,
-) -> Result<Option<Layer>, LayerCacheError> {
+) -> Result<Option<(Layer, Vec<crate::sbom::DebEntry>)>, LayerCacheError> {
     let path = record_path(cache, key);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
@@ -69,6 +72,9 @@ pub fn restore(
         return Ok(None);
     };
     let Some(media_type) = media_type(&record.media_type) else {
+        return Ok(None);
+    };
+    let Some(debs) = record.sbom else {
         return Ok(None);
     };
     let err = |reason: String| LayerCacheError {
@@ -82,13 +88,16 @@ pub fn restore(
         return Ok(None);
     };
     std::fs::copy(&blob, blobs_dir.join(&record.digest)).map_err(|e| err(e.to_string()))?;
-    Ok(Some(Layer {
-        digest: record.digest,
-        size: record.size,
-        diff_id: record.diff_id,
-        media_type,
-        entries: record.entries,
-    }))
+    Ok(Some((
+        Layer {
+            digest: record.digest,
+            size: record.size,
+            diff_id: record.diff_id,
+            media_type,
+            entries: record.entries,
+        },
+        debs,
+    )))
 }
 
 /// Stores a freshly packed layer (its blob in `blobs_dir`) under `key`.
@@ -96,6 +105,7 @@ pub fn store(
     cache: &Cache,
     key: &str,
     layer: &Layer,
+    debs: &[crate::sbom::DebEntry],
     blobs_dir: &Path,
 ) -> Result<(), LayerCacheError> {
     let path = record_path(cache, key);
@@ -116,6 +126,7 @@ pub fn store(
         diff_id: layer.diff_id.clone(),
         media_type: layer.media_type.to_string(),
         entries: layer.entries,
+        sbom: Some(debs.to_vec()),
     };
     let dir = cache.root().join("layers");
     std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;

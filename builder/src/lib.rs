@@ -26,6 +26,7 @@ pub mod pack;
 pub mod release;
 pub mod resolve;
 pub mod sandbox;
+pub mod sbom;
 pub mod sign;
 pub mod spec;
 pub mod timefmt;

@@ -149,15 +149,21 @@ pub struct Signed {
     pub tag: String,
 }
 
-/// The simple signing payload for an image manifest, byte for byte as cosign writes it.
-pub fn payload(manifest_digest: &str, reference: &str) -> Vec<u8> {
+/// The simple signing payload for an image manifest, byte for byte as cosign writes it; with
+/// an SBOM, its referrer manifest's digest is a claim in `optional.sbom` (cosign passes
+/// optional claims through untouched).
+pub fn payload(manifest_digest: &str, reference: &str, sbom: Option<&str>) -> Vec<u8> {
+    let optional = match sbom {
+        Some(d) => json!({ "sbom": d }),
+        None => Value::Null,
+    };
     let v = json!({
         "critical": {
             "identity": {"docker-reference": reference},
             "image": {"docker-manifest-digest": manifest_digest},
             "type": PAYLOAD_TYPE,
         },
-        "optional": null,
+        "optional": optional,
     });
     v.to_string().into_bytes()
 }
@@ -204,9 +210,10 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             .is_some_and(|t| t.ends_with(".sig"))
             || d.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
     };
+    // Images are the manifests that are not artifacts (signatures, SBOMs).
     let images: Vec<&Value> = manifests
         .iter()
-        .filter(|d| !is_signature(d))
+        .filter(|d| !is_signature(d) && d.get("artifactType").is_none())
         .filter(|d| d.get("mediaType").and_then(Value::as_str) == Some(MANIFEST_MEDIA_TYPE))
         .collect();
     if images.is_empty() {
@@ -241,7 +248,17 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             .pointer("/annotations/org.opencontainers.image.title")
             .and_then(Value::as_str)
             .unwrap_or("kiln-image");
-        let payload = payload(digest, reference);
+        // The image's SBOM (a referrer kiln build attached) is bound to the signature too.
+        let sbom_tag = format!("{}.sbom", digest.replace(':', "-"));
+        let sbom = manifests
+            .iter()
+            .find(|d| {
+                d.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
+                    .and_then(Value::as_str)
+                    == Some(sbom_tag.as_str())
+            })
+            .and_then(|d| d.get("digest").and_then(Value::as_str));
+        let payload = payload(digest, reference, sbom);
         let signature = signer.sign(&payload)?;
         let (payload_digest, payload_size) = write_blob(layout, &payload)?;
         let config = json!({
@@ -371,11 +388,15 @@ mod tests {
 
     #[test]
     fn payload_is_cosigns_simple_signing_json() {
-        let p = payload("sha256:abc", "robot/base");
+        let p = payload("sha256:abc", "robot/base", None);
         assert_eq!(
             String::from_utf8(p).unwrap(),
             r#"{"critical":{"identity":{"docker-reference":"robot/base"},"image":{"docker-manifest-digest":"sha256:abc"},"type":"cosign container image signature"},"optional":null}"#
         );
         assert_eq!(signature_tag("sha256:abc"), "sha256-abc.sig");
+        let p = payload("sha256:abc", "robot/base", Some("sha256:def"));
+        assert!(String::from_utf8(p)
+            .unwrap()
+            .ends_with(r#""optional":{"sbom":"sha256:def"}}"#));
     }
 }

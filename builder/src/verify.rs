@@ -255,11 +255,17 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         annotation_of(d, REF_NAME).is_some_and(|t| t.ends_with(".sig"))
             || d.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
     };
+    let is_sbom = |d: &Value| {
+        d.get("artifactType").and_then(Value::as_str) == Some(crate::sbom::SPDX_MEDIA_TYPE)
+    };
     let mut images = Vec::new();
     let mut signatures = Vec::new();
+    let mut sboms = Vec::new();
     for d in &descriptors {
         let role = if is_sig(d) {
             "signature manifest"
+        } else if is_sbom(d) {
+            "SBOM manifest"
         } else {
             "image manifest"
         };
@@ -299,7 +305,9 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
                 }
             }
         }
-        if is_sig(d) {
+        if is_sbom(d) {
+            sboms.push(digest);
+        } else if is_sig(d) {
             signatures.push((
                 digest,
                 manifest,
@@ -371,6 +379,28 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
     };
     if !signed {
         return Ok(finish(v));
+    }
+    // An SBOM the signature names must be the one in the layout.
+    if let Some((_, _, Some((payload, _)), _)) = sig {
+        let named = serde_json::from_slice::<Value>(payload).ok().and_then(|p| {
+            p.pointer("/optional/sbom")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        if let Some(named) = named {
+            let ok = sboms.contains(&named);
+            v.push(
+                "sbom",
+                ok,
+                if ok {
+                    format!("SBOM {named} is the one the signature names")
+                } else {
+                    format!(
+                        "the signature names SBOM {named}, which the layout does not hold intact"
+                    )
+                },
+            );
+        }
     }
 
     // Trusted from here on: the annotations are part of the signed manifest.

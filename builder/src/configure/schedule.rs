@@ -31,6 +31,8 @@ struct State<E> {
     done: Vec<bool>,
     running: usize,
     failure: Option<(usize, E)>,
+    /// A job panicked: every worker stops, and the panic continues in the caller.
+    panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl<E> State<E> {
@@ -60,6 +62,7 @@ pub fn run_jobs<E: Send>(
         done: vec![false; jobs.len()],
         running: 0,
         failure: None,
+        panic: None,
     });
     let changed = Condvar::new();
     std::thread::scope(|scope| {
@@ -67,7 +70,7 @@ pub fn run_jobs<E: Send>(
             scope.spawn(|| {
                 let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
                 loop {
-                    if s.failure.is_some() || s.started.iter().all(|&b| b) {
+                    if s.failure.is_some() || s.panic.is_some() || s.started.iter().all(|&b| b) {
                         break;
                     }
                     let Some(i) = s.next_ready(jobs) else {
@@ -77,13 +80,20 @@ pub fn run_jobs<E: Send>(
                     s.started[i] = true;
                     s.running += 1;
                     drop(s);
-                    let result = run(i);
+                    // A panicking job must not leave the other workers waiting for it forever.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(i)));
                     s = state.lock().unwrap_or_else(PoisonError::into_inner);
                     s.done[i] = true;
                     s.running -= 1;
-                    if let Err(e) = result {
-                        if s.failure.as_ref().is_none_or(|(f, _)| i < *f) {
-                            s.failure = Some((i, e));
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            if s.failure.as_ref().is_none_or(|(f, _)| i < *f) {
+                                s.failure = Some((i, e));
+                            }
+                        }
+                        Err(p) => {
+                            s.panic.get_or_insert(p);
                         }
                     }
                     changed.notify_all();
@@ -93,6 +103,9 @@ pub fn run_jobs<E: Send>(
         }
     });
     let state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = state.panic {
+        std::panic::resume_unwind(p);
+    }
     match state.failure {
         Some((_, e)) => Err(e),
         None => Ok(()),
@@ -159,39 +172,34 @@ mod tests {
             job(&[], &[], false),
             job(&[], &["r"], false),
         ];
-        let finished = Mutex::new(Vec::new());
-        let overlapped = Mutex::new(false);
-        let running = Mutex::new(BTreeSet::new());
-        run_jobs::<()>(&jobs, 3, |i| {
-            if i == 2 {
-                assert_eq!(
-                    finished
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .copied()
-                        .collect::<BTreeSet<_>>(),
-                    BTreeSet::from([0, 1]),
-                    "job 2 started before all earlier jobs finished"
-                );
-            }
-            if i == 4 {
-                assert!(finished.lock().unwrap().contains(&2), "4 shares r with 2");
-            }
-            running.lock().unwrap().insert(i);
-            std::thread::sleep(Duration::from_millis(if i == 2 { 60 } else { 10 }));
-            if i == 3 && running.lock().unwrap().contains(&2) {
-                *overlapped.lock().unwrap() = true;
-            }
-            running.lock().unwrap().remove(&i);
-            finished.lock().unwrap().push(i);
-            Ok(())
-        })
-        .unwrap();
+        let (seen, _) = trace(&jobs, 3);
         assert!(
-            *overlapped.lock().unwrap(),
-            "independent job 3 ran alongside 2"
+            seen[2].contains(&0) && seen[2].contains(&1),
+            "job 2 started before all earlier jobs finished: {:?}",
+            seen[2]
         );
+        assert!(seen[4].contains(&2), "4 shares r with 2");
+        // Job 3 is independent and later: it never waits for job 2.
+        assert!(
+            !seen[3].contains(&2),
+            "job 3 waited for job 2: {:?}",
+            seen[3]
+        );
+    }
+
+    #[test]
+    fn a_panicking_job_stops_the_others_and_the_panic_reaches_the_caller() {
+        let jobs = vec![job(&[], &[], false); 8];
+        let result = std::panic::catch_unwind(|| {
+            run_jobs::<()>(&jobs, 3, |i| {
+                if i == 1 {
+                    panic!("job 1 broke");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                Ok(())
+            })
+        });
+        assert!(result.is_err(), "the panic propagates instead of hanging");
     }
 
     #[test]
