@@ -404,48 +404,83 @@ pub fn verify_repository(
     trusted_root: &Path,
     now: u64,
 ) -> Result<TrustedTargets, TufError> {
-    let root = read_json(trusted_root)?;
-    check_role(&root, "root", &root, trusted_root, now)?;
+    let read = |p: &Path| fs::read(p).map_err(|e| err(p, e));
+    let root = read(trusted_root)?;
     let ts_path = metadata.join("timestamp.json");
-    let timestamp = read_json(&ts_path)?;
-    check_role(&root, "timestamp", &timestamp, &ts_path, now)?;
+    let snap_path = metadata.join("snapshot.json");
+    let targets_path = metadata.join("targets.json");
+    verify_documents(
+        &Documents {
+            root: (trusted_root, &root),
+            timestamp: (&ts_path, &read(&ts_path)?),
+            snapshot: (&snap_path, &read(&snap_path)?),
+            targets: (&targets_path, &read(&targets_path)?),
+        },
+        now,
+    )
+}
+
+/// The four metadata files, each with the path its messages name.
+#[derive(Debug, Clone, Copy)]
+pub struct Documents<'a> {
+    /// The pinned root.json.
+    pub root: (&'a Path, &'a [u8]),
+    /// timestamp.json.
+    pub timestamp: (&'a Path, &'a [u8]),
+    /// snapshot.json.
+    pub snapshot: (&'a Path, &'a [u8]),
+    /// targets.json.
+    pub targets: (&'a Path, &'a [u8]),
+}
+
+fn parse(file: &Path, bytes: &[u8]) -> Result<Value, TufError> {
+    serde_json::from_slice(bytes).map_err(|e| err(file, format!("not JSON: {e}")))
+}
+
+/// [`verify_repository`] on metadata already in memory (what the fuzz target drives).
+pub fn verify_documents(docs: &Documents, now: u64) -> Result<TrustedTargets, TufError> {
+    let (root_path, root_bytes) = docs.root;
+    let root = parse(root_path, root_bytes)?;
+    check_role(&root, "root", &root, root_path, now)?;
+    let (ts_path, ts_bytes) = docs.timestamp;
+    let timestamp = parse(ts_path, ts_bytes)?;
+    check_role(&root, "timestamp", &timestamp, ts_path, now)?;
     let snap_meta = timestamp
         .pointer("/signed/meta/snapshot.json")
-        .ok_or_else(|| err(&ts_path, "names no snapshot.json"))?;
-    let snap_path = metadata.join("snapshot.json");
-    let snap_bytes = fs::read(&snap_path).map_err(|e| err(&snap_path, e))?;
+        .ok_or_else(|| err(ts_path, "names no snapshot.json"))?;
+    let (snap_path, snap_bytes) = docs.snapshot;
     if let Some(len) = snap_meta.get("length").and_then(Value::as_u64) {
         if snap_bytes.len() as u64 != len {
             return Err(err(
-                &snap_path,
+                snap_path,
                 format!("is {} bytes, timestamp.json says {len}", snap_bytes.len()),
             ));
         }
     }
     if let Some(h) = snap_meta.pointer("/hashes/sha256").and_then(Value::as_str) {
-        if crate::digest::sha256_hex(&snap_bytes) != h {
-            return Err(err(&snap_path, "does not hash to what timestamp.json says"));
+        if crate::digest::sha256_hex(snap_bytes) != h {
+            return Err(err(snap_path, "does not hash to what timestamp.json says"));
         }
     }
-    let snapshot: Value = serde_json::from_slice(&snap_bytes).map_err(|e| err(&snap_path, e))?;
-    check_role(&root, "snapshot", &snapshot, &snap_path, now)?;
+    let snapshot = parse(snap_path, snap_bytes)?;
+    check_role(&root, "snapshot", &snapshot, snap_path, now)?;
     let want_snap = snap_meta.get("version").and_then(Value::as_u64);
     if snapshot.pointer("/signed/version").and_then(Value::as_u64) != want_snap {
         return Err(err(
-            &snap_path,
+            snap_path,
             format!("is not version {want_snap:?} that timestamp.json names"),
         ));
     }
-    let targets_path = metadata.join("targets.json");
-    let targets = read_json(&targets_path)?;
-    check_role(&root, "targets", &targets, &targets_path, now)?;
+    let (targets_path, targets_bytes) = docs.targets;
+    let targets = parse(targets_path, targets_bytes)?;
+    check_role(&root, "targets", &targets, targets_path, now)?;
     let want_targets = snapshot
         .pointer("/signed/meta/targets.json/version")
         .and_then(Value::as_u64);
     let version = targets.pointer("/signed/version").and_then(Value::as_u64);
     if version != want_targets {
         return Err(err(
-            &targets_path,
+            targets_path,
             format!("is version {version:?}, snapshot.json names {want_targets:?}"),
         ));
     }
