@@ -136,6 +136,12 @@ enum Command {
     },
 }
 
+/// Reports an error on one line and gives the exit code for it.
+fn error_exit(e: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("kiln: error: {e}");
+    ExitCode::from(code)
+}
+
 /// How `kiln verify` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum VerifyFormat {
@@ -168,10 +174,7 @@ fn run_keygen(out: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("kiln: error: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => error_exit(e, 2),
     }
 }
 
@@ -184,10 +187,7 @@ fn run_sign(
     let signer: Box<dyn kiln::sign::Signer> = match (key, command) {
         (Some(key), _) => match kiln::keys::load_signing_key(key) {
             Ok(k) => Box::new(kiln::sign::KeySigner(k)),
-            Err(e) => {
-                eprintln!("kiln: error: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return error_exit(e, 2),
         },
         (None, Some(cmd)) => Box::new(kiln::sign::CommandSigner(cmd.to_string())),
         (None, None) => {
@@ -202,14 +202,8 @@ fn run_sign(
             }
             ExitCode::SUCCESS
         }
-        Err(e @ kiln::sign::SignError::Command { .. }) => {
-            eprintln!("kiln: error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("kiln: error: {e}");
-            ExitCode::from(1)
-        }
+        Err(e @ kiln::sign::SignError::Command { .. }) => error_exit(e, 2),
+        Err(e) => error_exit(e, 1),
     }
 }
 
@@ -231,10 +225,7 @@ fn run_verify(
     for k in keys {
         match kiln::keys::load_verifying_key(k) {
             Ok(k) => opts.keys.push(k),
-            Err(e) => {
-                eprintln!("kiln: error: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return error_exit(e, 2),
         }
     }
     let result = match root {
@@ -243,10 +234,7 @@ fn run_verify(
     };
     let v = match result {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("kiln: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return error_exit(e, 2),
     };
     match format {
         VerifyFormat::Line => println!("{}", v.verdict()),
@@ -281,10 +269,7 @@ fn run_release(
 ) -> ExitCode {
     let key = match kiln::release::load_key(key) {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("kiln: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return error_exit(e, 2),
     };
     let opts = kiln::release::ReleaseOptions {
         min_version,
@@ -305,14 +290,8 @@ fn run_release(
             );
             ExitCode::SUCCESS
         }
-        Err(e @ kiln::release::ReleaseError::Io { .. }) => {
-            eprintln!("kiln: error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("kiln: error: {e}");
-            ExitCode::from(1)
-        }
+        Err(e @ kiln::release::ReleaseError::Io { .. }) => error_exit(e, 2),
+        Err(e) => error_exit(e, 1),
     }
 }
 
@@ -320,10 +299,7 @@ fn run_release(
 fn run_check(path: &std::path::Path, board: &std::path::Path, format: Format) -> ExitCode {
     let board = match Board::load(board) {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("kiln: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return error_exit(e, 2),
     };
     let image = match ImageTree::open(path) {
         Ok(i) => i,
@@ -392,10 +368,7 @@ fn main() -> ExitCode {
         } => {
             let sde = match source_date_epoch() {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("kiln: error: {e}");
-                    return ExitCode::from(1);
-                }
+                Err(e) => return error_exit(e, 1),
             };
             let opts = BuildOptions {
                 locked,

@@ -163,14 +163,7 @@ pub fn add_release(
     let kid = key_id(key);
     if root_path.exists() {
         let root = read_json(&root_path)?;
-        let trusted: Vec<&str> = root
-            .pointer("/signed/roles/targets/keyids")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if !trusted.contains(&kid.as_str()) {
+        if !role_keyids(&root, "targets").contains(kid.as_str()) {
             return Err(err(
                 &root_path,
                 format!("does not trust key {kid} for targets; sign with a key it lists"),
@@ -303,6 +296,16 @@ pub fn add_release(
     Ok(version)
 }
 
+/// The key ids root.json assigns to `role`.
+fn role_keyids<'a>(root: &'a Value, role: &str) -> BTreeSet<&'a str> {
+    root.pointer(&format!("/signed/roles/{role}/keyids"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Checks `role`'s signatures in `doc` against the keys and threshold `root` assigns it.
 fn check_signatures(root: &Value, role: &str, doc: &Value, file: &Path) -> Result<(), TufError> {
     let role_def = root
@@ -312,13 +315,7 @@ fn check_signatures(root: &Value, role: &str, doc: &Value, file: &Path) -> Resul
         .get("threshold")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    let keyids: BTreeSet<&str> = role_def
-        .get("keyids")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let keyids = role_keyids(root, role);
     let signed = doc
         .get("signed")
         .ok_or_else(|| err(file, "has no \"signed\" part"))?;

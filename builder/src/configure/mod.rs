@@ -523,15 +523,25 @@ fn run_preinst(
         &script_environment(pkg, "preinst", dpkg_version),
     )?;
     fs::remove_dir_all(&tmp_ci).map_err(|e| io_err(&tmp_ci, e))?;
-    if !out.status.success() {
-        return Err(ConfigureError::Script {
-            package: pkg.name.clone(),
-            script: "preinst".into(),
-            status: exit_description(out.status),
-            tail: tail_of(&out),
-        });
+    script_outcome(pkg, "preinst", &out)
+}
+
+/// A maintainer script's run as the build sees it: fine, or the failure naming package,
+/// script, exit status and last output lines.
+fn script_outcome(
+    pkg: &crate::compose::Unpacked,
+    script: &str,
+    out: &Ran,
+) -> Result<(), ConfigureError> {
+    if out.status.success() {
+        return Ok(());
     }
-    Ok(())
+    Err(ConfigureError::Script {
+        package: pkg.name.clone(),
+        script: script.into(),
+        status: exit_description(out.status),
+        tail: tail_of(out),
+    })
 }
 
 /// Runs `postinst configure ""` (a fresh install: no previously configured version) of every
@@ -588,15 +598,7 @@ fn run_postinsts(
         if let Ok(mut took) = took.lock() {
             took.push((began.elapsed().as_secs_f64(), pkg.name.clone()));
         }
-        if !out.status.success() {
-            return Err(ConfigureError::Script {
-                package: pkg.name.clone(),
-                script: "postinst".into(),
-                status: exit_description(out.status),
-                tail: tail_of(&out),
-            });
-        }
-        Ok(())
+        script_outcome(pkg, "postinst", &out)
     })?;
     let everything: BTreeSet<usize> = order.iter().copied().collect();
     write_status(&status_path, composed, &everything)?;
