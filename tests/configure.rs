@@ -278,3 +278,47 @@ fn a_failing_maintainer_script_names_package_script_and_output() {
         "{err}"
     );
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_mounted_and_the_next_build_works() {
+    let s = setup(vec![], &[], "");
+    // Lock and fetch first, so the build below spends its time configuring.
+    let o = kiln(&s.recipe, &s.cache, &["lock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = s.recipe.join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--locked", "-o", "out"])
+        .current_dir(&s.recipe)
+        .env("KILN_CACHE_DIR", &s.cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the staging root exists (the tmpfs is mounted then), then SIGKILL.
+    let started = std::time::Instant::now();
+    let staging = loop {
+        let found = std::fs::read_dir(&out).ok().and_then(|d| {
+            d.flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with(".kiln-rootfs-"))
+        });
+        if let Some(e) = found {
+            break e.path();
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the build never staged a root"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&staging.display().to_string()),
+        "the staging tmpfs outlived kiln:\n{mounts}"
+    );
+    std::fs::remove_dir_all(&out).expect("the output directory can be removed");
+    let o = kiln(&s.recipe, &s.cache, &["build", "--locked", "-o", "out"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -343,6 +343,10 @@ fn fail(e: &BuildError) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Build { .. }) {
+        // Before any thread exists: the build's tmpfs then lives and dies with this process.
+        kiln::sandbox::private_mount_namespace();
+    }
     match cli.command {
         Command::Lock { dir } => match build::lock_recipe(&dir) {
             Ok((lock, path)) => {

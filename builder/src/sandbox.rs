@@ -327,6 +327,31 @@ impl Sandbox {
     }
 }
 
+/// Moves this process into a mount namespace of its own (with private propagation, so nothing
+/// mounted here reaches the host), so the staging tmpfs of a build dies with the process even
+/// when it is killed (SIGKILL, a CI time-out) and never stays mounted under the output
+/// directory. Must run before the process starts any thread (unshare(2) refuses CLONE_NEWNS
+/// while the filesystem context is shared). Returns false, changing nothing, when kiln may
+/// not (not root); the build then simply has no tmpfs.
+pub fn private_mount_namespace() -> bool {
+    let Ok(slash) = cstr(b"/") else {
+        return false;
+    };
+    // SAFETY: plain syscalls on a valid NUL-terminated path; no memory is shared with them.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        libc::mount(
+            std::ptr::null(),
+            slash.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == 0
+    }
+}
+
 /// A tmpfs mounted over a staging directory for the life of a build: unpacking, configuring
 /// (dpkg fsyncs its database after every package) and packing then never wait for the disk.
 /// Unmounted (lazily, so an open file cannot keep it) when dropped.
