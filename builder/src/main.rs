@@ -267,7 +267,7 @@ fn run_release(
     min_version: Option<String>,
     expires_days: u64,
 ) -> ExitCode {
-    let key = match kiln::release::load_key(key) {
+    let key = match kiln::keys::load_signing_key(key) {
         Ok(k) => k,
         Err(e) => return error_exit(e, 2),
     };

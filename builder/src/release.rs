@@ -6,7 +6,6 @@
 //! Only an intact image signed by the release key is released: the layout is verified with
 //! the key's public half first.
 
-use crate::keys;
 use crate::oci::annotation;
 use crate::sign::KeySigner;
 use crate::tuf::{self, Expiry, ReleaseInfo};
@@ -232,9 +231,4 @@ pub fn release(
         targets_version,
         image,
     })
-}
-
-/// Reads the private key for a release (a thin wrapper so the binary has one entry point).
-pub fn load_key(path: &Path) -> Result<SigningKey, keys::KeyError> {
-    keys::load_signing_key(path)
 }

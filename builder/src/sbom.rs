@@ -9,6 +9,7 @@
 //! base still gets its SBOM. The document is deterministic: its time is SOURCE_DATE_EPOCH and
 //! its namespace derives from the image name, version and lock digest.
 
+use crate::compose::unpack::{member_components, Root};
 use crate::compose::Composed;
 use crate::digest::sha256_hex;
 use crate::lock::LockedPackage;
@@ -16,6 +17,7 @@ use crate::timefmt::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The SPDX document's media type (and the referrer's artifactType).
@@ -40,41 +42,21 @@ pub struct DebEntry {
     pub licenses: Vec<String>,
 }
 
-/// Resolves `rel` (relative to `root`) without leaving `root`: absolute symlink targets are
-/// taken as inside the image.
+/// Host path of `rel` inside `root`, its directories' symlinks resolved inside the image (the
+/// unpacker's own resolution, creating nothing); the last component is not followed.
 fn resolve_inside(root: &Path, rel: &str) -> Option<PathBuf> {
-    let mut path = root.to_path_buf();
-    let mut pending: Vec<String> = rel.split('/').rev().map(str::to_string).collect();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "" | "." => continue,
-            ".." => {
-                if path != root {
-                    path.pop();
-                }
-                continue;
-            }
-            _ => {}
-        }
-        let next = path.join(&c);
-        let meta = std::fs::symlink_metadata(&next).ok()?;
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                return None;
-            }
-            let target = std::fs::read_link(&next).ok()?;
-            let target = target.to_string_lossy().to_string();
-            if target.starts_with('/') {
-                path = root.to_path_buf();
-            }
-            pending.extend(target.split('/').rev().map(str::to_string));
-        } else {
-            path = next;
-        }
+    let comps = member_components(rel.as_bytes()).ok()?;
+    let resolved = Root {
+        path: root,
+        create_missing: false,
     }
-    Some(path)
+    .resolve_parent(&comps)
+    .ok()?;
+    Some(
+        resolved
+            .parent
+            .join(std::ffi::OsStr::from_bytes(&resolved.name)),
+    )
 }
 
 /// The licence short names a DEP-5 copyright file declares (`License:` first words), sorted.
@@ -167,9 +149,9 @@ fn spdx_id(debian: &str) -> Option<&'static str> {
     })
 }
 
-fn license_ref(debian: &str) -> String {
-    let clean: String = debian
-        .chars()
+/// SPDX ids may hold letters, digits, '.' and '-'; anything else becomes '-'.
+fn spdx_idstring(s: &str) -> String {
+    s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -177,24 +159,19 @@ fn license_ref(debian: &str) -> String {
                 '-'
             }
         })
-        .collect();
-    format!("LicenseRef-Debian-{clean}")
+        .collect()
 }
 
-/// SPDX ids may hold letters, digits, '.' and '-'.
+fn license_ref(debian: &str) -> String {
+    format!("LicenseRef-Debian-{}", spdx_idstring(debian))
+}
+
 fn spdx_element_id(kind: &str, name: &str, arch: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    format!("SPDXRef-{kind}-{}-{}", clean(name), clean(arch))
+    format!(
+        "SPDXRef-{kind}-{}-{}",
+        spdx_idstring(name),
+        spdx_idstring(arch)
+    )
 }
 
 /// The image an SBOM describes.

@@ -178,12 +178,51 @@ fn read_json(path: &Path) -> Result<Value, SignError> {
     serde_json::from_slice(&bytes).map_err(|e| layout_err(path, format!("not JSON: {e}")))
 }
 
+/// The blob file of a `sha256:` digest (64 lower-case hex digits), None for any other digest:
+/// a digest from an untrusted layout never becomes a path outside `blobs/sha256`.
+pub fn blob_file(layout: &Path, digest: &str) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| layout.join("blobs/sha256").join(hex))
+}
+
 fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, SignError> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| layout_err(&layout.join("index.json"), format!("bad digest {digest:?}")))?;
-    Ok(layout.join("blobs/sha256").join(hex))
+    blob_file(layout, digest)
+        .ok_or_else(|| layout_err(&layout.join("index.json"), format!("bad digest {digest:?}")))
+}
+
+/// What an index.json entry lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An image manifest (what is signed and verified).
+    Image,
+    /// A cosign signature manifest.
+    Signature,
+    /// kiln's SPDX SBOM referrer.
+    Sbom,
+    /// Another artifact, or not a manifest.
+    Other,
+}
+
+/// Classifies an index.json descriptor: signatures by their `.sig` tag or artifactType, SBOMs
+/// by artifactType, images are manifests that are no artifact.
+pub fn entry_kind(d: &Value) -> EntryKind {
+    let artifact = d.get("artifactType").and_then(Value::as_str);
+    let tag = d
+        .get("annotations")
+        .and_then(|a| a.get(REF_NAME))
+        .and_then(Value::as_str);
+    if tag.is_some_and(|t| t.ends_with(".sig")) || artifact == Some(SIGNATURE_ARTIFACT_TYPE) {
+        EntryKind::Signature
+    } else if artifact == Some(crate::sbom::SPDX_MEDIA_TYPE) {
+        EntryKind::Sbom
+    } else if artifact.is_none()
+        && d.get("mediaType").and_then(Value::as_str) == Some(MANIFEST_MEDIA_TYPE)
+    {
+        EntryKind::Image
+    } else {
+        EntryKind::Other
+    }
 }
 
 fn write_blob(layout: &Path, bytes: &[u8]) -> Result<(String, u64), SignError> {
@@ -204,27 +243,18 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
         .and_then(Value::as_array)
         .cloned()
         .ok_or_else(|| layout_err(&index_path, "has no manifests list"))?;
-    let is_signature = |d: &Value| {
-        d.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.ends_with(".sig"))
-            || d.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
-    };
-    // Images are the manifests that are not artifacts (signatures, SBOMs).
     let images: Vec<&Value> = manifests
         .iter()
-        .filter(|d| !is_signature(d) && d.get("artifactType").is_none())
-        .filter(|d| d.get("mediaType").and_then(Value::as_str) == Some(MANIFEST_MEDIA_TYPE))
+        .filter(|d| entry_kind(d) == EntryKind::Image)
         .collect();
     if images.is_empty() {
         return Err(layout_err(&index_path, "lists no image manifest to sign"));
     }
     let mut kept: Vec<Value> = manifests
         .iter()
-        .filter(|d| !is_signature(d))
+        .filter(|d| entry_kind(d) != EntryKind::Signature)
         .cloned()
         .collect();
-    let mut replaced_tags = BTreeSet::new();
     let mut done = Vec::new();
     for image in images {
         let digest = image
@@ -287,7 +317,6 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
         });
         let (sig_digest, sig_size) = write_blob(layout, manifest.to_string().as_bytes())?;
         let tag = signature_tag(digest);
-        replaced_tags.insert(tag.clone());
         kept.push(json!({
             "mediaType": MANIFEST_MEDIA_TYPE,
             "artifactType": SIGNATURE_ARTIFACT_TYPE,

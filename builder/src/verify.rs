@@ -11,8 +11,8 @@
 use crate::digest::sha256_reader;
 use crate::oci::annotation;
 use crate::sign::{
-    signature_tag, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME, SIGNATURE_ANNOTATION,
-    SIGNATURE_ARTIFACT_TYPE,
+    blob_file, entry_kind, signature_tag, EntryKind, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME,
+    SIGNATURE_ANNOTATION,
 };
 use crate::version::Version;
 use base64::Engine;
@@ -113,15 +113,6 @@ pub struct VerifyError {
     pub path: PathBuf,
     /// Why.
     pub reason: String,
-}
-
-fn blob_file(layout: &Path, digest: &str) -> Option<PathBuf> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-    .then(|| layout.join("blobs/sha256").join(hex))
 }
 
 /// Reads a JSON blob only after it matched its descriptor.
@@ -251,13 +242,8 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         layout,
         verified: BTreeSet::new(),
     };
-    let is_sig = |d: &Value| {
-        annotation_of(d, REF_NAME).is_some_and(|t| t.ends_with(".sig"))
-            || d.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
-    };
-    let is_sbom = |d: &Value| {
-        d.get("artifactType").and_then(Value::as_str) == Some(crate::sbom::SPDX_MEDIA_TYPE)
-    };
+    let is_sig = |d: &Value| entry_kind(d) == EntryKind::Signature;
+    let is_sbom = |d: &Value| entry_kind(d) == EntryKind::Sbom;
     let mut images = Vec::new();
     let mut signatures = Vec::new();
     let mut sboms = Vec::new();
