@@ -3,12 +3,12 @@
 //! decides which lock to build from.
 
 use crate::check::findings::Severity;
-use crate::check::image::ImageTree;
 use crate::check::report::{render, Format};
 use crate::check::{check_image, CheckOptions};
 use crate::compose::{self, ComposeError};
 use crate::configure::{self, ConfigureError, ConfigureOptions};
 use crate::fetch::{self, Cache, FetchError};
+use crate::image::ImageTree;
 use crate::layercache;
 use crate::lock::{self, Lock, LockError, LOCK_FILE};
 use crate::oci::{self, ImageMeta, ImageRef, OciError};

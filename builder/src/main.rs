@@ -3,10 +3,10 @@
 
 use clap::{Parser, Subcommand};
 use kiln::build::{self, BuildError, BuildOptions};
-use kiln::check::image::ImageTree;
 use kiln::check::report::{render, summary, Format};
 use kiln::check::{check_image, CheckOptions};
 use kiln::fetch::Cache;
+use kiln::image::ImageTree;
 use kiln::pack::LayerCompression;
 use kiln::spec::Board;
 use std::io::IsTerminal;
@@ -122,6 +122,23 @@ enum Command {
         /// Output: one line, or every check as JSON.
         #[arg(long, value_enum, default_value = "line")]
         format: VerifyFormat,
+    },
+    /// Flatten an image into a tar, ext4, squashfs or partitioned disk image (with bmap).
+    Export {
+        /// Output directory of `kiln build`, or an OCI layout.
+        out: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: kiln::export::ExportFormat,
+        /// The file to write (a disk export also writes FILE.bmap).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// The board file: its flash layout (required for disk; sizes ext4).
+        #[arg(long)]
+        board: Option<PathBuf>,
+        /// Public key(s) the image must be signed by; checked before anything is written.
+        #[arg(long)]
+        key: Vec<PathBuf>,
     },
     /// Check every ELF file and script of an image against a board (exit 1 on errors).
     Check {
@@ -248,6 +265,67 @@ fn run_verify(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Refuses an image that is not signed by one of `keys` (exit 1), or whose keys cannot be
+/// read (exit 2); prints the verdict of an accepted one to stderr.
+fn require_signed(layout: &std::path::Path, keys: &[PathBuf]) -> Result<(), ExitCode> {
+    let mut opts = kiln::verify::VerifyOptions::default();
+    for k in keys {
+        opts.keys
+            .push(kiln::keys::load_verifying_key(k).map_err(|e| error_exit(e, 2))?);
+    }
+    let v = kiln::verify::verify_layout(layout, &opts).map_err(|e| error_exit(e, 2))?;
+    if !v.accepted {
+        return Err(error_exit(v.verdict(), 1));
+    }
+    eprintln!("kiln: {}", v.verdict());
+    Ok(())
+}
+
+/// `kiln export`: exit 0, 1 when the image, its signature or the board is wrong, 2 when a
+/// tool or the disk fails.
+fn run_export(
+    out: &std::path::Path,
+    format: kiln::export::ExportFormat,
+    output: &std::path::Path,
+    board: Option<&std::path::Path>,
+    keys: &[PathBuf],
+) -> ExitCode {
+    use kiln::export::ExportError;
+    let layout = layout_of(out);
+    if !keys.is_empty() {
+        if let Err(code) = require_signed(&layout, keys) {
+            return code;
+        }
+    }
+    let board = match board.map(Board::load).transpose() {
+        Ok(b) => b,
+        Err(e) => return error_exit(e, 1),
+    };
+    let opts = kiln::export::ExportOptions {
+        format,
+        output: output.to_path_buf(),
+        board: board.as_ref(),
+    };
+    match kiln::export::export(&layout, &opts) {
+        Ok(done) => {
+            println!(
+                "exported {} to {} ({} bytes, sha256:{}){}",
+                done.image,
+                output.display(),
+                done.size,
+                done.sha256,
+                done.files[1..]
+                    .iter()
+                    .map(|f| format!(" and {}", f.display()))
+                    .collect::<String>()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (ExportError::Tool { .. } | ExportError::Io { .. })) => error_exit(e, 2),
+        Err(e) => error_exit(e, 1),
     }
 }
 
@@ -434,6 +512,13 @@ fn main() -> ExitCode {
             installed_version,
             format,
         ),
+        Command::Export {
+            out,
+            format,
+            output,
+            board,
+            key,
+        } => run_export(&out, format, &output, board.as_deref(), &key),
         Command::Release {
             out,
             key,

@@ -21,8 +21,8 @@
 //! Hand-written because no crate models glibc's rules against an image that is not the host.
 
 use super::elf::{ElfFacts, ET_DYN};
-use super::image::{parent, ImageTree, Kind};
 use crate::arch::DebianArch;
+use crate::image::{parent, ImageTree, Kind};
 use std::collections::BTreeSet;
 
 /// The `/etc/ld.so.conf` directories, in order, with includes and globs expanded.

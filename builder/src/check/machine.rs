@@ -7,8 +7,8 @@ use super::elf::{
     EM_X86_64, ET_REL,
 };
 use super::findings::{Check, Finding, Severity};
-use super::image::{ImageTree, Kind};
 use crate::arch::{DebianArch, FloatAbi};
+use crate::image::{ImageTree, Kind};
 use std::sync::Arc;
 
 /// A decided ARM float ABI and what it was decided from.

@@ -12,7 +12,6 @@
 pub mod elf;
 pub mod findings;
 pub mod hardening;
-pub mod image;
 pub mod ldso;
 pub mod machine;
 pub mod needed;
@@ -24,10 +23,10 @@ pub mod scripts;
 pub mod waiver;
 
 use crate::arch::DebianArch;
+use crate::image::{ImageTree, Kind};
 use crate::spec::Waiver;
 use elf::ElfFacts;
 use findings::{Check, Finding, Severity};
-use image::{ImageTree, Kind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -8,8 +8,8 @@
 
 use super::elf::{ElfFacts, ET_DYN, ET_EXEC};
 use super::findings::{Check, Finding, Severity};
-use super::image::{file_name, ImageTree};
 use super::ldso::{search, Loaded, LoaderRules, Search};
+use crate::image::{file_name, ImageTree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

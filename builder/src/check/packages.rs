@@ -3,7 +3,7 @@
 //! matched by their resolved directory, since on merged-/usr a package lists /bin/ls and the
 //! file is at /usr/bin/ls.
 
-use super::image::{file_name, parent, ImageTree, Kind};
+use crate::image::{file_name, parent, ImageTree, Kind};
 use std::collections::BTreeMap;
 
 /// Path -> package.

@@ -5,8 +5,8 @@
 //! that will not load on the robot.
 
 use super::findings::{Check, Finding};
-use super::image::ImageTree;
 use crate::arch::DebianArch;
+use crate::image::ImageTree;
 
 /// The Python 3 versions of the image ("3.11"): each /usr/lib/python3.X with its os.py, and the
 /// `version` of every venv's pyvenv.cfg is matched separately.

@@ -7,8 +7,8 @@
 
 use super::elf::ElfFacts;
 use super::findings::{Check, Finding};
-use super::image::{parent, ImageTree, Kind};
 use super::ldso::{expand_entry, split_path_list, LoaderRules};
+use crate::image::{parent, ImageTree, Kind};
 
 /// Path prefixes that are build directories on CI runners and developer machines, never on a
 /// robot: home and root's home, Debian's buildd and sbuild trees, Yocto/Buildroot work trees,

@@ -4,7 +4,7 @@
 //! NAME on the default PATH.
 
 use super::findings::{Check, Finding, Severity};
-use super::image::{ImageTree, Kind};
+use crate::image::{ImageTree, Kind};
 use std::collections::BTreeMap;
 
 /// Bytes of a file's start the check reads (one more than the kernel's buffer).

@@ -1,5 +1,5 @@
-//! The tree `kiln check` looks at, whatever it came as: a directory, a tar, or an OCI image
-//! layout (every layer applied in order, whiteouts honoured). Paths are absolute image paths
+//! The image tree `kiln check` and `kiln export` look at, whatever it came as: a directory, a
+//! tar, or an OCI image layout (every layer applied in order, whiteouts honoured). Paths are absolute image paths
 //! ("/usr/bin/env"); symlinks are resolved inside the image only, the way the device will see
 //! them; hard links are grouped so each file is judged once.
 //!
@@ -67,7 +67,33 @@ pub struct Node {
     pub capabilities: bool,
     /// For the second and later names of a hard-linked file: the first name.
     pub alias_of: Option<String>,
+    /// Modification time (seconds since the epoch) as recorded.
+    pub mtime: u64,
+    /// For a device node or FIFO: which one (None for everything else).
+    pub device: Option<Device>,
     content: Content,
+}
+
+/// A device node or FIFO, as a layer records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    /// Character device, block device or FIFO.
+    pub kind: DeviceKind,
+    /// Major number (0 for a FIFO).
+    pub major: u32,
+    /// Minor number (0 for a FIFO).
+    pub minor: u32,
+}
+
+/// The kinds of special file an image may hold (sockets are never stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+    /// A named pipe.
+    Fifo,
 }
 
 impl Node {
@@ -79,6 +105,8 @@ impl Node {
             gid: 0,
             capabilities: false,
             alias_of: None,
+            mtime: 0,
+            device: None,
             content: Content::None,
         }
     }
@@ -123,6 +151,17 @@ pub struct ImageTree {
     nodes: BTreeMap<String, Node>,
     /// Where the tree came from, for reports.
     pub source: String,
+    /// For an OCI layout: the image manifest it was read from.
+    pub manifest: Option<ManifestInfo>,
+}
+
+/// The image manifest an OCI-layout tree was read from (its digest was verified).
+#[derive(Debug, Clone, Default)]
+pub struct ManifestInfo {
+    /// `sha256:` digest of the image manifest.
+    pub digest: String,
+    /// The manifest's annotations (version, board, compatible, created, ...).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Splits an image path into its non-empty components.
@@ -307,8 +346,20 @@ impl ImageTree {
         };
         let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_desc)?)
             .map_err(|e| image_err(dir.display(), format!("manifest: {e}")))?;
+        let annotations = manifest["annotations"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut tree = ImageTree {
             source: dir.display().to_string(),
+            manifest: Some(ManifestInfo {
+                digest: manifest_desc["digest"].as_str().unwrap_or("").to_string(),
+                annotations,
+            }),
             ..ImageTree::default()
         };
         tree.add_root();
@@ -408,8 +459,21 @@ impl ImageTree {
             } else if et.is_pax_global_extensions() || et.is_pax_local_extensions() {
                 continue;
             } else {
-                Node::new(Kind::Special, mode)
+                let mut n = Node::new(Kind::Special, mode);
+                let kind = match et {
+                    tar::EntryType::Char => Some(DeviceKind::Char),
+                    tar::EntryType::Block => Some(DeviceKind::Block),
+                    tar::EntryType::Fifo => Some(DeviceKind::Fifo),
+                    _ => None,
+                };
+                n.device = kind.map(|kind| Device {
+                    kind,
+                    major: header.device_major().ok().flatten().unwrap_or(0),
+                    minor: header.device_minor().ok().flatten().unwrap_or(0),
+                });
+                n
             };
+            node.mtime = header.mtime().unwrap_or(0);
             node.uid = header.uid().unwrap_or(0);
             node.gid = header.gid().unwrap_or(0);
             node.capabilities = caps;
@@ -528,6 +592,21 @@ impl ImageTree {
                 "not a regular file",
             )),
         }
+    }
+
+    /// The first name of the hard-linked file at `path`, when `path` is a second name of a file
+    /// whose first name is still in the tree with the same content (a later layer may have
+    /// replaced the first name; then `path` stands alone).
+    pub fn hard_link_leader(&self, path: &str) -> Option<&str> {
+        let node = self.nodes.get(path)?;
+        let leader = node.alias_of.as_deref()?;
+        let first = self.nodes.get(leader)?;
+        let same = match (&node.content, &first.content) {
+            (Content::Memory(a), Content::Memory(b)) => Arc::ptr_eq(a, b),
+            (Content::Host(a), Content::Host(b)) => a == b,
+            _ => false,
+        };
+        (same && first.kind == Kind::File && first.alias_of.is_none()).then_some(leader)
     }
 
     /// The first `n` bytes of a regular file (fewer when it is shorter).
@@ -706,10 +785,27 @@ fn list_dir(
             n.content = Content::Host(host_path);
             n
         } else {
-            Node::new(Kind::Special, meta.mode() & 0o7777)
+            use std::os::unix::fs::FileTypeExt;
+            let mut n = Node::new(Kind::Special, meta.mode() & 0o7777);
+            let kind = if ft.is_char_device() {
+                Some(DeviceKind::Char)
+            } else if ft.is_block_device() {
+                Some(DeviceKind::Block)
+            } else if ft.is_fifo() {
+                Some(DeviceKind::Fifo)
+            } else {
+                None
+            };
+            n.device = kind.map(|kind| Device {
+                kind,
+                major: libc::major(meta.rdev()),
+                minor: libc::minor(meta.rdev()),
+            });
+            n
         };
         node.uid = meta.uid().into();
         node.gid = meta.gid().into();
+        node.mtime = meta.mtime().max(0) as u64;
         part.nodes.push((image_path, node));
     }
     Ok(())

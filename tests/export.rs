@@ -1,0 +1,422 @@
+//! `kiln export` end to end on a fixture image: every format twice (byte-identical), each one
+//! read back by the real tools (tar, mount of the ext4, unsquashfs, sfdisk, mtools, bmaptool)
+//! and compared with the OCI layers applied in order; then bad input, refused with nothing left
+//! behind.
+//!
+//! The file-system formats need root (owners, device nodes), as CI runs; as another user those
+//! tests stop with a message saying so.
+
+mod fixture;
+
+use fixture::{base_packages, build_archive, kiln, stderr, ArchiveSpec, Entry, Pkg, Signer};
+use kiln::image::{ImageTree, Kind};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const FLASH: &str = "[flash]\ntable = \"gpt\"\nmax-device-size = 512\npartitions = [\n  { name = \"boot\", size = 8 },\n  { name = \"rootfs-a\", size = 48 },\n  { name = \"rootfs-b\", size = 48 },\n  { name = \"data\", size = 16 },\n]\n";
+
+/// A package with what the export formats must carry faithfully: a /boot for the FAT
+/// partition, a symlink into it, odd file names (debugfs and mtools quoting), a setuid file,
+/// an owner other than root, a hard link.
+fn kernel_pkg() -> Pkg {
+    Pkg::new("linux-fixture", "6.1-1", "arm64")
+        .field("Priority", "optional")
+        .entry(Entry::Dir("./boot/", 0o755))
+        .file("./boot/vmlinuz-6.1", "not really a kernel\n", 0o644)
+        .entry(Entry::Dir("./boot/dtbs/", 0o755))
+        .file("./boot/dtbs/robot.dtb", "not really a device tree\n", 0o644)
+        .entry(Entry::Symlink("./vmlinuz", "boot/vmlinuz-6.1"))
+        .entry(Entry::Dir("./etc/", 0o755))
+        .file("./etc/odd \"name\" with spaces", "quoted\n", 0o600)
+        .file("./etc/setuid-tool", "pretend\n", 0o4755)
+        .entry(Entry::Hardlink(
+            "./etc/setuid-tool-too",
+            "./etc/setuid-tool",
+        ))
+}
+
+/// A built fixture image (built once): (workdir, recipe dir, OUT).
+fn built() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
+    static BUILT: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let work = tempfile::tempdir().unwrap();
+        let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
+        let mut packages = base_packages("arm64");
+        packages.push(kernel_pkg());
+        let archive = build_archive(
+            &work.path().join("archive"),
+            ArchiveSpec::new("bookworm", "arm64", packages, &signer),
+        );
+        let recipe = work.path().join("recipe");
+        archive.write_recipe(&recipe, &["hello", "linux-fixture"], FLASH);
+        let o = kiln(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = recipe.join("out");
+        (work, recipe, out)
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn export(args: &[&str], paths: &[&Path]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("export");
+    for p in paths {
+        c.arg(p);
+    }
+    c.args(args);
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every path of a tree with its kind, mode, owner, mtime, link target and content hash.
+fn summary(tree: &ImageTree, skip: &[&str]) -> BTreeMap<String, String> {
+    tree.iter()
+        .filter(|(p, _)| !skip.contains(&p.as_str()))
+        .map(|(p, n)| {
+            let what = match &n.kind {
+                Kind::Dir => "dir".to_string(),
+                Kind::File => {
+                    let data = tree.read(p).unwrap();
+                    format!("file {}", kiln::digest::sha256_hex(&data))
+                }
+                Kind::Symlink(t) => format!("symlink {t}"),
+                Kind::Special => format!("special {:?}", n.device),
+            };
+            (
+                p.clone(),
+                format!("{what} {:o} {}:{} {}", n.mode, n.uid, n.gid, n.mtime),
+            )
+        })
+        .collect()
+}
+
+fn assert_same_tree(expected: &ImageTree, got: &ImageTree, what: &str) {
+    assert_same_summary(expected, &summary(got, &[]), what);
+}
+
+fn assert_same_summary(expected: &ImageTree, got: &BTreeMap<String, String>, what: &str) {
+    let a = summary(expected, &[]);
+    for (p, s) in &a {
+        assert_eq!(Some(s), got.get(p), "{what}: {p}");
+    }
+    for p in got.keys() {
+        assert!(a.contains_key(p), "{what}: extra path {p}");
+    }
+}
+
+/// Exports `format` twice into `dir` and checks the two files are byte-identical.
+fn export_twice(format: &str, dir: &Path, extra: &[&str]) -> PathBuf {
+    let out = &built().2;
+    let mut files = Vec::new();
+    for i in 0..2 {
+        let f = dir.join(format!("{format}-{i}.img"));
+        let mut args = vec!["--format", format, "-o", f.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = export(&args, &[out]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("exported sha256:"), "{}", text(&o));
+        files.push(f);
+    }
+    let a = std::fs::read(&files[0]).unwrap();
+    let b = std::fs::read(&files[1]).unwrap();
+    assert!(a == b, "two {format} exports differ");
+    files.swap_remove(0)
+}
+
+fn layers() -> ImageTree {
+    ImageTree::from_oci_layout(&built().2.join("oci")).unwrap()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn tar_export_is_the_layers_applied_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = export_twice("tar", dir.path(), &[]);
+    let got = ImageTree::open(&tar).unwrap();
+    assert_same_tree(&layers(), &got, "tar");
+    // GNU tar lists it, with numeric owners only.
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("-tvf")
+            .arg(&tar)
+            .arg("--numeric-owner"),
+    );
+    assert!(
+        listing.contains("etc/setuid-tool-too link to etc/setuid-tool"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn ext4_export_mounts_as_the_same_tree() {
+    if !is_root() {
+        eprintln!("skipped: the ext4 export needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = export_twice("ext4", dir.path(), &[]);
+    run_ok(Command::new("e2fsck").arg("-fn").arg(&img));
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop,ro"])
+            .arg(&img)
+            .arg(&mnt),
+    );
+    // Compared before unmounting: a directory tree's files are read when asked for.
+    let got = ImageTree::from_dir(&mnt).map(|t| summary(&t, &["/lost+found"]));
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_same_summary(&layers(), &got.unwrap(), "ext4");
+    // The board's partition size is used when a board is given.
+    let sized = dir.path().join("sized.ext4");
+    let board = built().1.join("boards/test.toml");
+    let o = export(
+        &[
+            "--format",
+            "ext4",
+            "-o",
+            sized.to_str().unwrap(),
+            "--board",
+            board.to_str().unwrap(),
+        ],
+        &[&built().2],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::metadata(&sized).unwrap().len(), 48 << 20);
+}
+
+#[test]
+fn squashfs_export_unpacks_as_the_same_tree() {
+    if !is_root() {
+        eprintln!("skipped: the squashfs export needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = export_twice("squashfs", dir.path(), &[]);
+    let unpacked = dir.path().join("unpacked");
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-no-progress", "-d"])
+            .arg(&unpacked)
+            .arg(&img),
+    );
+    let got = ImageTree::from_dir(&unpacked).unwrap();
+    assert_same_tree(&layers(), &got, "squashfs");
+}
+
+#[test]
+fn disk_export_has_the_boards_partitions_and_a_bmap_bmaptool_accepts() {
+    if !is_root() {
+        eprintln!("skipped: the disk export needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let board = built().1.join("boards/test.toml");
+    let img = export_twice("disk", dir.path(), &["--board", board.to_str().unwrap()]);
+    let bmap = PathBuf::from(format!("{}.bmap", img.display()));
+    let other_bmap = dir.path().join("disk-1.img.bmap");
+    assert_eq!(
+        std::fs::read(&bmap).unwrap(),
+        std::fs::read(&other_bmap).unwrap(),
+        "two bmaps differ"
+    );
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().len(),
+        (1 + 8 + 48 + 48 + 16 + 1) << 20
+    );
+
+    // The partition table, as sfdisk reads it back.
+    let table: serde_json::Value =
+        serde_json::from_str(&run_ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["boot", "rootfs-a", "rootfs-b", "data"]);
+    assert_eq!(parts[1]["start"], 2048 + 8 * 2048);
+
+    // bmaptool writes only the mapped blocks and checks every range's sha256.
+    let copy = dir.path().join("copy.img");
+    run_ok(
+        Command::new("bmaptool")
+            .arg("copy")
+            .arg("--bmap")
+            .arg(&bmap)
+            .arg(&img)
+            .arg(&copy),
+    );
+
+    // The root partition mounts as the image's tree; the boot partition holds /boot.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let offset = (1 + 8) << 20;
+    run_ok(
+        Command::new("mount")
+            .arg("-o")
+            .arg(format!("loop,ro,offset={offset},sizelimit={}", 48 << 20))
+            .arg(&copy)
+            .arg(&mnt),
+    );
+    let got = ImageTree::from_dir(&mnt).map(|t| summary(&t, &["/lost+found"]));
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_same_summary(&layers(), &got.unwrap(), "disk rootfs-a");
+    let boot = run_ok(
+        Command::new("mdir")
+            .args(["-/", "-b", "-i"])
+            .arg(format!("{}@@{}", copy.display(), 1 << 20))
+            .env("MTOOLS_SKIP_CHECK", "1"),
+    );
+    assert!(boot.contains("vmlinuz-6.1"), "{boot}");
+    assert!(boot.contains("robot.dtb"), "{boot}");
+}
+
+#[test]
+fn bad_input_is_refused_with_nothing_left_behind() {
+    let (_, recipe, out) = built();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("x.img");
+    let board = recipe.join("boards/test.toml");
+    let listing = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+
+    // A disk without a board.
+    let o = export(
+        &["--format", "disk", "-o", target.to_str().unwrap()],
+        &[out],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("--format disk needs --board"),
+        "{}",
+        text(&o)
+    );
+
+    // A board whose flash layout is wrong, and a board the image was not built for.
+    let bad_board = dir.path().join("bad.toml");
+    let board_text = std::fs::read_to_string(&board).unwrap();
+    std::fs::write(&bad_board, board_text.replace("size = 48", "size = -1")).unwrap();
+    let o = export(
+        &[
+            "--format",
+            "disk",
+            "-o",
+            target.to_str().unwrap(),
+            "--board",
+            bad_board.to_str().unwrap(),
+        ],
+        &[out],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.toml: [flash] partitions[1].size: must be a positive number of MiB"),
+        "{}",
+        text(&o)
+    );
+    let other_board = dir.path().join("other.toml");
+    std::fs::write(
+        &other_board,
+        board_text.replace("name = \"test-board\"", "name = \"other-board\""),
+    )
+    .unwrap();
+    let o = export(
+        &[
+            "--format",
+            "disk",
+            "-o",
+            target.to_str().unwrap(),
+            "--board",
+            other_board.to_str().unwrap(),
+        ],
+        &[out],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("built for board 'test-board', not 'other-board'"),
+        "{}",
+        text(&o)
+    );
+
+    // An unsigned image when a signature is required.
+    let keybase = dir.path().join("release");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("keygen")
+        .arg("-o")
+        .arg(&keybase)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let public = format!("{}.pub", keybase.display());
+    let o = export(
+        &[
+            "--format",
+            "tar",
+            "-o",
+            target.to_str().unwrap(),
+            "--key",
+            &public,
+        ],
+        &[out],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("REJECTED"), "{}", text(&o));
+
+    // A layer changed on disk.
+    let copy = dir.path().join("out");
+    run_ok(Command::new("cp").arg("-a").arg(out).arg(&copy));
+    let manifest = ImageTree::from_oci_layout(&copy.join("oci")).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("oci/index.json")).unwrap()).unwrap();
+    let m_hex = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    assert_eq!(manifest.manifest.unwrap().digest, format!("sha256:{m_hex}"));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("oci/blobs/sha256").join(&m_hex)).unwrap())
+            .unwrap();
+    let layer = copy
+        .join("oci/blobs/sha256")
+        .join(&m["layers"][0]["digest"].as_str().unwrap()[7..]);
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&layer, bytes).unwrap();
+    let o = export(
+        &["--format", "tar", "-o", target.to_str().unwrap()],
+        &[&copy],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("does not match its digest"),
+        "{}",
+        text(&o)
+    );
+
+    // Nothing was written: no output, no staging directory.
+    let left: Vec<String> = listing(dir.path())
+        .into_iter()
+        .filter(|n| {
+            !["bad.toml", "other.toml", "out"].contains(&n.as_str()) && !n.starts_with("release")
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
