@@ -420,3 +420,191 @@ fn bad_input_is_refused_with_nothing_left_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// `kiln keygen` + `kiln cert`: (dir, CA cert, release key, release cert).
+fn rauc_keys(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let k = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    k(&["keygen", "-o", "ca"]);
+    k(&["keygen", "-o", "release"]);
+    k(&[
+        "cert",
+        "ca",
+        "--key",
+        "ca",
+        "--subject",
+        "CN=Robot CA,O=kiln tests",
+        "-o",
+        "ca.pem",
+    ]);
+    k(&[
+        "cert",
+        "issue",
+        "--ca-key",
+        "ca",
+        "--ca",
+        "ca.pem",
+        "--for",
+        "release.pub",
+        "-o",
+        "release.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("release"),
+        dir.join("release.pem"),
+    )
+}
+
+#[test]
+fn rauc_bundle_is_accepted_by_rauc_and_refused_after_a_flipped_byte() {
+    if !is_root() {
+        eprintln!("skipped: the rauc export needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, key, cert) = rauc_keys(dir.path());
+    // openssl agrees the release certificate chains to the CA.
+    run_ok(
+        Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg(&cert),
+    );
+    let bundle = export_twice(
+        "rauc",
+        dir.path(),
+        &[
+            "--signing-key",
+            key.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+        ],
+    );
+    let keyring = format!("--keyring={}", ca.display());
+    let info = run_ok(
+        Command::new("rauc")
+            .args(["info", "--output-format=json", &keyring])
+            .arg(&bundle),
+    );
+    let info: serde_json::Value = serde_json::from_str(info.lines().last().unwrap()).unwrap();
+    assert_eq!(info["compatible"], "kiln,test", "{info}");
+    assert_eq!(info["version"], "1.0", "{info}");
+    let image = ImageTree::from_oci_layout(&built().2.join("oci"))
+        .unwrap()
+        .manifest
+        .unwrap()
+        .digest;
+    assert_eq!(info["build"], image.as_str(), "{info}");
+
+    // rauc extract checks the payload against the signed verity root hash.
+    let extracted = dir.path().join("extracted");
+    run_ok(
+        Command::new("rauc")
+            .args(["extract", &keyring])
+            .arg(&bundle)
+            .arg(&extracted),
+    );
+    let slot = ImageTree::open(&extracted.join("rootfs.img"));
+    assert!(slot.is_err(), "rootfs.img is a squashfs, not a tar");
+    let unpacked = dir.path().join("slot");
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-no-progress", "-d"])
+            .arg(&unpacked)
+            .arg(extracted.join("rootfs.img")),
+    );
+    assert_same_tree(
+        &layers(),
+        &ImageTree::from_dir(&unpacked).unwrap(),
+        "rauc slot",
+    );
+
+    // veritysetup, independently, agrees with the tree and root hash the manifest signs.
+    let bytes = std::fs::read(&bundle).unwrap();
+    let n = bytes.len();
+    let sig_len = u64::from_be_bytes(bytes[n - 8..].try_into().unwrap()) as usize;
+    // rauc 1.8's JSON leaves the verity fields out; its text output has them.
+    let text_info = run_ok(Command::new("rauc").args(["info", &keyring]).arg(&bundle));
+    let field = |name: &str| -> String {
+        let line = text_info
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {text_info}"));
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_matches('\'')
+            .to_string()
+    };
+    let hash_size: usize = field("Verity Size").parse().unwrap();
+    let data_len = n - 8 - sig_len - hash_size;
+    let data = dir.path().join("data");
+    let tree = dir.path().join("tree");
+    std::fs::write(&data, &bytes[..data_len]).unwrap();
+    std::fs::write(&tree, &bytes[data_len..data_len + hash_size]).unwrap();
+    run_ok(
+        Command::new("veritysetup")
+            .args(["verify", "--no-superblock"])
+            .arg(format!("--data-blocks={}", data_len / 4096))
+            .arg(format!("--salt={}", field("Verity Salt")))
+            .arg(&data)
+            .arg(&tree)
+            .arg(field("Verity Hash")),
+    );
+
+    // One payload byte flipped: rauc refuses to extract.
+    let mut bad = bytes.clone();
+    bad[data_len / 2] ^= 1;
+    let bad_bundle = dir.path().join("bad.raucb");
+    std::fs::write(&bad_bundle, bad).unwrap();
+    let o = Command::new("rauc")
+        .args(["extract", &keyring])
+        .arg(&bad_bundle)
+        .arg(dir.path().join("bad-extract"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("corrupted"), "{}", text(&o));
+
+    // A keyring that is not the issuing CA: refused.
+    let o = Command::new("rauc")
+        .arg("info")
+        .arg(format!("--keyring={}", cert.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+
+    // A release key that does not belong to the certificate: kiln refuses, writes nothing.
+    let stranger = dir.path().join("ca");
+    let target = dir.path().join("wrong.raucb");
+    let o = export(
+        &[
+            "--format",
+            "rauc",
+            "-o",
+            target.to_str().unwrap(),
+            "--signing-key",
+            stranger.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+        ],
+        &[&built().2],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("does not belong to the release certificate"),
+        "{}",
+        text(&o)
+    );
+    assert!(!target.exists());
+}

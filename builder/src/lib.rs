@@ -9,6 +9,7 @@
 pub mod arch;
 pub mod archive;
 pub mod build;
+pub mod certs;
 pub mod check;
 pub mod compose;
 pub mod configure;

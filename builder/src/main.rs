@@ -139,6 +139,18 @@ enum Command {
         /// Public key(s) the image must be signed by; checked before anything is written.
         #[arg(long)]
         key: Vec<PathBuf>,
+        /// For rauc: the release private key that signs the bundle.
+        #[arg(long, requires = "cert")]
+        signing_key: Option<PathBuf>,
+        /// For rauc: the release certificate over that key (PEM; further certificates in the
+        /// file are included as the chain).
+        #[arg(long, requires = "signing_key")]
+        cert: Option<PathBuf>,
+    },
+    /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
     },
     /// Check every ELF file and script of an image against a board (exit 1 on errors).
     Check {
@@ -150,6 +162,46 @@ enum Command {
         /// Report format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertAction {
+    /// A self-signed CA certificate for KEY (from `kiln keygen`): the devices' RAUC keyring.
+    Ca {
+        /// The CA's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Subject, RFC 4514 ("CN=Robot Release CA,O=Example").
+        #[arg(long, default_value = "CN=kiln release CA")]
+        subject: String,
+        /// Validity in days, from now.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// The certificate file to write (PEM).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// A release certificate over a public key, issued by the CA.
+    Issue {
+        /// The CA's private key.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The CA's certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The release public key (KEY.pub from `kiln keygen`).
+        #[arg(long = "for")]
+        public: PathBuf,
+        /// Subject, RFC 4514.
+        #[arg(long, default_value = "CN=kiln release")]
+        subject: String,
+        /// Validity in days, from now.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+        /// The certificate file to write (PEM).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
     },
 }
 
@@ -292,6 +344,7 @@ fn run_export(
     output: &std::path::Path,
     board: Option<&std::path::Path>,
     keys: &[PathBuf],
+    rauc: Option<(&std::path::Path, &std::path::Path)>,
 ) -> ExitCode {
     use kiln::export::ExportError;
     let layout = layout_of(out);
@@ -300,6 +353,25 @@ fn run_export(
             return code;
         }
     }
+    let signer = match rauc {
+        None => None,
+        Some((key, cert)) => {
+            let key = match kiln::keys::load_signing_key(key) {
+                Ok(k) => k,
+                Err(e) => return error_exit(e, 2),
+            };
+            let mut certs = match kiln::certs::load_certificates(cert) {
+                Ok(c) => c,
+                Err(e) => return error_exit(e, 2),
+            };
+            let cert_der = certs.remove(0);
+            Some(kiln::export::rauc::RaucSigner {
+                key,
+                cert_der,
+                chain_der: certs,
+            })
+        }
+    };
     let board = match board.map(Board::load).transpose() {
         Ok(b) => b,
         Err(e) => return error_exit(e, 1),
@@ -308,6 +380,7 @@ fn run_export(
         format,
         output: output.to_path_buf(),
         board: board.as_ref(),
+        rauc: signer.as_ref(),
     };
     match kiln::export::export(&layout, &opts) {
         Ok(done) => {
@@ -326,6 +399,73 @@ fn run_export(
         }
         Err(e @ (ExportError::Tool { .. } | ExportError::Io { .. })) => error_exit(e, 2),
         Err(e) => error_exit(e, 1),
+    }
+}
+
+/// `kiln cert`: exit 0, 1 when the inputs do not fit together, 2 when files cannot be used.
+fn run_cert(action: CertAction) -> ExitCode {
+    use kiln::certs::{ca_certificate, release_certificate, to_pem, CertRequest};
+    let (der, output) = match action {
+        CertAction::Ca {
+            key,
+            subject,
+            days,
+            output,
+        } => {
+            let key = match kiln::keys::load_signing_key(&key) {
+                Ok(k) => k,
+                Err(e) => return error_exit(e, 2),
+            };
+            let req = CertRequest {
+                subject: &subject,
+                not_before: now(),
+                days,
+            };
+            (ca_certificate(&key, &req), output)
+        }
+        CertAction::Issue {
+            ca_key,
+            ca,
+            public,
+            subject,
+            days,
+            output,
+        } => {
+            let ca_key = match kiln::keys::load_signing_key(&ca_key) {
+                Ok(k) => k,
+                Err(e) => return error_exit(e, 2),
+            };
+            let ca_der = match kiln::certs::load_certificates(&ca) {
+                Ok(mut c) => c.remove(0),
+                Err(e) => return error_exit(e, 2),
+            };
+            let public = match kiln::keys::load_verifying_key(&public) {
+                Ok(k) => k,
+                Err(e) => return error_exit(e, 2),
+            };
+            let req = CertRequest {
+                subject: &subject,
+                not_before: now(),
+                days,
+            };
+            (release_certificate(&ca_key, &ca_der, &public, &req), output)
+        }
+    };
+    let pem = match der.and_then(|d| to_pem(&d)) {
+        Ok(p) => p,
+        Err(e) => return error_exit(e, 1),
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&output)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
+    {
+        Ok(()) => {
+            println!("wrote {}", output.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => error_exit(format!("{}: {e}", output.display()), 2),
     }
 }
 
@@ -518,7 +658,17 @@ fn main() -> ExitCode {
             output,
             board,
             key,
-        } => run_export(&out, format, &output, board.as_deref(), &key),
+            signing_key,
+            cert,
+        } => run_export(
+            &out,
+            format,
+            &output,
+            board.as_deref(),
+            &key,
+            signing_key.as_deref().zip(cert.as_deref()),
+        ),
+        Command::Cert { action } => run_cert(action),
         Command::Release {
             out,
             key,

@@ -234,9 +234,10 @@ mod tests {
     fn board(flash: &str) -> Board {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
+        std::fs::write(dir.path().join("k.gpg"), b"").unwrap();
         std::fs::write(
             &path,
-            format!("name = \"b\"\narch = \"arm64\"\ncompatible = [\"x\"]\n[debian]\nsuite = \"bookworm\"\nmirror = \"http://deb.debian.org/debian\"\nkeyring = \"/dev/null\"\n{flash}"),
+            format!("name = \"b\"\narch = \"arm64\"\ncompatible = [\"x\"]\n[debian]\nsuite = \"bookworm\"\nmirror = \"http://deb.debian.org/debian\"\nkeyring = \"k.gpg\"\n{flash}"),
         )
         .unwrap();
         Board::load(&path).unwrap()

@@ -18,6 +18,7 @@ pub mod bmap;
 pub mod disk;
 pub mod fsimage;
 pub mod layout;
+pub mod rauc;
 pub mod rootfs;
 
 use crate::digest::sha256_hex;
@@ -36,6 +37,8 @@ pub enum ExportFormat {
     Squashfs,
     /// A partitioned disk image from the board's flash layout, plus FILE.bmap.
     Disk,
+    /// A RAUC bundle (verity format) signed with an X.509 release certificate.
+    Rauc,
 }
 
 /// Why an export failed.
@@ -99,6 +102,8 @@ pub struct SourceImage {
     pub tree: ImageTree,
     /// `sha256:` digest of the image manifest: the seed of every derived identifier.
     pub digest: String,
+    /// The image name (`org.opencontainers.image.title`).
+    pub name: String,
     /// The image version (`org.opencontainers.image.version`).
     pub version: String,
     /// The hardware `compatible` strings the image was built for.
@@ -128,6 +133,7 @@ impl SourceImage {
                 .cloned()
                 .ok_or_else(|| bad(&format!("manifest has no annotation {key}")))
         };
+        let name = get("org.opencontainers.image.title")?;
         let version = get("org.opencontainers.image.version")?;
         let board = get(crate::oci::annotation::BOARD)?;
         let compatible: Vec<String> =
@@ -139,6 +145,7 @@ impl SourceImage {
         Ok(SourceImage {
             tree,
             digest: manifest.digest,
+            name,
             version,
             compatible,
             board,
@@ -189,6 +196,8 @@ pub struct ExportOptions<'a> {
     pub output: PathBuf,
     /// The board (its flash layout); required for `disk`, sizes `ext4` when given.
     pub board: Option<&'a Board>,
+    /// The RAUC signer; required for `rauc`.
+    pub rauc: Option<&'a rauc::RaucSigner>,
 }
 
 /// What was written.
@@ -262,6 +271,14 @@ pub fn export_image(image: &SourceImage, opts: &ExportOptions) -> Result<Exporte
             let mut bmap_dest = opts.output.clone().into_os_string();
             bmap_dest.push(".bmap");
             extra.push((bmap_tmp, PathBuf::from(bmap_dest)));
+        }
+        ExportFormat::Rauc => {
+            let signer = opts.rauc.ok_or_else(|| {
+                ExportError::Usage(
+                    "--format rauc needs --signing-key RELEASE.key and --cert RELEASE.pem".into(),
+                )
+            })?;
+            rauc::write_bundle(image, signer, &staging, &main)?;
         }
     }
     let (sha256, size) =
