@@ -608,3 +608,138 @@ fn rauc_bundle_is_accepted_by_rauc_and_refused_after_a_flipped_byte() {
     );
     assert!(!target.exists());
 }
+
+/// A loop device over a new sparse file of `mib` MiB, detached when dropped.
+struct Loop {
+    device: PathBuf,
+}
+
+impl Loop {
+    fn new(dir: &Path, name: &str, mib: u64) -> Loop {
+        let backing = dir.join(name);
+        std::fs::File::create(&backing)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&backing));
+        Loop {
+            device: PathBuf::from(device.trim()),
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.device).output();
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).output();
+    }
+}
+
+#[test]
+fn flash_writes_a_signed_image_onto_a_loop_device_and_refuses_unsafe_targets() {
+    if !is_root() {
+        eprintln!("skipped: flashing a loop device needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recipe, out) = built();
+    let board = recipe.join("boards/test.toml");
+    let signed = dir.path().join("out");
+    run_ok(Command::new("cp").arg("-a").arg(out).arg(&signed));
+    let (_, key, _) = rauc_keys(dir.path());
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("sign")
+            .arg(&signed)
+            .arg("--key")
+            .arg(&key),
+    );
+    let public = format!("{}.pub", key.display());
+    let cache = dir.path().join("cache");
+    let flash = |image: &Path, device: &Path, extra: &[&str]| -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.arg("flash")
+            .arg(image)
+            .arg(device)
+            .args(["--key", &public, "--board"])
+            .arg(&board)
+            .arg("--cache")
+            .arg(&cache)
+            .args(extra);
+        c.output().unwrap()
+    };
+
+    // Onto a loop device: written, read back, and equal to `kiln export --format disk`.
+    let card = Loop::new(dir.path(), "card.img", 200);
+    let o = flash(&signed, &card.device, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("read back and verified"), "{}", text(&o));
+    let disk = dir.path().join("disk.img");
+    let o = export(
+        &[
+            "--format",
+            "disk",
+            "-o",
+            disk.to_str().unwrap(),
+            "--board",
+            board.to_str().unwrap(),
+        ],
+        &[&signed],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let size = std::fs::metadata(&disk).unwrap().len().to_string();
+    run_ok(
+        Command::new("cmp")
+            .args(["-n", &size])
+            .arg(&disk)
+            .arg(&card.device),
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "the disk image stays in the cache: {leftovers:?}"
+    );
+
+    // A mounted device: refused, naming the mount point.
+    let mounted = Loop::new(dir.path(), "mounted.img", 200);
+    run_ok(Command::new("mkfs.ext4").arg("-q").arg(&mounted.device));
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run_ok(Command::new("mount").arg(&mounted.device).arg(&mnt));
+    let o = flash(&signed, &mounted.device, &[]);
+    let _ = Command::new("umount").arg(&mnt).output();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "{} is mounted at {}",
+            mounted.device.display(),
+            mnt.display()
+        )),
+        "{}",
+        text(&o)
+    );
+
+    // Larger than the board's max-device-size (512 MiB): refused unless forced.
+    let big = Loop::new(dir.path(), "big.img", 600);
+    let o = flash(&signed, &big.device, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("more than the board's max-device-size 512 MiB"),
+        "{}",
+        text(&o)
+    );
+    let o = flash(&signed, &big.device, &["--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Too small, a regular file, an unsigned image: refused.
+    let small = Loop::new(dir.path(), "small.img", 64);
+    let o = flash(&signed, &small.device, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("the image needs 122 MiB"), "{}", text(&o));
+    let o = flash(&signed, &disk, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not a block device"), "{}", text(&o));
+    let o = flash(out, &card.device, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("REJECTED"), "{}", text(&o));
+}

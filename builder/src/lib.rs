@@ -19,6 +19,7 @@ pub mod decompress;
 pub mod digest;
 pub mod export;
 pub mod fetch;
+pub mod flash;
 pub mod image;
 pub mod keys;
 pub mod layercache;

@@ -147,6 +147,25 @@ enum Command {
         #[arg(long, requires = "signing_key")]
         cert: Option<PathBuf>,
     },
+    /// Write a signed image onto a block device (SD card, eMMC) and verify it by reading back.
+    Flash {
+        /// Output directory of `kiln build`, or an OCI layout (signed).
+        image: PathBuf,
+        /// The whole-disk block device (/dev/sdX, /dev/mmcblkN).
+        device: PathBuf,
+        /// Public key(s) the image must be signed by.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The board file (its flash layout and max-device-size).
+        #[arg(long)]
+        board: PathBuf,
+        /// Write to a device larger than the board's max-device-size.
+        #[arg(long)]
+        force: bool,
+        /// Cache directory for the disk image (default: $KILN_CACHE_DIR, ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {
         #[command(subcommand)]
@@ -399,6 +418,75 @@ fn run_export(
         }
         Err(e @ (ExportError::Tool { .. } | ExportError::Io { .. })) => error_exit(e, 2),
         Err(e) => error_exit(e, 1),
+    }
+}
+
+/// `kiln flash`: exit 0 written and verified, 1 refused (signature, device, board), 2 failed.
+fn run_flash(
+    image: &std::path::Path,
+    device: &std::path::Path,
+    keys: &[PathBuf],
+    board: &std::path::Path,
+    force: bool,
+    cache: Option<PathBuf>,
+) -> ExitCode {
+    use kiln::flash::FlashError;
+    let layout = layout_of(image);
+    if let Err(code) = require_signed(&layout, keys) {
+        return code;
+    }
+    let board = match Board::load(board) {
+        Ok(b) => b,
+        Err(e) => return error_exit(e, 1),
+    };
+    let flash_layout = match kiln::export::layout::FlashLayout::from_board(&board) {
+        Ok(l) => l,
+        Err(e) => return error_exit(e, 1),
+    };
+    let limits = kiln::flash::Limits {
+        max_device_size: flash_layout.max_device_size,
+        force,
+    };
+    // Checked before the disk image is made, and again by the exclusive open when writing.
+    if let Err(e) = kiln::flash::check_device(device, flash_layout.disk_size(), limits) {
+        return error_exit(e, 1);
+    }
+    let cache = cache.unwrap_or_else(Cache::default_dir);
+    let work = match std::fs::create_dir_all(&cache)
+        .and_then(|_| tempfile::Builder::new().prefix("flash-").tempdir_in(&cache))
+    {
+        Ok(w) => w,
+        Err(e) => return error_exit(format!("{}: {e}", cache.display()), 2),
+    };
+    let disk = work.path().join("disk.img");
+    let opts = kiln::export::ExportOptions {
+        format: kiln::export::ExportFormat::Disk,
+        output: disk.clone(),
+        board: Some(&board),
+        rauc: None,
+    };
+    let exported = match kiln::export::export(&layout, &opts) {
+        Ok(x) => x,
+        Err(e) => return error_exit(e, 1),
+    };
+    let target = match kiln::flash::check_device(device, exported.size, limits) {
+        Ok(t) => t,
+        Err(e) => return error_exit(e, 1),
+    };
+    match kiln::flash::flash(&disk, &target, std::io::stderr().is_terminal()) {
+        Ok(done) => {
+            println!(
+                "flashed {} onto {} ({}): {} MiB written of a {} MiB image, read back and verified",
+                exported.image,
+                device.display(),
+                target.name,
+                done.written >> 20,
+                done.image_size >> 20
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ FlashError::Refused { .. }) => error_exit(e, 1),
+        Err(e) => error_exit(e, 2),
     }
 }
 
@@ -669,6 +757,14 @@ fn main() -> ExitCode {
             signing_key.as_deref().zip(cert.as_deref()),
         ),
         Command::Cert { action } => run_cert(action),
+        Command::Flash {
+            image,
+            device,
+            key,
+            board,
+            force,
+            cache,
+        } => run_flash(&image, &device, &key, &board, force, cache),
         Command::Release {
             out,
             key,
