@@ -253,6 +253,36 @@ fn disk_export_has_the_boards_partitions_and_a_bmap_bmaptool_accepts() {
     assert_eq!(names, ["boot", "rootfs-a", "rootfs-b", "data"]);
     assert_eq!(parts[1]["start"], 2048 + 8 * 2048);
 
+    // The same board with an MBR table (the stretch boards' layout).
+    let mbr_board = dir.path().join("mbr.toml");
+    std::fs::write(
+        &mbr_board,
+        std::fs::read_to_string(&board)
+            .unwrap()
+            .replace("table = \"gpt\"", "table = \"mbr\""),
+    )
+    .unwrap();
+    let mbr = dir.path().join("mbr.img");
+    let o = export(
+        &[
+            "--format",
+            "disk",
+            "-o",
+            mbr.to_str().unwrap(),
+            "--board",
+            mbr_board.to_str().unwrap(),
+        ],
+        &[&built().2],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let table: serde_json::Value =
+        serde_json::from_str(&run_ok(Command::new("sfdisk").arg("--json").arg(&mbr))).unwrap();
+    assert_eq!(table["partitiontable"]["label"], "dos", "{table}");
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    let types: Vec<&str> = parts.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["c", "83", "83", "83"], "{table}");
+    assert_eq!(parts[0]["bootable"], true, "{table}");
+
     // bmaptool writes only the mapped blocks and checks every range's sha256.
     let copy = dir.path().join("copy.img");
     run_ok(

@@ -152,6 +152,11 @@ pub fn to_pem(der: &[u8]) -> Result<String, CertError> {
 /// Reads every certificate of a PEM file (or one DER certificate) as DER, in file order.
 pub fn load_certificates(path: &Path) -> Result<Vec<Vec<u8>>, CertError> {
     let bytes = std::fs::read(path).map_err(|e| cert_err(path, e))?;
+    parse_certificates(bytes, path)
+}
+
+/// [`load_certificates`] on bytes already read; `path` names them in errors.
+pub fn parse_certificates(bytes: Vec<u8>, path: &Path) -> Result<Vec<Vec<u8>>, CertError> {
     if bytes.first() == Some(&0x30) {
         Certificate::from_der(&bytes).map_err(|e| cert_err(path, e))?;
         return Ok(vec![bytes]);

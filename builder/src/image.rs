@@ -221,12 +221,18 @@ impl ImageTree {
             return ImageTree::from_dir(path);
         }
         let data = fs::read(path).map_err(|e| image_err(path.display(), e))?;
+        ImageTree::from_tar_bytes(&data, &path.display().to_string())
+    }
+
+    /// Reads a tar (optionally gzip/zstd/xz compressed) held in memory; `label` names it in
+    /// errors.
+    pub fn from_tar_bytes(data: &[u8], label: &str) -> Result<ImageTree, ImageError> {
         let mut tree = ImageTree {
-            source: path.display().to_string(),
+            source: label.to_string(),
             ..ImageTree::default()
         };
         tree.add_root();
-        tree.apply_tar(&data, &path.display().to_string(), false)?;
+        tree.apply_tar(data, label, false)?;
         Ok(tree)
     }
 
