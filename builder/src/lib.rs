@@ -26,6 +26,7 @@ pub mod layercache;
 pub mod lock;
 pub mod oci;
 pub mod output;
+pub mod overlay;
 pub mod pack;
 pub mod release;
 pub mod resolve;

@@ -239,18 +239,24 @@ struct RawDebian {
 /// Suites released before Debian made merged /usr the only layout (bookworm, 2023).
 const UNMERGED_SUITES: &[&str] = &["jessie", "stretch", "buster", "bullseye"];
 
-struct Source<'a> {
-    path: &'a Path,
-    text: &'a str,
+/// A TOML file being parsed, for errors that name its path and line.
+pub(crate) struct Source<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
 }
 
 impl Source<'_> {
-    fn line_of(&self, span: Range<usize>) -> usize {
+    pub(crate) fn line_of(&self, span: Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
         self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
     }
 
-    fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> SpecError {
+    pub(crate) fn error(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> SpecError {
         SpecError {
             file: self.path.to_path_buf(),
             line: self.line_of(span),
@@ -259,7 +265,7 @@ impl Source<'_> {
         }
     }
 
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, SpecError> {
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, SpecError> {
         toml::from_str(self.text).map_err(|e| {
             let line = e.span().map(|s| self.line_of(s)).unwrap_or(0);
             let message = e.message().trim().replace('\n', " ");
@@ -279,7 +285,7 @@ impl Source<'_> {
     }
 }
 
-fn read(path: &Path) -> Result<String, SpecError> {
+pub(crate) fn read(path: &Path) -> Result<String, SpecError> {
     std::fs::read_to_string(path).map_err(|e| SpecError {
         file: path.to_path_buf(),
         line: 0,
@@ -427,8 +433,12 @@ impl Recipe {
                     format!("'{}' does not exist", overlay_file.display()),
                 ));
             }
-            // Overlays are built by the overlay stage, which does not exist yet: refuse rather
-            // than silently ship an image without the daemon.
+            // Each overlay's recipe is checked (its own errors name its file and line); the
+            // stage that builds them does not exist yet: refuse rather than silently ship an
+            // image without the daemon.
+            for o in &overlays {
+                crate::overlay::recipe::Overlay::load(&dir.join(o.get_ref().trim()))?;
+            }
             return Err(src.error(
                 o.span(),
                 "overlays",
@@ -605,6 +615,39 @@ mod tests {
         let e = Recipe::load(d.path()).unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert_eq!(e.key, "versoin", "{e}");
+    }
+
+    #[test]
+    fn overlays_are_checked_then_refused_until_the_overlay_stage_exists() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "key.gpg", "x");
+        write(d.path(), "b.toml", &board_text("armhf"));
+        std::fs::create_dir_all(d.path().join("overlays/telemetry")).unwrap();
+        write(
+            d.path(),
+            "kiln.toml",
+            "overlays = [\"overlays/telemetry\"]\n[image]\nname = \"img\"\nversion = \"1.0\"\nboard = \"b.toml\"\n",
+        );
+        write(
+            &d.path().join("overlays/telemetry"),
+            "overlay.toml",
+            "kind = \"python-venv\"\nrequirements = \"missing.lock\"\n",
+        );
+        let e = Recipe::load(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("telemetry/overlay.toml:2: key 'requirements'"),
+            "{e}"
+        );
+        write(
+            &d.path().join("overlays/telemetry"),
+            "overlay.toml",
+            "kind = \"files\"\n",
+        );
+        let e = Recipe::load(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("not supported by this version of kiln yet"),
+            "{e}"
+        );
     }
 
     #[test]
