@@ -7,46 +7,9 @@
 
 mod fixture;
 
-use fixture::{build_archive, kiln, stderr, ArchiveSpec, Pkg, Signer};
-use kiln::fetch::Cache;
-use kiln::spec::Recipe;
-use kiln::transport::Transport;
+use fixture::{build_archive, kiln, real_minbase_debs, stderr, ArchiveSpec, Pkg, Signer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Real bookworm amd64 minbase .debs, fetched (once per test run) through kiln's own lock and
-/// fetch stages.
-fn real_minbase_debs() -> Vec<PathBuf> {
-    static DEBS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
-    DEBS.get_or_init(fetch_real_minbase_debs).clone()
-}
-
-fn fetch_real_minbase_debs() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-bookworm-amd64");
-    let recipe_dir = dir.join("recipe");
-    std::fs::create_dir_all(recipe_dir.join("boards")).unwrap();
-    let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/bookworm-amd64.toml");
-    std::fs::copy(boards, recipe_dir.join("boards/b.toml")).unwrap();
-    std::fs::write(
-        recipe_dir.join("kiln.toml"),
-        "[image]\nname = \"real\"\nversion = \"1\"\nboard = \"boards/b.toml\"\n",
-    )
-    .unwrap();
-    let recipe = Recipe::load(&recipe_dir).unwrap();
-    let transport = Transport::new();
-    let lock = kiln::lock::resolve_lock(&recipe, &transport)
-        .expect("deb.debian.org answers (the configure tests need real Debian packages)");
-    let cache = Cache::open(&dir.join("cache")).unwrap();
-    kiln::fetch::fetch_all(
-        &cache,
-        &transport,
-        &recipe.board.mirror,
-        &lock.packages,
-        false,
-        false,
-    )
-    .unwrap()
-}
 
 /// A daemon package as stretch-era tooling built them: gz control, bz2 data, a preinst that
 /// diverts a file of another package, a postinst that installs an alternative and leaves state.

@@ -138,6 +138,17 @@ impl DebianArch {
     }
 }
 
+impl DebianArch {
+    /// True for the architecture kiln itself runs on (its programs run without emulation).
+    pub fn is_host(self) -> bool {
+        match self {
+            DebianArch::Amd64 => cfg!(target_arch = "x86_64"),
+            DebianArch::Arm64 => cfg!(target_arch = "aarch64"),
+            DebianArch::Armhf | DebianArch::Armel => cfg!(target_arch = "arm"),
+        }
+    }
+}
+
 impl fmt::Display for DebianArch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -45,6 +45,9 @@ pub enum BuildError {
     /// The layer cache is unusable.
     #[error(transparent)]
     LayerCache(#[from] crate::layercache::LayerCacheError),
+    /// An overlay could not be built, or broke its rules.
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay::stage::OverlayError),
     /// The output directory could not be written.
     #[error("output {path}: {reason}")]
     Output {
@@ -85,6 +88,7 @@ impl BuildError {
             BuildError::Compose(_) => 1,
             BuildError::Configure(ConfigureError::Script { .. }) => 1,
             BuildError::Configure(_) => 2,
+            BuildError::Overlay(e) => e.exit_code(),
             BuildError::Pack(_)
             | BuildError::Oci(_)
             | BuildError::Output { .. }
@@ -154,6 +158,8 @@ pub struct BuildReport {
     pub source_date_epoch: u64,
     /// The base layer came from the layer cache (nothing was fetched, composed or configured).
     pub base_reused: bool,
+    /// The layers above the base (envrun, then one per overlay): name and whether reused.
+    pub overlays: Vec<(String, bool)>,
 }
 
 /// Resolves the recipe and writes kiln.lock (the `kiln lock` command).
@@ -234,6 +240,30 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
             (layer, debs)
         }
     };
+    // The overlays, each a layer of its own on top of the base (and envrun).
+    let overlay_work = tempfile::Builder::new()
+        .prefix(".kiln-overlays-")
+        .tempdir_in(&opts.out)
+        .map_err(|e| out_err(&opts.out, e))?;
+    // In memory when kiln may mount: thousands of files are created and removed per build.
+    let scratch = crate::sandbox::ScratchMount::over(overlay_work.path());
+    let added = crate::overlay::stage::build_overlays(&crate::overlay::stage::StageInput {
+        recipe: &recipe,
+        overlays: &recipe.overlays,
+        base_blob: &blobs.join(&layer.digest),
+        base_diff_id: &layer.diff_id,
+        blobs: &blobs,
+        work: overlay_work.path(),
+        cache: &cache,
+        sde,
+        compression: opts.compression,
+    });
+    drop(scratch);
+    drop(overlay_work);
+    let added = added?;
+    if !added.is_empty() {
+        clock.lap("overlays");
+    }
     let meta = ImageMeta {
         name: recipe.name.clone(),
         version: recipe.version.clone(),
@@ -257,7 +287,13 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
             lock.release.inrelease_sha256
         )],
     };
-    let image = oci::write_layout(staged.path(), &[layer], &meta)?;
+    let mut meta = meta;
+    let mut layers = vec![layer];
+    for a in &added {
+        layers.push(a.layer.clone());
+        meta.history.push(a.history.clone());
+    }
+    let image = oci::write_layout(staged.path(), &layers, &meta)?;
     let sbom = crate::sbom::spdx_document(
         &crate::sbom::Described {
             name: &recipe.name,
@@ -277,6 +313,7 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
         packages: lock.packages.len(),
         source_date_epoch: sde,
         base_reused,
+        overlays: added.iter().map(|a| (a.name.clone(), a.reused)).collect(),
     })
 }
 

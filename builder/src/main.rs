@@ -707,6 +707,12 @@ fn main() -> ExitCode {
                         },
                         report.image.manifest_digest
                     );
+                    for (name, reused) in &report.overlays {
+                        println!(
+                            "  layer {name}: {}",
+                            if *reused { "reused" } else { "built" }
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

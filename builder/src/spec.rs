@@ -58,8 +58,8 @@ pub struct Recipe {
     /// debconf answers given before any maintainer script runs, one per line in
     /// `debconf-set-selections` form: `owner question type value`.
     pub debconf: Vec<String>,
-    /// Overlay directories named by the recipe.
-    pub overlays: Vec<String>,
+    /// The overlays named by the recipe, loaded and checked, in order (one layer each).
+    pub overlays: Vec<crate::overlay::recipe::Overlay>,
     /// `kiln check` waivers of the image (the board's own apply too).
     pub waivers: Vec<Waiver>,
 }
@@ -422,9 +422,9 @@ impl Recipe {
         packages.sort();
         packages.dedup();
 
-        let overlays = raw.overlays.unwrap_or_default();
-        if let Some(o) = overlays.first() {
-            let rel = non_empty(&src, o, "overlays")?;
+        let mut overlays: Vec<crate::overlay::recipe::Overlay> = Vec::new();
+        for o in raw.overlays.unwrap_or_default() {
+            let rel = non_empty(&src, &o, "overlays")?;
             let overlay_file = dir.join(&rel).join("overlay.toml");
             if !overlay_file.is_file() {
                 return Err(src.error(
@@ -433,19 +433,17 @@ impl Recipe {
                     format!("'{}' does not exist", overlay_file.display()),
                 ));
             }
-            // Each overlay's recipe is checked (its own errors name its file and line); the
-            // stage that builds them does not exist yet: refuse rather than silently ship an
-            // image without the daemon.
-            for o in &overlays {
-                crate::overlay::recipe::Overlay::load(&dir.join(o.get_ref().trim()))?;
+            // The overlay's own errors name its file and line.
+            let overlay = crate::overlay::recipe::Overlay::load(&dir.join(&rel))?;
+            if overlays.iter().any(|x| x.name == overlay.name) {
+                return Err(src.error(
+                    o.span(),
+                    "overlays",
+                    format!("two overlays are named '{}'", overlay.name),
+                ));
             }
-            return Err(src.error(
-                o.span(),
-                "overlays",
-                "overlays are not supported by this version of kiln yet",
-            ));
+            overlays.push(overlay);
         }
-        let overlays: Vec<String> = Vec::new();
 
         Ok(Recipe {
             dir,
@@ -618,7 +616,7 @@ mod tests {
     }
 
     #[test]
-    fn overlays_are_checked_then_refused_until_the_overlay_stage_exists() {
+    fn overlays_are_loaded_and_their_errors_name_their_file() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "key.gpg", "x");
         write(d.path(), "b.toml", &board_text("armhf"));
@@ -643,11 +641,9 @@ mod tests {
             "overlay.toml",
             "kind = \"files\"\n",
         );
-        let e = Recipe::load(d.path()).unwrap_err().to_string();
-        assert!(
-            e.contains("not supported by this version of kiln yet"),
-            "{e}"
-        );
+        let r = Recipe::load(d.path()).unwrap();
+        assert_eq!(r.overlays.len(), 1);
+        assert_eq!(r.overlays[0].name, "telemetry");
     }
 
     #[test]

@@ -254,7 +254,7 @@ fn configure_order(composed: &Composed, late: &[bool]) -> Vec<usize> {
 }
 
 /// How a script ended, in dpkg's words ("exit status 3", "killed by signal 9").
-fn exit_description(status: std::process::ExitStatus) -> String {
+pub fn exit_description(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),

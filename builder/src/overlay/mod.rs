@@ -1,10 +1,10 @@
-//! The overlay stage's inputs: each daemon's environment recipe (`overlays/NAME/overlay.toml`),
-//! its hash-pinned requirements lock, and the choice of wheels for the image's interpreter.
-//!
-//! The stage that builds overlays as layers of their own (on a copy-on-write view of the
-//! configured base, under qemu-user) comes next; until then `kiln build` refuses a recipe that
-//! lists overlays rather than ship an image without its daemons.
+//! The overlay stage and its inputs: each daemon's environment recipe
+//! (`overlays/NAME/overlay.toml`), its hash-pinned requirements lock, the choice of wheels for
+//! the image's interpreter, and the stage that builds each overlay as a layer of its own
+//! (`stage`, with `capture` reading what a build changed).
 
+pub mod capture;
 pub mod recipe;
 pub mod requirements;
+pub mod stage;
 pub mod wheeltags;

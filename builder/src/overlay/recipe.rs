@@ -10,6 +10,7 @@
 //! debs = ["debs/telemetryd_1.2_armhf.deb"]   # debs: the daemon's own packages
 //! prefixes = ["/opt/telemetryd"]             # debs, files: where the overlay may write
 //! smoke = "python3 -c 'import msgpack'"      # run in the env at build time; must exit 0
+//! smoke-timeout = 300                        # seconds (default 300)
 //!
 //! [[files]]                                  # any kind: plain files, modes and owners
 //! source = "telemetry.conf"
@@ -83,6 +84,8 @@ pub struct Overlay {
     pub kind: Kind,
     /// Where the environment lives in the image (python-venv), or None.
     pub prefix: Option<String>,
+    /// The directories declared with `prefixes` (debs, files), in order.
+    pub prefixes: Vec<String>,
     /// Every image path prefix the overlay may change (its env, declared prefixes, files, its
     /// unit and launcher registration): anything else is refused when the layer is captured.
     pub allowed: Vec<String>,
@@ -92,6 +95,8 @@ pub struct Overlay {
     pub service: Option<Service>,
     /// The smoke command, if any.
     pub smoke: Option<String>,
+    /// Seconds the smoke command may take (a daemon that never returns fails the build).
+    pub smoke_timeout: u32,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +110,8 @@ struct RawOverlay {
     debs: Option<Vec<Spanned<String>>>,
     prefixes: Option<Vec<Spanned<String>>>,
     smoke: Option<Spanned<String>>,
+    #[serde(rename = "smoke-timeout")]
+    smoke_timeout: Option<Spanned<i64>>,
     files: Option<Vec<Spanned<RawFile>>>,
     service: Option<Spanned<RawService>>,
 }
@@ -144,6 +151,10 @@ fn image_path(p: &str) -> bool {
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
+
+/// How long a smoke command may run unless the overlay says otherwise (seconds; under
+/// emulation a Python daemon's imports take a while).
+pub const DEFAULT_SMOKE_TIMEOUT: u32 = 300;
 
 /// Directories an overlay must never claim as its own (the system's shared trees).
 const SHARED: &[&str] = &[
@@ -336,8 +347,11 @@ impl Overlay {
                 ))
             }
         };
+        let mut prefixes = Vec::new();
         for p in raw.prefixes.iter().flatten() {
-            allowed.push(claim(p, "prefixes")?);
+            let claimed = claim(p, "prefixes")?;
+            allowed.push(claimed.clone());
+            prefixes.push(claimed);
         }
         let mut files = Vec::new();
         for f in raw.files.iter().flatten() {
@@ -392,6 +406,13 @@ impl Overlay {
             Some(s) => {
                 let s = s.get_ref();
                 let exec = s.exec.get_ref().trim().to_string();
+                if prefix.is_none() && prefixes.is_empty() {
+                    return Err(src.error(
+                        s.exec.span(),
+                        "service.exec",
+                        "a service runs an executable of the overlay's environment: declare prefixes = [\"/opt/NAME\"] (its bin/ holds the executable)",
+                    ));
+                }
                 let first = exec.split_whitespace().next().unwrap_or("");
                 if first.is_empty() || first.contains('/') {
                     return Err(src.error(
@@ -417,6 +438,13 @@ impl Overlay {
                 return Err(src.error(s.span(), "smoke", "is empty"));
             }
         }
+        let smoke_timeout = match &raw.smoke_timeout {
+            None => DEFAULT_SMOKE_TIMEOUT,
+            Some(t) => match u32::try_from(*t.get_ref()) {
+                Ok(s) if (1..=3600).contains(&s) => s,
+                _ => return Err(src.error(t.span(), "smoke-timeout", "must be 1 to 3600 seconds")),
+            },
+        };
         allowed.sort();
         allowed.dedup();
         Ok(Overlay {
@@ -424,11 +452,21 @@ impl Overlay {
             dir: dir.to_path_buf(),
             kind,
             prefix,
+            prefixes,
             allowed,
             files,
             service,
             smoke,
+            smoke_timeout,
         })
+    }
+
+    /// The environment envrun runs executables from: the python env, else the first declared
+    /// prefix.
+    pub fn env_prefix(&self) -> Option<&str> {
+        self.prefix
+            .as_deref()
+            .or(self.prefixes.first().map(String::as_str))
     }
 
     /// True when an image path is one the overlay may change: one of its allowed paths or
@@ -534,9 +572,14 @@ mod tests {
                 "key 'files.mode'",
             ),
             (
-                "kind = \"files\"\n[service]\nexec = \"/usr/bin/x\"\n",
+                "kind = \"files\"\nprefixes = [\"/opt/d\"]\n[service]\nexec = \"/usr/bin/x\"\n",
                 &[][..],
                 "key 'service.exec'",
+            ),
+            (
+                "kind = \"files\"\n[service]\nexec = \"x\"\n",
+                &[][..],
+                "declare prefixes",
             ),
             (
                 "kind = \"files\"\nfrobnicate = 1\n",

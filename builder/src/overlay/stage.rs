@@ -1,0 +1,731 @@
+//! The overlay stage: every daemon's environment as an OCI layer of its own, on top of the
+//! configured base and the envrun layer.
+//!
+//! Each overlay is built on an overlayfs view of base + envrun (the lower, materialised once
+//! per build, read-only), so its build writes only to its own upper directory; the layer is that
+//! upper directory's real changes ([`super::capture`]). A change outside the overlay's declared
+//! paths is refused, listing the paths: that is how an overlay that writes to
+//! /usr/lib/python3/dist-packages, or a daemon package that edits /etc/passwd undeclared, is
+//! caught before anything ships. Every overlay sees only the base (never another overlay), so
+//! changing one overlay rebuilds only its layer: the layer cache key is the base layer's
+//! diff_id, envrun's hash and the overlay directory's contents.
+//!
+//! After the layer is packed, the overlay's `smoke` command runs in a chroot of the view under
+//! qemu-user; only an overlay whose smoke command exits 0 is stored and goes into the image
+//! ("installs but does not start" fails here, not on a robot).
+
+use super::capture::{self, Change};
+use super::recipe::{Kind, Overlay};
+use crate::arch::DebianArch;
+use crate::check::findings::Severity;
+use crate::check::{check_image, CheckOptions};
+use crate::compose::unpack::{
+    apply_owner, member_components, write_file, write_symlink, Owner, Root,
+};
+use crate::digest::sha256_hex;
+use crate::fetch::Cache;
+use crate::image::{ImageTree, Kind as NodeKind};
+use crate::layercache;
+use crate::pack::{self, LayerCompression};
+use crate::spec::Recipe;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Why an overlay could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// The overlay changed paths it does not own.
+    #[error("overlay {overlay}: changes outside its prefixes ({allowed}): {paths}")]
+    Outside {
+        /// The overlay.
+        overlay: String,
+        /// What it may change.
+        allowed: String,
+        /// The offending paths (the first ones).
+        paths: String,
+    },
+    /// A directory symlink inside an environment.
+    #[error("overlay {overlay}: {path} is a symlink to a directory ({target}); environments hold no directory symlinks (a later write through it lands outside the env)")]
+    DirectorySymlink {
+        /// The overlay.
+        overlay: String,
+        /// The link.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
+    /// The smoke command failed: the daemon installs but does not start.
+    #[error("overlay {overlay}: smoke command `{command}` failed ({status}): {output}")]
+    Smoke {
+        /// The overlay.
+        overlay: String,
+        /// The command.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The last lines it printed.
+        output: String,
+    },
+    /// `kiln check` found errors in the overlay's files.
+    #[error("check: {errors} error finding(s) in overlay {overlay}; first: {first}")]
+    Check {
+        /// The overlay.
+        overlay: String,
+        /// Unwaived errors.
+        errors: usize,
+        /// The first one.
+        first: String,
+    },
+    /// This kind is not built yet.
+    #[error("overlay {overlay}: kind '{kind}' is not built by this version of kiln yet")]
+    NotYet {
+        /// The overlay.
+        overlay: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// No envrun binary for the board.
+    #[error("no envrun for {arch}: {reason}")]
+    Envrun {
+        /// Debian architecture.
+        arch: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The sandbox could not run.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// Reading or writing failed.
+    #[error("overlay {overlay}: {path}: {reason}")]
+    Io {
+        /// The overlay (or "base").
+        overlay: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl OverlayError {
+    /// 1 when the overlay is wrong, 2 when kiln could not run.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            OverlayError::Envrun { .. } | OverlayError::Sandbox(_) | OverlayError::Io { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn io_err(overlay: &str, path: &Path, e: impl std::fmt::Display) -> OverlayError {
+    OverlayError::Io {
+        overlay: overlay.to_string(),
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// One layer the stage adds, with its history line.
+#[derive(Debug, Clone)]
+pub struct AddedLayer {
+    /// The packed layer (its blob is in the layout's blobs).
+    pub layer: pack::Layer,
+    /// The image history line.
+    pub history: String,
+    /// Which overlay (or "envrun").
+    pub name: String,
+    /// Taken from the layer cache.
+    pub reused: bool,
+}
+
+/// What the stage needs.
+pub struct StageInput<'a> {
+    /// The recipe (board, waivers) and its overlays.
+    pub recipe: &'a Recipe,
+    /// The overlays, loaded.
+    pub overlays: &'a [Overlay],
+    /// The base layer blob (compressed) and its diff_id.
+    pub base_blob: &'a Path,
+    /// The base layer's diff_id.
+    pub base_diff_id: &'a str,
+    /// The layout's blobs directory (new layers go there).
+    pub blobs: &'a Path,
+    /// A private working directory on the output's filesystem.
+    pub work: &'a Path,
+    /// The cache (layer records).
+    pub cache: &'a Cache,
+    /// SOURCE_DATE_EPOCH.
+    pub sde: u64,
+    /// Layer compression.
+    pub compression: LayerCompression,
+}
+
+/// Finds the envrun binary for `arch`: `$KILN_ENVRUN` (a file), else `envrun-<arch>` beside
+/// the kiln binary (ci/envrun-cross puts them there), else, for the build host's own
+/// architecture, `envrun` beside it (cargo builds it with kiln).
+pub fn locate_envrun(arch: DebianArch) -> Result<PathBuf, OverlayError> {
+    let err = |reason: String| OverlayError::Envrun {
+        arch: arch.to_string(),
+        reason,
+    };
+    if let Some(p) = std::env::var_os("KILN_ENVRUN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(err(format!("KILN_ENVRUN={} is not a file", p.display())))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let mut candidates = vec![dir.join(format!("envrun-{arch}"))];
+    if arch.is_host() {
+        candidates.push(dir.join("envrun"));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        err(format!(
+            "build it with `ci/envrun-cross` (it puts envrun-{arch} beside kiln in {}), or set KILN_ENVRUN",
+            dir.display()
+        ))
+    })
+}
+
+/// A hash of everything in an overlay's directory (names, modes and contents, sorted): the
+/// overlay's part of its layer cache key.
+fn directory_digest(dir: &Path) -> std::io::Result<String> {
+    let mut entries = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let meta = std::fs::symlink_metadata(e.path())?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            entries.push((e.path(), meta));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = String::new();
+    for (p, meta) in entries {
+        use std::os::unix::fs::PermissionsExt;
+        let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+        let what = if meta.is_file() {
+            sha256_hex(&std::fs::read(&p)?)
+        } else if meta.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&p)?.display())
+        } else {
+            "dir".into()
+        };
+        text.push_str(&format!(
+            "{rel} {:o} {what}\n",
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(sha256_hex(text.as_bytes()))
+}
+
+/// An overlayfs mount, unmounted when dropped.
+struct OverlayMount {
+    merged: PathBuf,
+}
+
+impl OverlayMount {
+    fn new(
+        lower: &Path,
+        dir: &Path,
+        overlay: &str,
+    ) -> Result<(OverlayMount, PathBuf), OverlayError> {
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        let merged = dir.join("merged");
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d).map_err(|e| io_err(overlay, d, e))?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let c = |s: &[u8]| CString::new(s).map_err(|e| io_err(overlay, &merged, e));
+        let (src, target, fstype, data) = (
+            c(b"overlay")?,
+            c(merged.as_os_str().as_bytes())?,
+            c(b"overlay")?,
+            c(opts.as_bytes())?,
+        );
+        // SAFETY: valid NUL-terminated strings; kiln build runs in a private mount namespace,
+        // so the mount never reaches the host's mount table.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(io_err(
+                overlay,
+                &merged,
+                format!(
+                    "cannot mount overlayfs ({}); overlays need root and overlayfs",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok((OverlayMount { merged }, upper))
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if let Ok(c) = CString::new(self.merged.as_os_str().as_bytes()) {
+            // SAFETY: valid C string; a failure leaves a mount that dies with the namespace.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// Writes `content` at image path `dest` of `root` (parents resolved inside the root, missing
+/// ones created root-owned 0755), with owner and mode.
+fn put_file(
+    root: &Path,
+    dest: &str,
+    content: &[u8],
+    owner: Owner,
+    overlay: &str,
+) -> Result<(), OverlayError> {
+    let comps = member_components(dest.trim_start_matches('/').as_bytes())
+        .map_err(|e| io_err(overlay, Path::new(dest), e))?;
+    let r = Root {
+        path: root,
+        create_missing: true,
+    }
+    .resolve_parent(&comps)
+    .map_err(|e| io_err(overlay, Path::new(dest), e))?;
+    let at = r.parent.join(std::ffi::OsStr::from_bytes(&r.name));
+    write_file(&at, &mut &content[..]).map_err(|e| io_err(overlay, Path::new(dest), e))?;
+    apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
+}
+
+fn put_symlink(root: &Path, dest: &str, target: &str, overlay: &str) -> Result<(), OverlayError> {
+    let comps = member_components(dest.trim_start_matches('/').as_bytes())
+        .map_err(|e| io_err(overlay, Path::new(dest), e))?;
+    let r = Root {
+        path: root,
+        create_missing: true,
+    }
+    .resolve_parent(&comps)
+    .map_err(|e| io_err(overlay, Path::new(dest), e))?;
+    let at = r.parent.join(std::ffi::OsStr::from_bytes(&r.name));
+    write_symlink(&at, Path::new(target)).map_err(|e| io_err(overlay, Path::new(dest), e))
+}
+
+/// The systemd unit of an overlay's service.
+pub fn unit_text(overlay: &Overlay) -> Option<String> {
+    let s = overlay.service.as_ref()?;
+    let user = s
+        .user
+        .as_ref()
+        .map(|u| format!("User={u}\n"))
+        .unwrap_or_default();
+    Some(format!(
+        "# Written by kiln for overlay {name}.\n[Unit]\nDescription={name} (kiln overlay)\nAfter=network.target\n\n[Service]\nExecStart=/usr/bin/envrun run {name} {exec}\n{user}Restart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n",
+        name = overlay.name,
+        exec = s.exec
+    ))
+}
+
+/// Runs the stage: the envrun layer and one layer per overlay.
+pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayError> {
+    if input.overlays.is_empty() {
+        return Ok(Vec::new());
+    }
+    let arch = input.recipe.board.arch;
+    let envrun = locate_envrun(arch)?;
+    let envrun_bytes = std::fs::read(&envrun).map_err(|e| io_err("envrun", &envrun, e))?;
+    let envrun_sha = sha256_hex(&envrun_bytes);
+    let media = input.compression.media_type();
+    let sde = input.sde;
+    let root_owner = |mode: u32| Owner {
+        uid: 0,
+        gid: 0,
+        mode,
+        mtime: sde as i64,
+    };
+    let mut added = Vec::new();
+
+    // The envrun layer: /usr/bin/envrun for the board.
+    let envrun_key = layercache::key(&[
+        "envrun",
+        &envrun_sha,
+        &format!("source-date-epoch={sde}"),
+        media,
+    ]);
+    let envrun_layer = match layercache::restore(input.cache, &envrun_key, input.blobs)
+        .map_err(|e| io_err("envrun", input.blobs, e))?
+    {
+        Some((layer, _)) => (layer, true),
+        None => {
+            let dir = input.work.join("envrun-layer");
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("envrun", &dir, e))?;
+            put_file(
+                &dir,
+                "/usr/bin/envrun",
+                &envrun_bytes,
+                root_owner(0o755),
+                "envrun",
+            )?;
+            for d in ["usr/bin", "usr"] {
+                apply_owner(&dir.join(d), root_owner(0o755), false)
+                    .map_err(|e| io_err("envrun", &dir, e))?;
+            }
+            let layer = pack::pack_layer(&dir, input.blobs, sde, input.compression)
+                .map_err(|e| io_err("envrun", &dir, e))?;
+            layercache::store(input.cache, &envrun_key, &layer, &[], input.blobs)
+                .map_err(|e| io_err("envrun", input.blobs, e))?;
+            (layer, false)
+        }
+    };
+    added.push(AddedLayer {
+        layer: envrun_layer.0,
+        history: format!("kiln envrun: /usr/bin/envrun (sha256:{envrun_sha})"),
+        name: "envrun".into(),
+        reused: envrun_layer.1,
+    });
+
+    let mut lower: Option<PathBuf> = None;
+    for overlay in input.overlays {
+        let name = overlay.name.as_str();
+        let digest = directory_digest(&overlay.dir).map_err(|e| io_err(name, &overlay.dir, e))?;
+        let key = layercache::key(&[
+            "overlay",
+            name,
+            input.base_diff_id,
+            &envrun_sha,
+            &digest,
+            &format!("source-date-epoch={sde}"),
+            media,
+        ]);
+        let history = format!("kiln overlay {name} ({})", kind_name(&overlay.kind));
+        if let Some((layer, _)) = layercache::restore(input.cache, &key, input.blobs)
+            .map_err(|e| io_err(name, input.blobs, e))?
+        {
+            added.push(AddedLayer {
+                layer,
+                history,
+                name: name.to_string(),
+                reused: true,
+            });
+            continue;
+        }
+        let lower_dir = match &lower {
+            Some(l) => l.clone(),
+            None => {
+                let l = materialise_lower(input, &envrun_bytes)?;
+                lower = Some(l.clone());
+                l
+            }
+        };
+        let layer = build_one(input, overlay, &lower_dir, arch)?;
+        layercache::store(input.cache, &key, &layer, &[], input.blobs)
+            .map_err(|e| io_err(name, input.blobs, e))?;
+        added.push(AddedLayer {
+            layer,
+            history,
+            name: name.to_string(),
+            reused: false,
+        });
+    }
+    Ok(added)
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::PythonVenv { .. } => "python-venv",
+        Kind::Debs { .. } => "debs",
+        Kind::Files => "files",
+    }
+}
+
+/// The read-only lower of every overlay: the base layer and envrun, as a directory tree.
+fn materialise_lower(input: &StageInput, envrun: &[u8]) -> Result<PathBuf, OverlayError> {
+    let lower = input.work.join("lower");
+    std::fs::create_dir_all(&lower).map_err(|e| io_err("base", &lower, e))?;
+    let bytes = std::fs::read(input.base_blob).map_err(|e| io_err("base", input.base_blob, e))?;
+    let tree = ImageTree::from_tar_bytes(&bytes, "base layer")
+        .map_err(|e| io_err("base", input.base_blob, e))?;
+    crate::export::rootfs::materialise(&tree, &lower, input.sde)
+        .map_err(|e| io_err("base", &lower, e))?;
+    put_file(
+        &lower,
+        "/usr/bin/envrun",
+        envrun,
+        Owner {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            mtime: input.sde as i64,
+        },
+        "envrun",
+    )?;
+    Ok(lower)
+}
+
+fn build_one(
+    input: &StageInput,
+    overlay: &Overlay,
+    lower: &Path,
+    arch: DebianArch,
+) -> Result<pack::Layer, OverlayError> {
+    let name = overlay.name.as_str();
+    match &overlay.kind {
+        Kind::Files => {}
+        Kind::Debs { .. } | Kind::PythonVenv { .. } => {
+            return Err(OverlayError::NotYet {
+                overlay: name.to_string(),
+                kind: kind_name(&overlay.kind),
+            })
+        }
+    }
+    let dir = input.work.join(format!("overlay-{name}"));
+    let (mount, upper) = OverlayMount::new(lower, &dir, name)?;
+    let merged = mount.merged.clone();
+
+    for f in &overlay.files {
+        let content = std::fs::read(&f.source).map_err(|e| io_err(name, &f.source, e))?;
+        put_file(
+            &merged,
+            &f.dest,
+            &content,
+            Owner {
+                uid: f.uid,
+                gid: f.gid,
+                mode: f.mode,
+                mtime: input.sde as i64,
+            },
+            name,
+        )?;
+    }
+    let owner = Owner {
+        uid: 0,
+        gid: 0,
+        mode: 0o644,
+        mtime: input.sde as i64,
+    };
+    if let Some(prefix) = overlay.env_prefix() {
+        put_file(
+            &merged,
+            &format!("/etc/envrun.d/{name}.env"),
+            format!("# Written by kiln for overlay {name}.\nprefix={prefix}\n").as_bytes(),
+            owner,
+            name,
+        )?;
+    }
+    if let Some(unit) = unit_text(overlay) {
+        let path = format!("/etc/systemd/system/{name}.service");
+        put_file(&merged, &path, unit.as_bytes(), owner, name)?;
+        // What `systemctl enable` makes for WantedBy=multi-user.target.
+        put_symlink(
+            &merged,
+            &format!("/etc/systemd/system/multi-user.target.wants/{name}.service"),
+            &path,
+            name,
+        )?;
+    }
+
+    // Capture: the real changes, each inside what the overlay may change.
+    let changes = capture::changes(&upper, lower).map_err(|e| io_err(name, &upper, e))?;
+    let outside = outside_paths(overlay, &changes, &upper);
+    if !outside.is_empty() {
+        let mut paths = outside
+            .iter()
+            .take(10)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if outside.len() > 10 {
+            paths.push_str(&format!(" (and {} more)", outside.len() - 10));
+        }
+        return Err(OverlayError::Outside {
+            overlay: name.to_string(),
+            allowed: overlay.allowed.join(", "),
+            paths,
+        });
+    }
+    let tree = ImageTree::from_dir(&merged).map_err(|e| io_err(name, &merged, e))?;
+    if let Some(prefix) = overlay.env_prefix() {
+        for (path, _) in changes.changed.iter() {
+            if !path.starts_with(&format!("{prefix}/")) {
+                continue;
+            }
+            if let Some(node) = tree.get(path) {
+                if let NodeKind::Symlink(target) = &node.kind {
+                    let is_dir = tree
+                        .resolve(path)
+                        .and_then(|r| tree.get(&r).map(|n| n.kind == NodeKind::Dir))
+                        .unwrap_or(false);
+                    if is_dir {
+                        return Err(OverlayError::DirectorySymlink {
+                            overlay: name.to_string(),
+                            path: path.clone(),
+                            target: target.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    check_overlay(input.recipe, name, &tree, &changes)?;
+
+    let layer_dir = dir.join("layer");
+    std::fs::create_dir_all(&layer_dir).map_err(|e| io_err(name, &layer_dir, e))?;
+    capture::layer_dir(&upper, &changes, &layer_dir, input.sde)
+        .map_err(|e| io_err(name, &layer_dir, e))?;
+    let layer = pack::pack_layer(&layer_dir, input.blobs, input.sde, input.compression)
+        .map_err(|e| io_err(name, &layer_dir, e))?;
+
+    // Prove it starts: the smoke command in a chroot of base + this overlay, with the
+    // environment envrun gives the daemon (its bin first in PATH, no PYTHONPATH/PYTHONHOME),
+    // under coreutils' timeout: a daemon that never returns fails too.
+    if let Some(smoke) = &overlay.smoke {
+        crate::sandbox::check_emulation(arch)?;
+        let mut env = crate::sandbox::base_environment(input.sde);
+        if let Some(prefix) = overlay.env_prefix() {
+            for (k, v) in env.iter_mut() {
+                if k == "PATH" {
+                    *v = format!("{prefix}/bin:{v}");
+                }
+            }
+        }
+        let sandbox = crate::sandbox::Sandbox::new(&merged, env);
+        let secs = overlay.smoke_timeout.to_string();
+        let ran = sandbox.run(
+            "/usr/bin/timeout",
+            &["-k", "5", &secs, "/bin/sh", "-c", smoke],
+            &[],
+        )?;
+        if !ran.status.success() {
+            let text = String::from_utf8_lossy(&ran.output);
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let status = if ran.status.code() == Some(124) {
+                format!("timed out after {secs} s")
+            } else {
+                crate::configure::exit_description(ran.status)
+            };
+            return Err(OverlayError::Smoke {
+                overlay: name.to_string(),
+                command: smoke.clone(),
+                status,
+                output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            });
+        }
+    }
+    drop(mount);
+    Ok(layer)
+}
+
+/// The changed paths an overlay does not own: not one of its allowed paths or inside one, and
+/// not a directory on the way to one (overlayfs copies those up when a child is written).
+pub fn outside_paths<'c>(
+    overlay: &Overlay,
+    changes: &'c capture::Changes,
+    upper: &Path,
+) -> Vec<&'c str> {
+    changes
+        .changed
+        .iter()
+        .filter(|(p, c)| {
+            let on_the_way = **c != Change::Deleted
+                && upper.join(&p[1..]).is_dir()
+                && overlay
+                    .allowed
+                    .iter()
+                    .any(|a| a.starts_with(&format!("{p}/")));
+            !overlay.may_change(p) && !on_the_way
+        })
+        .map(|(p, _)| p.as_str())
+        .collect()
+}
+
+/// `kiln check` of the overlay's files in the context of the whole view (libraries resolve
+/// against the base); findings about base paths are the base layer's business.
+fn check_overlay(
+    recipe: &Recipe,
+    name: &str,
+    tree: &ImageTree,
+    changes: &capture::Changes,
+) -> Result<(), OverlayError> {
+    let mut opts = CheckOptions::new(recipe.board.arch);
+    opts.waivers = recipe.board.waivers.clone();
+    opts.waivers.extend(recipe.waivers.iter().cloned());
+    let report = check_image(tree, &opts);
+    let mine: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            f.severity == Severity::Error
+                && f.waived.is_none()
+                && changes.changed.contains_key(&f.path)
+        })
+        .collect();
+    if let Some(first) = mine.first() {
+        return Err(OverlayError::Check {
+            overlay: name.to_string(),
+            errors: mine.len(),
+            first: format!("{} {}: {}", first.check, first.path, first.message),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_outside_the_overlay_are_listed() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("telemetry");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("r.lock"), "").unwrap();
+        std::fs::write(
+            dir.join("overlay.toml"),
+            "kind = \"python-venv\"\nrequirements = \"r.lock\"\n",
+        )
+        .unwrap();
+        let overlay = Overlay::load(&dir).unwrap();
+        let upper = d.path().join("upper");
+        for p in [
+            "var/lib/python3/envs/telemetry/bin",
+            "usr/lib/python3/dist-packages",
+        ] {
+            std::fs::create_dir_all(upper.join(p)).unwrap();
+        }
+        let mut changes = capture::Changes::default();
+        for (p, c) in [
+            ("/var/lib/python3", Change::Written),
+            ("/var/lib/python3/envs", Change::Written),
+            ("/var/lib/python3/envs/telemetry", Change::Written),
+            ("/var/lib/python3/envs/telemetry/bin", Change::Written),
+            ("/etc/envrun.d/telemetry.env", Change::Written),
+            ("/usr/lib/python3/dist-packages", Change::Written),
+            ("/usr/lib/python3/dist-packages/evil.py", Change::Written),
+            ("/etc/passwd", Change::Deleted),
+        ] {
+            changes.changed.insert(p.to_string(), c);
+        }
+        assert_eq!(
+            outside_paths(&overlay, &changes, &upper),
+            [
+                "/etc/passwd",
+                "/usr/lib/python3/dist-packages",
+                "/usr/lib/python3/dist-packages/evil.py"
+            ]
+        );
+    }
+}

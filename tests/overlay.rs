@@ -1,0 +1,249 @@
+//! The overlay stage end to end on a real configured base (bookworm amd64 minbase from
+//! deb.debian.org, republished in a fixture archive; amd64 runs natively here, the ARM runs
+//! under qemu are ci/check-example's): a `files` overlay with a service and a smoke command
+//! becomes a layer of its own above the base and the envrun layer; inside the image, envrun
+//! runs the daemon; a failing smoke command fails the build and keeps the previous output;
+//! changing the overlay rebuilds only its layer.
+
+mod fixture;
+
+use fixture::{build_archive, real_minbase_debs, stderr, ArchiveSpec, Signer};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// envrun for the build host (amd64), built into a target directory of the test's own so this
+/// never waits for the lock of the build that runs the tests.
+fn host_envrun() -> PathBuf {
+    static ENVRUN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ENVRUN
+        .get_or_init(|| {
+            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("envrun-host");
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+            let o = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "--offline",
+                    "-p",
+                    "envrun",
+                    "--manifest-path",
+                ])
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(&target)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            target.join("debug/envrun")
+        })
+        .clone()
+}
+
+const HEARTBEAT: &str = "#!/bin/sh\ncase \"$1\" in\n  --once) echo \"heartbeat from $0\"; exit 0 ;;\n  --interval) while :; do echo beat; sleep \"$2\"; done ;;\n  *) echo \"heartbeat: unknown option $1\" >&2; exit 2 ;;\nesac\n";
+
+struct World {
+    _work: tempfile::TempDir,
+    _signer: Signer,
+    recipe: PathBuf,
+    cache: PathBuf,
+}
+
+fn world() -> World {
+    let work = tempfile::tempdir().unwrap();
+    let signer = Signer::new("overlay fixture <o@kiln.invalid>", "never", None);
+    let archive = build_archive(
+        &work.path().join("archive"),
+        ArchiveSpec {
+            index_compressions: &["xz"],
+            real_debs: real_minbase_debs(),
+            ..ArchiveSpec::new("bookworm", "amd64", Vec::new(), &signer)
+        },
+    );
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let toml = std::fs::read_to_string(recipe.join("kiln.toml")).unwrap();
+    std::fs::write(
+        recipe.join("kiln.toml"),
+        format!(
+            "overlays = [\"overlays/heartbeat\"]\n{}",
+            toml.replace("configure = false\n", "")
+        ),
+    )
+    .unwrap();
+    let o = recipe.join("overlays/heartbeat");
+    std::fs::create_dir_all(&o).unwrap();
+    std::fs::write(o.join("heartbeat"), HEARTBEAT).unwrap();
+    std::fs::write(o.join("heartbeat.conf"), "interval=5\n").unwrap();
+    write_overlay(&recipe, "heartbeat --once");
+    World {
+        cache: work.path().join("cache"),
+        recipe,
+        _work: work,
+        _signer: signer,
+    }
+}
+
+fn write_overlay(recipe: &Path, smoke: &str) {
+    std::fs::write(
+        recipe.join("overlays/heartbeat/overlay.toml"),
+        format!(
+            "kind = \"files\"\nprefixes = [\"/opt/heartbeat\"]\nsmoke = \"{smoke}\"\nsmoke-timeout = 10\n\n[[files]]\nsource = \"heartbeat\"\ndest = \"/opt/heartbeat/bin/heartbeat\"\nmode = \"0755\"\n\n[[files]]\nsource = \"heartbeat.conf\"\ndest = \"/etc/heartbeat.conf\"\nmode = \"0640\"\nowner = \"0:4\"\n\n[service]\nexec = \"heartbeat --interval 5\"\nuser = \"nobody\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn build(w: &World) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.args(["build", "-o", "out"])
+        .current_dir(&w.recipe)
+        .env("KILN_CACHE_DIR", &w.cache)
+        .env("KILN_ENVRUN", host_envrun())
+        .env_remove("SOURCE_DATE_EPOCH");
+    c.output().unwrap()
+}
+
+/// The image's layer digests, in order.
+fn layers(out: &Path) -> Vec<String> {
+    let layout = out.join("oci");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&m[7..])).unwrap())
+            .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every layer applied in order into `into` (the export stage's tar, unpacked by GNU tar).
+fn unpack(out: &Path, into: &Path) {
+    let tar = into.with_extension("tar");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("export")
+        .arg(out)
+        .args(["--format", "tar", "-o"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::create_dir_all(into).unwrap();
+    let o = Command::new("tar")
+        .args(["-x", "--numeric-owner", "-p", "-f"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(into)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn a_files_overlay_is_a_layer_of_its_own_and_its_daemon_runs_through_envrun() {
+    if !is_root() {
+        eprintln!("skipped: overlays need root (overlayfs, chroot)");
+        return;
+    }
+    let w = world();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains("layer envrun: built") && text.contains("layer heartbeat: built"),
+        "{text}"
+    );
+    let out = w.recipe.join("out");
+    let first = layers(&out);
+    assert_eq!(first.len(), 3, "base, envrun, heartbeat");
+
+    // Inside the image: the unit is enabled, envrun finds and runs the daemon.
+    let root = w.recipe.join("rootfs");
+    unpack(&out, &root);
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/heartbeat.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/bin/envrun run heartbeat heartbeat --interval 5"),
+        "{unit}"
+    );
+    assert!(unit.contains("User=nobody") && unit.contains("WantedBy=multi-user.target"));
+    assert_eq!(
+        std::fs::read_link(
+            root.join("etc/systemd/system/multi-user.target.wants/heartbeat.service")
+        )
+        .unwrap(),
+        Path::new("/etc/systemd/system/heartbeat.service")
+    );
+    let run = Command::new("/usr/sbin/chroot")
+        .arg(&root)
+        .args(["/usr/bin/envrun", "run", "heartbeat", "heartbeat", "--once"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "heartbeat from /opt/heartbeat/bin/heartbeat\n"
+    );
+    let list = Command::new("/usr/sbin/chroot")
+        .arg(&root)
+        .args(["/usr/bin/envrun", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "heartbeat\t/opt/heartbeat\n"
+    );
+    let meta = std::fs::metadata(root.join("etc/heartbeat.conf")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 4));
+
+    // A smoke command that fails: the build fails, naming the overlay and the output, and the
+    // previous output stays.
+    write_overlay(&w.recipe, "heartbeat --no-such-flag");
+    let o = build(&w);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("overlay heartbeat: smoke command `heartbeat --no-such-flag` failed (exit status 2): heartbeat: unknown option --no-such-flag"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(layers(&out), first);
+    // A smoke command that never returns (the daemon itself): timed out.
+    write_overlay(&w.recipe, "heartbeat --interval 1");
+    let o = build(&w);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("timed out after 10 s"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(layers(&out), first);
+
+    // Changing the overlay rebuilds its layer only: base and envrun stay, byte for byte.
+    write_overlay(&w.recipe, "heartbeat --once");
+    std::fs::write(
+        w.recipe.join("overlays/heartbeat/heartbeat.conf"),
+        "interval=7\n",
+    )
+    .unwrap();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("base layer reused"), "{text}");
+    assert!(
+        text.contains("layer envrun: reused") && text.contains("layer heartbeat: built"),
+        "{text}"
+    );
+    let second = layers(&out);
+    assert_eq!(second[..2], first[..2]);
+    assert_ne!(second[2], first[2]);
+}
