@@ -247,3 +247,91 @@ fn a_files_overlay_is_a_layer_of_its_own_and_its_daemon_runs_through_envrun() {
     assert_eq!(second[..2], first[..2]);
     assert_ne!(second[2], first[2]);
 }
+
+/// A C++-or-Go-style daemon shipped as its own .deb; `evil` makes its postinst also drop a
+/// module into the system's Python (the defect the capture must catch).
+fn pinger_deb(evil: bool) -> Vec<u8> {
+    let mut postinst = String::from("#!/bin/sh\nset -e\nmkdir -p /var/lib/pinger\n");
+    if evil {
+        postinst.push_str(
+            "mkdir -p /usr/lib/python3/dist-packages\necho 'import os' > /usr/lib/python3/dist-packages/evil.py\n",
+        );
+    }
+    fixture::Pkg::new("pinger", "1.0", "amd64")
+        .field("Priority", "optional")
+        .entry(fixture::Entry::Dir("./opt/", 0o755))
+        .entry(fixture::Entry::Dir("./opt/pinger/", 0o755))
+        .entry(fixture::Entry::Dir("./opt/pinger/bin/", 0o755))
+        .file(
+            "./opt/pinger/bin/pinger",
+            "#!/bin/sh\n[ -d /var/lib/pinger ] && echo pong\n",
+            0o755,
+        )
+        .control_file("postinst", &postinst, 0o755)
+        .build()
+}
+
+#[test]
+fn a_debs_overlay_installs_with_the_targets_dpkg_and_may_not_write_elsewhere() {
+    if !is_root() {
+        eprintln!("skipped: overlays need root (overlayfs, chroot)");
+        return;
+    }
+    let w = world();
+    let dir = w.recipe.join("overlays/pinger");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("overlay.toml"),
+        "kind = \"debs\"\ndebs = [\"pinger_1.0_amd64.deb\"]\nprefixes = [\"/opt/pinger\", \"/var/lib/pinger\"]\nsmoke = \"pinger\"\n\n[service]\nexec = \"pinger\"\n",
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(w.recipe.join("kiln.toml")).unwrap();
+    std::fs::write(
+        w.recipe.join("kiln.toml"),
+        toml.replace("overlays/heartbeat", "overlays/pinger"),
+    )
+    .unwrap();
+
+    // The planted defect: the package's postinst writes to /usr/lib/python3/dist-packages.
+    std::fs::write(dir.join("pinger_1.0_amd64.deb"), pinger_deb(true)).unwrap();
+    let o = build(&w);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("overlay pinger: changes outside its prefixes")
+            && stderr(&o).contains("/usr/lib/python3/dist-packages/evil.py"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!w.recipe.join("out/oci").exists(), "nothing is written");
+
+    // The honest package: installed by dpkg, recorded in its status, smoke-tested.
+    std::fs::write(dir.join("pinger_1.0_amd64.deb"), pinger_deb(false)).unwrap();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = w.recipe.join("rootfs");
+    unpack(&w.recipe.join("out"), &root);
+    let status = Command::new("/usr/sbin/chroot")
+        .arg(&root)
+        .args([
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package} ${Version} ${db:Status-Abbrev}",
+            "pinger",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout).trim(),
+        "pinger 1.0 ii"
+    );
+    assert!(root.join("var/lib/pinger").is_dir());
+    assert!(!root.join("var/cache/kiln-overlay").exists());
+    assert!(!root.join("usr/sbin/policy-rc.d").exists());
+    let run = Command::new("/usr/sbin/chroot")
+        .arg(&root)
+        .args(["/usr/bin/envrun", "run", "pinger", "pinger"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "pong\n");
+}

@@ -85,6 +85,32 @@ pub enum OverlayError {
         /// Its kind.
         kind: &'static str,
     },
+    /// A daemon package is unreadable.
+    #[error("overlay {overlay}: {reason}")]
+    Deb {
+        /// The overlay.
+        overlay: String,
+        /// Why.
+        reason: String,
+    },
+    /// dpkg refused or failed to install the daemon's packages.
+    #[error("overlay {overlay}: dpkg --install failed ({status}): {output}")]
+    Install {
+        /// The overlay.
+        overlay: String,
+        /// dpkg's exit status.
+        status: String,
+        /// The last lines it printed.
+        output: String,
+    },
+    /// Two overlays that would overwrite each other's state.
+    #[error("overlays {first} and {second} both install packages: each carries the whole dpkg status, so the later would hide the earlier's; put the packages in one debs overlay")]
+    DebsTwice {
+        /// The first.
+        first: String,
+        /// The second.
+        second: String,
+    },
     /// No envrun binary for the board.
     #[error("no envrun for {arch}: {reason}")]
     Envrun {
@@ -398,6 +424,18 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
         reused: envrun_layer.1,
     });
 
+    let debs: Vec<&str> = input
+        .overlays
+        .iter()
+        .filter(|o| matches!(o.kind, Kind::Debs { .. }))
+        .map(|o| o.name.as_str())
+        .collect();
+    if let [first, second, ..] = debs.as_slice() {
+        return Err(OverlayError::DebsTwice {
+            first: first.to_string(),
+            second: second.to_string(),
+        });
+    }
     let mut lower: Option<PathBuf> = None;
     for overlay in input.overlays {
         let name = overlay.name.as_str();
@@ -483,18 +521,21 @@ fn build_one(
     arch: DebianArch,
 ) -> Result<pack::Layer, OverlayError> {
     let name = overlay.name.as_str();
-    match &overlay.kind {
-        Kind::Files => {}
-        Kind::Debs { .. } | Kind::PythonVenv { .. } => {
-            return Err(OverlayError::NotYet {
-                overlay: name.to_string(),
-                kind: kind_name(&overlay.kind),
-            })
-        }
+    if let Kind::PythonVenv { .. } = &overlay.kind {
+        return Err(OverlayError::NotYet {
+            overlay: name.to_string(),
+            kind: kind_name(&overlay.kind),
+        });
     }
     let dir = input.work.join(format!("overlay-{name}"));
     let (mount, upper) = OverlayMount::new(lower, &dir, name)?;
     let merged = mount.merged.clone();
+    // What installing the daemon's packages may change besides its declared paths: the files
+    // the packages ship and dpkg's own records of them.
+    let mut package_paths: Vec<String> = Vec::new();
+    if let Kind::Debs { debs } = &overlay.kind {
+        package_paths = install_debs(input, overlay, debs, &merged, arch)?;
+    }
 
     for f in &overlay.files {
         let content = std::fs::read(&f.source).map_err(|e| io_err(name, &f.source, e))?;
@@ -539,8 +580,16 @@ fn build_one(
     }
 
     // Capture: the real changes, each inside what the overlay may change.
-    let changes = capture::changes(&upper, lower).map_err(|e| io_err(name, &upper, e))?;
-    let outside = outside_paths(overlay, &changes, &upper);
+    let mut changes = capture::changes(&upper, lower).map_err(|e| io_err(name, &upper, e))?;
+    // dpkg's and the tools' run-to-run debris is not part of any layer (configure removes the
+    // same from the base).
+    for debris in crate::configure::RUN_TO_RUN_DEBRIS {
+        changes.changed.remove(&format!("/{debris}"));
+    }
+    changes.changed.retain(|p, _| !p.starts_with(STAGING_DEBS));
+    let mut owned = overlay.clone();
+    owned.allowed.extend(package_paths);
+    let outside = outside_paths(&owned, &changes, &upper);
     if !outside.is_empty() {
         let mut paths = outside
             .iter()
@@ -650,6 +699,136 @@ pub fn outside_paths<'c>(
         })
         .map(|(p, _)| p.as_str())
         .collect()
+}
+
+/// Where the daemon's packages are put in the view for dpkg (never part of the layer).
+const STAGING_DEBS: &str = "/var/cache/kiln-overlay";
+
+/// dpkg's records of an installed package (dpkg(1), FILES; the triggers directory changes when
+/// a package activates or interests triggers).
+fn dpkg_record_paths(package: &str) -> Vec<String> {
+    vec![
+        "/var/lib/dpkg/status".into(),
+        "/var/lib/dpkg/triggers".into(),
+        "/var/lib/dpkg/updates".into(),
+        // ldconfig's trigger rewrites the cache when a package ships a library.
+        "/etc/ld.so.cache".into(),
+        format!("/var/lib/dpkg/info/{package}.list"),
+        format!("/var/lib/dpkg/info/{package}.md5sums"),
+        format!("/var/lib/dpkg/info/{package}.conffiles"),
+        format!("/var/lib/dpkg/info/{package}.preinst"),
+        format!("/var/lib/dpkg/info/{package}.postinst"),
+        format!("/var/lib/dpkg/info/{package}.prerm"),
+        format!("/var/lib/dpkg/info/{package}.postrm"),
+        format!("/var/lib/dpkg/info/{package}.triggers"),
+        format!("/var/lib/dpkg/info/{package}.shlibs"),
+        format!("/var/lib/dpkg/info/{package}.symbols"),
+        format!("/var/lib/dpkg/info/{package}.templates"),
+        format!("/var/lib/dpkg/info/{package}.config"),
+    ]
+}
+
+/// Installs the overlay's .debs with the target's dpkg in a chroot of the view (services kept
+/// from starting, as in the configure stage); returns the paths the packages own.
+fn install_debs(
+    input: &StageInput,
+    overlay: &Overlay,
+    debs: &[PathBuf],
+    merged: &Path,
+    arch: DebianArch,
+) -> Result<Vec<String>, OverlayError> {
+    let name = overlay.name.as_str();
+    let mut owned = Vec::new();
+    let mut in_view = Vec::new();
+    for deb in debs {
+        let label = deb.display().to_string();
+        let (package, files) = crate::deb::read_deb(deb, &label, |control, data| {
+            let package = control.control.get("Package").unwrap_or("").to_string();
+            let mut files = Vec::new();
+            let mut tar = tar::Archive::new(data);
+            for entry in tar.entries().map_err(|e| deb_err(&label, e))? {
+                let entry = entry.map_err(|e| deb_err(&label, e))?;
+                let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let path = format!("/{}", path.trim_start_matches("./").trim_end_matches('/'));
+                if path != "/" {
+                    files.push(path);
+                }
+            }
+            Ok::<_, crate::deb::DebError>((package, files))
+        })
+        .map_err(|e| OverlayError::Deb {
+            overlay: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !crate::spec::is_package_name(&package) {
+            return Err(OverlayError::Deb {
+                overlay: name.to_string(),
+                reason: format!("{label}: no valid Package field"),
+            });
+        }
+        // Only what the package ships, not the shared directories on the way (/usr, /etc).
+        owned.extend(files.into_iter().filter(|f| {
+            std::fs::symlink_metadata(merged.join(&f[1..])).map_or(true, |m| !m.is_dir())
+        }));
+        owned.extend(dpkg_record_paths(&package));
+        owned.extend(dpkg_record_paths(&format!("{package}:{arch}")));
+        let file_name = deb
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("{package}.deb"));
+        let dest = format!("{STAGING_DEBS}/{file_name}");
+        let bytes = std::fs::read(deb).map_err(|e| io_err(name, deb, e))?;
+        put_file(
+            merged,
+            &dest,
+            &bytes,
+            Owner {
+                uid: 0,
+                gid: 0,
+                mode: 0o644,
+                mtime: input.sde as i64,
+            },
+            name,
+        )?;
+        in_view.push(dest);
+    }
+    put_file(
+        merged,
+        "/usr/sbin/policy-rc.d",
+        b"#!/bin/sh\n# kiln: no service starts while an image is built\nexit 101\n",
+        Owner {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            mtime: input.sde as i64,
+        },
+        name,
+    )?;
+    crate::sandbox::check_emulation(arch)?;
+    let sandbox = crate::sandbox::Sandbox::new(merged, crate::sandbox::base_environment(input.sde));
+    let mut args = vec!["--install", "--force-confold"];
+    args.extend(in_view.iter().map(String::as_str));
+    let ran = sandbox.run("/usr/bin/dpkg", &args, &[])?;
+    let _ = std::fs::remove_file(merged.join("usr/sbin/policy-rc.d"));
+    let _ = std::fs::remove_dir_all(merged.join(&STAGING_DEBS[1..]));
+    if !ran.status.success() {
+        let text = String::from_utf8_lossy(&ran.output);
+        let tail: Vec<&str> = text.lines().rev().take(4).collect();
+        return Err(OverlayError::Install {
+            overlay: name.to_string(),
+            status: crate::configure::exit_description(ran.status),
+            output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+        });
+    }
+    Ok(owned)
+}
+
+fn deb_err(label: &str, e: impl std::fmt::Display) -> crate::deb::DebError {
+    crate::deb::DebError {
+        package: label.to_string(),
+        member: "data.tar".into(),
+        reason: e.to_string(),
+    }
 }
 
 /// `kiln check` of the overlay's files in the context of the whole view (libraries resolve
