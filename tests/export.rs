@@ -8,7 +8,7 @@
 
 mod fixture;
 
-use fixture::{base_packages, build_archive, kiln, stderr, ArchiveSpec, Entry, Pkg, Signer};
+use fixture::{base_packages, build_archive, kiln, stderr, text, ArchiveSpec, Entry, Pkg, Signer};
 use kiln::image::{ImageTree, Kind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,12 +74,17 @@ fn export(args: &[&str], paths: &[&Path]) -> Output {
     c.output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `kiln export OUT --format disk -o TARGET --board BOARD`.
+fn export_disk(out: &Path, target: &Path, board: &Path) -> Output {
+    let args = [
+        "--format",
+        "disk",
+        "-o",
+        target.to_str().unwrap(),
+        "--board",
+        board.to_str().unwrap(),
+    ];
+    export(&args, &[out])
 }
 
 /// Every path of a tree with its kind, mode, owner, mtime, link target and content hash.
@@ -263,17 +268,7 @@ fn disk_export_has_the_boards_partitions_and_a_bmap_bmaptool_accepts() {
     )
     .unwrap();
     let mbr = dir.path().join("mbr.img");
-    let o = export(
-        &[
-            "--format",
-            "disk",
-            "-o",
-            mbr.to_str().unwrap(),
-            "--board",
-            mbr_board.to_str().unwrap(),
-        ],
-        &[&built().2],
-    );
+    let o = export_disk(&built().2, &mbr, &mbr_board);
     assert!(o.status.success(), "{}", text(&o));
     let table: serde_json::Value =
         serde_json::from_str(&run_ok(Command::new("sfdisk").arg("--json").arg(&mbr))).unwrap();
@@ -347,17 +342,7 @@ fn bad_input_is_refused_with_nothing_left_behind() {
     let bad_board = dir.path().join("bad.toml");
     let board_text = std::fs::read_to_string(&board).unwrap();
     std::fs::write(&bad_board, board_text.replace("size = 48", "size = -1")).unwrap();
-    let o = export(
-        &[
-            "--format",
-            "disk",
-            "-o",
-            target.to_str().unwrap(),
-            "--board",
-            bad_board.to_str().unwrap(),
-        ],
-        &[out],
-    );
+    let o = export_disk(out, &target, &bad_board);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("bad.toml: [flash] partitions[1].size: must be a positive number of MiB"),
@@ -370,17 +355,7 @@ fn bad_input_is_refused_with_nothing_left_behind() {
         board_text.replace("name = \"test-board\"", "name = \"other-board\""),
     )
     .unwrap();
-    let o = export(
-        &[
-            "--format",
-            "disk",
-            "-o",
-            target.to_str().unwrap(),
-            "--board",
-            other_board.to_str().unwrap(),
-        ],
-        &[out],
-    );
+    let o = export_disk(out, &target, &other_board);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("built for board 'test-board', not 'other-board'"),
@@ -705,17 +680,7 @@ fn flash_writes_a_signed_image_onto_a_loop_device_and_refuses_unsafe_targets() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("read back and verified"), "{}", text(&o));
     let disk = dir.path().join("disk.img");
-    let o = export(
-        &[
-            "--format",
-            "disk",
-            "-o",
-            disk.to_str().unwrap(),
-            "--board",
-            board.to_str().unwrap(),
-        ],
-        &[&signed],
-    );
+    let o = export_disk(&signed, &disk, &board);
     assert!(o.status.success(), "{}", text(&o));
     let size = std::fs::metadata(&disk).unwrap().len().to_string();
     run_ok(

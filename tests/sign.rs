@@ -5,7 +5,7 @@
 
 mod fixture;
 
-use fixture::{base_packages, build_archive, kiln, stderr, ArchiveSpec, Signer};
+use fixture::{base_packages, build_archive, kiln, stderr, text, ArchiveSpec, Signer};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -64,14 +64,6 @@ fn run(args: &[&str], paths: &[&Path]) -> Output {
         c.arg(p);
     }
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A fresh copy of the built image, signed with a new key; returns (dir, out, key base).

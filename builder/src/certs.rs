@@ -90,13 +90,32 @@ fn spki(key: &VerifyingKey, what: &Path) -> Result<SubjectPublicKeyInfoOwned, Ce
 pub fn ca_certificate(ca_key: &SigningKey, req: &CertRequest) -> Result<Vec<u8>, CertError> {
     let what = Path::new("CA certificate");
     let public = VerifyingKey::from(ca_key);
-    let builder = CertificateBuilder::new(
+    signed(
         Profile::Root,
         req.serial(&public, req.subject)?,
-        req.validity(what)?,
-        req.name(what)?,
+        req,
         spki(&public, what)?,
         ca_key,
+        what,
+    )
+}
+
+/// Builds and signs a certificate (DER).
+fn signed(
+    profile: Profile,
+    serial: SerialNumber,
+    req: &CertRequest,
+    subject_key: SubjectPublicKeyInfoOwned,
+    issuer_key: &SigningKey,
+    what: &Path,
+) -> Result<Vec<u8>, CertError> {
+    let builder = CertificateBuilder::new(
+        profile,
+        serial,
+        req.validity(what)?,
+        req.name(what)?,
+        subject_key,
+        issuer_key,
     )
     .map_err(|e| cert_err(what, e))?;
     let cert = builder
@@ -122,23 +141,18 @@ pub fn release_certificate(
         ));
     }
     let issuer = ca.tbs_certificate.subject.clone();
-    let builder = CertificateBuilder::new(
+    signed(
         Profile::Leaf {
             issuer: issuer.clone(),
             enable_key_agreement: false,
             enable_key_encipherment: false,
         },
         req.serial(release_key, &issuer.to_string())?,
-        req.validity(what)?,
-        req.name(what)?,
+        req,
         spki(release_key, what)?,
         ca_key,
+        what,
     )
-    .map_err(|e| cert_err(what, e))?;
-    let cert = builder
-        .build::<DerSignature>()
-        .map_err(|e| cert_err(what, e))?;
-    cert.to_der().map_err(|e| cert_err(what, e))
 }
 
 /// PEM text of a DER certificate.

@@ -492,24 +492,30 @@ fn run_flash(
 
 /// `kiln cert`: exit 0, 1 when the inputs do not fit together, 2 when files cannot be used.
 fn run_cert(action: CertAction) -> ExitCode {
+    match make_certificate(action) {
+        Ok(code) => code,
+        Err(code) => code,
+    }
+}
+
+fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
     use kiln::certs::{ca_certificate, release_certificate, to_pem, CertRequest};
-    let (der, output) = match action {
+    let usable = |e: &dyn std::fmt::Display| error_exit(e, 2);
+    let (der, output, subject, days) = match action {
         CertAction::Ca {
             key,
             subject,
             days,
             output,
         } => {
-            let key = match kiln::keys::load_signing_key(&key) {
-                Ok(k) => k,
-                Err(e) => return error_exit(e, 2),
-            };
+            let key = kiln::keys::load_signing_key(&key).map_err(|e| usable(&e))?;
             let req = CertRequest {
                 subject: &subject,
                 not_before: now(),
                 days,
             };
-            (ca_certificate(&key, &req), output)
+            let der = ca_certificate(&key, &req);
+            (der, output, subject, days)
         }
         CertAction::Issue {
             ca_key,
@@ -519,42 +525,29 @@ fn run_cert(action: CertAction) -> ExitCode {
             days,
             output,
         } => {
-            let ca_key = match kiln::keys::load_signing_key(&ca_key) {
-                Ok(k) => k,
-                Err(e) => return error_exit(e, 2),
-            };
-            let ca_der = match kiln::certs::load_certificates(&ca) {
-                Ok(mut c) => c.remove(0),
-                Err(e) => return error_exit(e, 2),
-            };
-            let public = match kiln::keys::load_verifying_key(&public) {
-                Ok(k) => k,
-                Err(e) => return error_exit(e, 2),
-            };
+            let ca_key = kiln::keys::load_signing_key(&ca_key).map_err(|e| usable(&e))?;
+            let ca_der = kiln::certs::load_certificates(&ca)
+                .map_err(|e| usable(&e))?
+                .remove(0);
+            let public = kiln::keys::load_verifying_key(&public).map_err(|e| usable(&e))?;
             let req = CertRequest {
                 subject: &subject,
                 not_before: now(),
                 days,
             };
-            (release_certificate(&ca_key, &ca_der, &public, &req), output)
+            let der = release_certificate(&ca_key, &ca_der, &public, &req);
+            (der, output, subject, days)
         }
     };
-    let pem = match der.and_then(|d| to_pem(&d)) {
-        Ok(p) => p,
-        Err(e) => return error_exit(e, 1),
-    };
-    match std::fs::OpenOptions::new()
+    let pem = der.and_then(|d| to_pem(&d)).map_err(|e| error_exit(e, 1))?;
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&output)
         .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
-    {
-        Ok(()) => {
-            println!("wrote {}", output.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => error_exit(format!("{}: {e}", output.display()), 2),
-    }
+        .map_err(|e| error_exit(format!("{}: {e}", output.display()), 2))?;
+    println!("wrote {} ({subject}, {days} days)", output.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Seconds since the epoch.

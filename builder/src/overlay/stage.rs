@@ -316,8 +316,21 @@ impl Drop for OverlayMount {
     }
 }
 
-/// Writes `content` at image path `dest` of `root` (parents resolved inside the root, missing
-/// ones created root-owned 0755), with owner and mode.
+/// The host path of image path `dest` in `root`: parents resolved inside the root, missing
+/// ones created root-owned 0755 (as dpkg does), the last component not followed.
+fn resolve_in(root: &Path, dest: &str, overlay: &str) -> Result<PathBuf, OverlayError> {
+    let fail = |e: String| io_err(overlay, Path::new(dest), e);
+    let comps = member_components(dest.trim_start_matches('/').as_bytes()).map_err(fail)?;
+    let r = Root {
+        path: root,
+        create_missing: true,
+    }
+    .resolve_parent(&comps)
+    .map_err(fail)?;
+    Ok(r.parent.join(std::ffi::OsStr::from_bytes(&r.name)))
+}
+
+/// Writes `content` at image path `dest` of `root`, with owner and mode.
 fn put_file(
     root: &Path,
     dest: &str,
@@ -325,29 +338,13 @@ fn put_file(
     owner: Owner,
     overlay: &str,
 ) -> Result<(), OverlayError> {
-    let comps = member_components(dest.trim_start_matches('/').as_bytes())
-        .map_err(|e| io_err(overlay, Path::new(dest), e))?;
-    let r = Root {
-        path: root,
-        create_missing: true,
-    }
-    .resolve_parent(&comps)
-    .map_err(|e| io_err(overlay, Path::new(dest), e))?;
-    let at = r.parent.join(std::ffi::OsStr::from_bytes(&r.name));
+    let at = resolve_in(root, dest, overlay)?;
     write_file(&at, &mut &content[..]).map_err(|e| io_err(overlay, Path::new(dest), e))?;
     apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
 
 fn put_symlink(root: &Path, dest: &str, target: &str, overlay: &str) -> Result<(), OverlayError> {
-    let comps = member_components(dest.trim_start_matches('/').as_bytes())
-        .map_err(|e| io_err(overlay, Path::new(dest), e))?;
-    let r = Root {
-        path: root,
-        create_missing: true,
-    }
-    .resolve_parent(&comps)
-    .map_err(|e| io_err(overlay, Path::new(dest), e))?;
-    let at = r.parent.join(std::ffi::OsStr::from_bytes(&r.name));
+    let at = resolve_in(root, dest, overlay)?;
     write_symlink(&at, Path::new(target)).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
 
