@@ -85,6 +85,11 @@ checks! {
     RpathMissingDir => "rpath-missing-dir", Warning, "RPATH/RUNPATH entry names a directory the image does not have";
     Pyext => "pyext", Error, "a Python extension module's tag does not match the image's Python or the arch";
     ScriptInterp => "script-interp", Error, "an executable script's interpreter is missing, not executable or too long";
+    VenvConfig => "venv-config", Error, "a Python env's pyvenv.cfg lets the system's site-packages in, or has no usable home";
+    VenvShebang => "venv-shebang", Error, "a script in a Python env's bin/ starts an interpreter outside the env";
+    VenvPth => "venv-pth", Warning, "a .pth file in a Python env runs an import at every interpreter start";
+    VenvHostPath => "venv-host-path", Error, "a file of a Python env names a path of the build host";
+    VenvDirSymlink => "venv-dir-symlink", Error, "a symlink inside a Python env resolves to a directory";
     Textrel => "textrel", Warning, "text relocations (DT_TEXTREL)";
     Execstack => "execstack", Warning, "asks for an executable stack (PT_GNU_STACK with X)";
     NoGnuHash => "no-gnu-hash", Warning, "dynamic symbols without DT_GNU_HASH";

@@ -20,6 +20,7 @@ pub mod pyext;
 pub mod report;
 pub mod rpath;
 pub mod scripts;
+pub mod venv;
 pub mod waiver;
 
 use crate::arch::DebianArch;
@@ -206,6 +207,7 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
     for (path, head) in &scripts_found {
         scripts::check_script(path, head, image, &pending, &mut findings);
     }
+    venv::check_envs(image, &mut findings);
 
     let glibc = image_glibc(image, &rules, &facts_of);
     let owners = packages::Owners::read(image);
