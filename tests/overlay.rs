@@ -334,4 +334,34 @@ fn a_debs_overlay_installs_with_the_targets_dpkg_and_may_not_write_elsewhere() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "pong\n");
+
+    // The SBOM lists the overlay's package beside the base's.
+    let layout = w.recipe.join("out/oci");
+    let blob = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let sbom_manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/spdx+json")
+        .expect("an SBOM referrer");
+    let sbom = blob(
+        blob(sbom_manifest["digest"].as_str().unwrap())["layers"][0]["digest"]
+            .as_str()
+            .unwrap(),
+    );
+    let names: Vec<&str> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"pinger") && names.contains(&"dpkg"),
+        "{names:?}"
+    );
 }

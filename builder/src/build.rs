@@ -231,7 +231,7 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
         clock.lap("reuse");
     }
     let base_reused = cached.is_some();
-    let (layer, debs) = match cached {
+    let (layer, mut debs) = match cached {
         Some(found) => found,
         None => {
             let (layer, debs) =
@@ -261,6 +261,8 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
     drop(scratch);
     drop(overlay_work);
     let added = added?;
+    // The SBOM lists the overlays' packages too.
+    debs.extend(added.iter().flat_map(|a| a.debs.iter().cloned()));
     if !added.is_empty() {
         clock.lap("overlays");
     }

@@ -81,6 +81,17 @@ pub fn dep5_licenses(text: &str) -> Vec<String> {
 }
 
 /// Gathers the SBOM entries of the composed packages (in lock order).
+/// The licences a package's installed DEP-5 copyright file (`/usr/share/doc/PKG/copyright` in
+/// the tree at `root`) declares; empty when there is none or it is not machine-readable.
+pub fn installed_licenses(root: &Path, package: &str) -> Vec<String> {
+    resolve_inside(root, &format!("usr/share/doc/{package}/copyright"))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| dep5_licenses(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default()
+}
+
+/// Every .deb of the base layer as the SBOM lists it.
 pub fn debian_entries(composed: &Composed, locked: &[LockedPackage]) -> Vec<DebEntry> {
     locked
         .iter()
@@ -94,14 +105,7 @@ pub fn debian_entries(composed: &Composed, locked: &[LockedPackage]) -> Vec<DebE
                 .and_then(|s| s.split_whitespace().next())
                 .unwrap_or(&l.name)
                 .to_string();
-            let licenses = resolve_inside(
-                &composed.root,
-                &format!("usr/share/doc/{}/copyright", l.name),
-            )
-            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
-            .and_then(|p| std::fs::read(p).ok())
-            .map(|b| dep5_licenses(&String::from_utf8_lossy(&b)))
-            .unwrap_or_default();
+            let licenses = installed_licenses(&composed.root, &l.name);
             DebEntry {
                 name: l.name.clone(),
                 version: l.version.clone(),

@@ -163,6 +163,8 @@ pub struct AddedLayer {
     pub name: String,
     /// Taken from the layer cache.
     pub reused: bool,
+    /// The .debs the layer installed, for the SBOM.
+    pub debs: Vec<crate::sbom::DebEntry>,
 }
 
 /// What the stage needs.
@@ -419,6 +421,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
         history: format!("kiln envrun: /usr/bin/envrun (sha256:{envrun_sha})"),
         name: "envrun".into(),
         reused: envrun_layer.1,
+        debs: Vec::new(),
     });
 
     let debs: Vec<&str> = input
@@ -447,7 +450,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
             media,
         ]);
         let history = format!("kiln overlay {name} ({})", kind_name(&overlay.kind));
-        if let Some((layer, _)) = layercache::restore(input.cache, &key, input.blobs)
+        if let Some((layer, debs)) = layercache::restore(input.cache, &key, input.blobs)
             .map_err(|e| io_err(name, input.blobs, e))?
         {
             added.push(AddedLayer {
@@ -455,6 +458,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
                 history,
                 name: name.to_string(),
                 reused: true,
+                debs,
             });
             continue;
         }
@@ -466,14 +470,15 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
                 l
             }
         };
-        let layer = build_one(input, overlay, &lower_dir, arch)?;
-        layercache::store(input.cache, &key, &layer, &[], input.blobs)
+        let (layer, debs) = build_one(input, overlay, &lower_dir, arch)?;
+        layercache::store(input.cache, &key, &layer, &debs, input.blobs)
             .map_err(|e| io_err(name, input.blobs, e))?;
         added.push(AddedLayer {
             layer,
             history,
             name: name.to_string(),
             reused: false,
+            debs,
         });
     }
     Ok(added)
@@ -516,7 +521,7 @@ fn build_one(
     overlay: &Overlay,
     lower: &Path,
     arch: DebianArch,
-) -> Result<pack::Layer, OverlayError> {
+) -> Result<(pack::Layer, Vec<crate::sbom::DebEntry>), OverlayError> {
     let name = overlay.name.as_str();
     if let Kind::PythonVenv { .. } = &overlay.kind {
         return Err(OverlayError::NotYet {
@@ -530,8 +535,9 @@ fn build_one(
     // What installing the daemon's packages may change besides its declared paths: the files
     // the packages ship and dpkg's own records of them.
     let mut package_paths: Vec<String> = Vec::new();
+    let mut sbom_debs = Vec::new();
     if let Kind::Debs { debs } = &overlay.kind {
-        package_paths = install_debs(input, overlay, debs, &merged, arch)?;
+        (package_paths, sbom_debs) = install_debs(input, overlay, debs, &merged, arch)?;
     }
 
     for f in &overlay.files {
@@ -672,7 +678,7 @@ fn build_one(
         }
     }
     drop(mount);
-    Ok(layer)
+    Ok((layer, sbom_debs))
 }
 
 /// The changed paths an overlay does not own: not one of its allowed paths or inside one, and
@@ -733,14 +739,29 @@ fn install_debs(
     debs: &[PathBuf],
     merged: &Path,
     arch: DebianArch,
-) -> Result<Vec<String>, OverlayError> {
+) -> Result<(Vec<String>, Vec<crate::sbom::DebEntry>), OverlayError> {
     let name = overlay.name.as_str();
     let mut owned = Vec::new();
     let mut in_view = Vec::new();
+    let mut entries = Vec::new();
     for deb in debs {
         let label = deb.display().to_string();
-        let (package, files) = crate::deb::read_deb(deb, &label, |control, data| {
-            let package = control.control.get("Package").unwrap_or("").to_string();
+        let (package, files, mut entry) = crate::deb::read_deb(deb, &label, |control, data| {
+            let field = |f: &str| control.control.get(f).unwrap_or("").trim().to_string();
+            let package = field("Package");
+            let entry = crate::sbom::DebEntry {
+                name: package.clone(),
+                version: field("Version"),
+                arch: field("Architecture"),
+                sha256: String::new(),
+                source: control
+                    .control
+                    .get("Source")
+                    .and_then(|s| s.split_whitespace().next())
+                    .unwrap_or(&package)
+                    .to_string(),
+                licenses: Vec::new(),
+            };
             let mut files = Vec::new();
             let mut tar = tar::Archive::new(data);
             for entry in tar.entries().map_err(|e| deb_err(&label, e))? {
@@ -751,7 +772,7 @@ fn install_debs(
                     files.push(path);
                 }
             }
-            Ok::<_, crate::deb::DebError>((package, files))
+            Ok::<_, crate::deb::DebError>((package, files, entry))
         })
         .map_err(|e| OverlayError::Deb {
             overlay: name.to_string(),
@@ -775,6 +796,8 @@ fn install_debs(
             .unwrap_or_else(|| format!("{package}.deb"));
         let dest = format!("{STAGING_DEBS}/{file_name}");
         let bytes = std::fs::read(deb).map_err(|e| io_err(name, deb, e))?;
+        entry.sha256 = sha256_hex(&bytes);
+        entries.push(entry);
         put_file(
             merged,
             &dest,
@@ -817,7 +840,10 @@ fn install_debs(
             output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
         });
     }
-    Ok(owned)
+    for e in &mut entries {
+        e.licenses = crate::sbom::installed_licenses(merged, &e.name);
+    }
+    Ok((owned, entries))
 }
 
 fn deb_err(label: &str, e: impl std::fmt::Display) -> crate::deb::DebError {
