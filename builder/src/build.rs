@@ -357,7 +357,7 @@ fn build_base_layer(
     sde: u64,
     blobs: &Path,
     clock: &mut StageClock,
-) -> Result<(pack::Layer, Vec<crate::sbom::DebEntry>), BuildError> {
+) -> Result<(pack::Layer, Vec<crate::sbom::SbomPackage>), BuildError> {
     let paths = fetch::fetch_all(
         cache,
         &Transport::new(),

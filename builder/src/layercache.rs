@@ -32,7 +32,7 @@ struct Record {
     entries: u64,
     /// The layer's .debs as the SBOM lists them (a record without them is a miss).
     #[serde(default)]
-    sbom: Option<Vec<crate::sbom::DebEntry>>,
+    sbom: Option<Vec<crate::sbom::SbomPackage>>,
 }
 
 /// The cache key of a layer: SHA-256 over its inputs, one per line.
@@ -63,7 +63,7 @@ pub fn restore(
     cache: &Cache,
     key: &str,
     blobs_dir: &Path,
-) -> Result<Option<(Layer, Vec<crate::sbom::DebEntry>)>, LayerCacheError> {
+) -> Result<Option<(Layer, Vec<crate::sbom::SbomPackage>)>, LayerCacheError> {
     let path = record_path(cache, key);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
@@ -105,7 +105,7 @@ pub fn store(
     cache: &Cache,
     key: &str,
     layer: &Layer,
-    debs: &[crate::sbom::DebEntry],
+    debs: &[crate::sbom::SbomPackage],
     blobs_dir: &Path,
 ) -> Result<(), LayerCacheError> {
     let path = record_path(cache, key);

@@ -25,16 +25,29 @@ pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 /// OCI 1.1's empty config for artifacts.
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
-/// What the SBOM says about one .deb.
+/// Where a package of the SBOM comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ecosystem {
+    /// A Debian .deb (base or a debs overlay).
+    #[default]
+    Debian,
+    /// A Python wheel of a python-venv overlay.
+    PyPI,
+}
+
+/// What the SBOM says about one package: a .deb, or a wheel of an overlay's env.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DebEntry {
+pub struct SbomPackage {
+    /// Debian or PyPI (layer records written before wheels existed are Debian).
+    #[serde(default)]
+    pub ecosystem: Ecosystem,
     /// Package name.
     pub name: String,
     /// Version.
     pub version: String,
     /// Architecture.
     pub arch: String,
-    /// SHA-256 of the .deb, hex.
+    /// SHA-256 of the .deb or wheel file, hex.
     pub sha256: String,
     /// Source package (Source: field, or the package's own name).
     pub source: String,
@@ -92,7 +105,7 @@ pub fn installed_licenses(root: &Path, package: &str) -> Vec<String> {
 }
 
 /// Every .deb of the base layer as the SBOM lists it.
-pub fn debian_entries(composed: &Composed, locked: &[LockedPackage]) -> Vec<DebEntry> {
+pub fn debian_entries(composed: &Composed, locked: &[LockedPackage]) -> Vec<SbomPackage> {
     locked
         .iter()
         .map(|l| {
@@ -106,7 +119,8 @@ pub fn debian_entries(composed: &Composed, locked: &[LockedPackage]) -> Vec<DebE
                 .unwrap_or(&l.name)
                 .to_string();
             let licenses = installed_licenses(&composed.root, &l.name);
-            DebEntry {
+            SbomPackage {
+                ecosystem: Ecosystem::Debian,
                 name: l.name.clone(),
                 version: l.version.clone(),
                 arch: l.arch.clone(),
@@ -192,7 +206,7 @@ pub struct Described<'a> {
 }
 
 /// The SPDX 2.3 JSON document.
-pub fn spdx_document(image: &Described, debs: &[DebEntry]) -> Value {
+pub fn spdx_document(image: &Described, debs: &[SbomPackage]) -> Value {
     let mut refs = BTreeSet::new();
     let packages: Vec<Value> = debs
         .iter()
@@ -214,6 +228,28 @@ pub fn spdx_document(image: &Described, debs: &[DebEntry]) -> Value {
                     .collect::<Vec<_>>()
                     .join(" AND ")
             };
+            if d.ecosystem == Ecosystem::PyPI {
+                // The wheel's own licence fields are free text; kiln does not guess from them.
+                return json!({
+                    "SPDXID": spdx_element_id("pypi", &d.name, &d.arch),
+                    "name": d.name,
+                    "versionInfo": d.version,
+                    "supplier": "NOASSERTION",
+                    "downloadLocation": "NOASSERTION",
+                    "filesAnalyzed": false,
+                    "packageFileName": d.source,
+                    "checksums": [{"algorithm": "SHA256", "checksumValue": d.sha256}],
+                    "sourceInfo": format!("Python wheel {}", d.source),
+                    "licenseConcluded": "NOASSERTION",
+                    "licenseDeclared": "NOASSERTION",
+                    "copyrightText": "NOASSERTION",
+                    "externalRefs": [{
+                        "referenceCategory": "PACKAGE-MANAGER",
+                        "referenceType": "purl",
+                        "referenceLocator": format!("pkg:pypi/{}@{}", d.name, d.version),
+                    }],
+                });
+            }
             json!({
                 "SPDXID": spdx_element_id("deb", &d.name, &d.arch),
                 "name": d.name,
@@ -251,7 +287,11 @@ pub fn spdx_document(image: &Described, debs: &[DebEntry]) -> Value {
         relationships.push(json!({
             "spdxElementId": image_id,
             "relationshipType": "CONTAINS",
-            "relatedSpdxElement": spdx_element_id("deb", &d.name, &d.arch),
+            "relatedSpdxElement": spdx_element_id(
+                if d.ecosystem == Ecosystem::PyPI { "pypi" } else { "deb" },
+                &d.name,
+                &d.arch,
+            ),
         }));
     }
     let mut all_packages = vec![json!({
@@ -355,7 +395,8 @@ mod tests {
 
     #[test]
     fn the_document_is_spdx_2_3_with_a_checksum_and_licence_per_deb() {
-        let debs = vec![DebEntry {
+        let debs = vec![SbomPackage {
+            ecosystem: Ecosystem::Debian,
             name: "libc6".into(),
             version: "2.36-9+deb12u1".into(),
             arch: "arm64".into(),

@@ -86,7 +86,34 @@ const MAX_IN_MEMORY: u64 = 512 << 20;
 impl Transport {
     /// A client with conservative time-outs: a stalled mirror fails instead of hanging CI.
     pub fn new() -> Transport {
+        Transport::with_roots(ureq::tls::RootCerts::WebPki)
+    }
+
+    /// A client that trusts the CA certificates of a PEM bundle instead of Mozilla's roots
+    /// (pip's `cert` option: a site whose proxy re-signs TLS gives its own CA this way).
+    pub fn with_ca_bundle(bundle: &std::path::Path) -> Result<Transport, TransportError> {
+        let failed = |reason: String| TransportError::Failed {
+            url: bundle.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(bundle).map_err(|e| failed(e.to_string()))?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(failed("no PEM certificate in the CA bundle".into()));
+        }
+        Ok(Transport::with_roots(ureq::tls::RootCerts::new_with_certs(
+            &certs,
+        )))
+    }
+
+    fn with_roots(roots: ureq::tls::RootCerts) -> Transport {
         let config = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_recv_body(Some(Duration::from_secs(300)))
             .timeout_recv_response(Some(Duration::from_secs(60)))

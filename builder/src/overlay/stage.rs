@@ -77,13 +77,13 @@ pub enum OverlayError {
         /// The first one.
         first: String,
     },
-    /// This kind is not built yet.
-    #[error("overlay {overlay}: kind '{kind}' is not built by this version of kiln yet")]
-    NotYet {
+    /// A python-venv overlay's interpreter, lock, wheels or byte-compilation failed.
+    #[error("overlay {overlay}: {reason}")]
+    Python {
         /// The overlay.
         overlay: String,
-        /// Its kind.
-        kind: &'static str,
+        /// Why (the lock's file and line, the wheel, the hashes).
+        reason: String,
     },
     /// A daemon package is unreadable.
     #[error("overlay {overlay}: {reason}")]
@@ -164,7 +164,7 @@ pub struct AddedLayer {
     /// Taken from the layer cache.
     pub reused: bool,
     /// The .debs the layer installed, for the SBOM.
-    pub debs: Vec<crate::sbom::DebEntry>,
+    pub debs: Vec<crate::sbom::SbomPackage>,
 }
 
 /// What the stage needs.
@@ -333,7 +333,7 @@ fn resolve_in(root: &Path, dest: &str, overlay: &str) -> Result<PathBuf, Overlay
 }
 
 /// Writes `content` at image path `dest` of `root`, with owner and mode.
-fn put_file(
+pub(super) fn put_file(
     root: &Path,
     dest: &str,
     content: &[u8],
@@ -345,7 +345,12 @@ fn put_file(
     apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
 
-fn put_symlink(root: &Path, dest: &str, target: &str, overlay: &str) -> Result<(), OverlayError> {
+pub(super) fn put_symlink(
+    root: &Path,
+    dest: &str,
+    target: &str,
+    overlay: &str,
+) -> Result<(), OverlayError> {
     let at = resolve_in(root, dest, overlay)?;
     write_symlink(&at, Path::new(target)).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
@@ -521,14 +526,8 @@ fn build_one(
     overlay: &Overlay,
     lower: &Path,
     arch: DebianArch,
-) -> Result<(pack::Layer, Vec<crate::sbom::DebEntry>), OverlayError> {
+) -> Result<(pack::Layer, Vec<crate::sbom::SbomPackage>), OverlayError> {
     let name = overlay.name.as_str();
-    if let Kind::PythonVenv { .. } = &overlay.kind {
-        return Err(OverlayError::NotYet {
-            overlay: name.to_string(),
-            kind: kind_name(&overlay.kind),
-        });
-    }
     let dir = input.work.join(format!("overlay-{name}"));
     let (mount, upper) = OverlayMount::new(lower, &dir, name)?;
     let merged = mount.merged.clone();
@@ -538,6 +537,21 @@ fn build_one(
     let mut sbom_debs = Vec::new();
     if let Kind::Debs { debs } = &overlay.kind {
         (package_paths, sbom_debs) = install_debs(input, overlay, debs, &merged, arch)?;
+    }
+    let mut venv_env = None;
+    if let Kind::PythonVenv { .. } = &overlay.kind {
+        let (env, wheels) = super::venv::install(overlay, &merged, arch, input.cache, input.sde)?;
+        // The SBOM's entry of a wheel: `source` is its file name, `arch` the env it is in.
+        sbom_debs.extend(wheels.into_iter().map(|w| crate::sbom::SbomPackage {
+            ecosystem: crate::sbom::Ecosystem::PyPI,
+            name: w.name,
+            version: w.version,
+            arch: format!("{}:{name}", arch),
+            sha256: w.sha256,
+            source: w.file,
+            licenses: Vec::new(),
+        }));
+        venv_env = Some(env);
     }
 
     for f in &overlay.files {
@@ -580,6 +594,10 @@ fn build_one(
             &path,
             name,
         )?;
+    }
+
+    if let Some(env) = &venv_env {
+        super::venv::finish(overlay, env, &merged, input.sde)?;
     }
 
     // Capture: the real changes, each inside what the overlay may change.
@@ -739,7 +757,7 @@ fn install_debs(
     debs: &[PathBuf],
     merged: &Path,
     arch: DebianArch,
-) -> Result<(Vec<String>, Vec<crate::sbom::DebEntry>), OverlayError> {
+) -> Result<(Vec<String>, Vec<crate::sbom::SbomPackage>), OverlayError> {
     let name = overlay.name.as_str();
     let mut owned = Vec::new();
     let mut in_view = Vec::new();
@@ -749,7 +767,8 @@ fn install_debs(
         let (package, files, mut entry) = crate::deb::read_deb(deb, &label, |control, data| {
             let field = |f: &str| control.control.get(f).unwrap_or("").trim().to_string();
             let package = field("Package");
-            let entry = crate::sbom::DebEntry {
+            let entry = crate::sbom::SbomPackage {
+                ecosystem: crate::sbom::Ecosystem::Debian,
                 name: package.clone(),
                 version: field("Version"),
                 arch: field("Architecture"),

@@ -1,0 +1,398 @@
+//! The `python-venv` overlay kind: an environment for the image's own interpreter, built fast
+//! on the host and finished under emulation.
+//!
+//! 1. Ask the image's interpreter, under qemu, what it is (version, glibc, ABI): the target of
+//!    wheel selection and the values of the lock's markers.
+//! 2. Choose each requirement's file by kiln's own tag rules ([`super::wheeltags`]), get it
+//!    from the wheelhouse, pip's find-links, the cache or pip's index ([`super::wheels`]),
+//!    verified against the lock's sha256.
+//! 3. Write the environment natively: pyvenv.cfg (PEP 405, `include-system-site-packages =
+//!    false`), the interpreter links (`bin/pythonX.Y` → `/usr/bin/pythonX.Y`, the one link that
+//!    may leave the env), every wheel unpacked ([`super::wheelinstall`]).
+//! 4. Under qemu in the overlay's view: byte-compile with the target interpreter (hash-based
+//!    pycs, PEP 552, so the result does not depend on file times; PYTHONHASHSEED=0 for stable
+//!    marshal output), then prove the isolation: `envrun run NAME pythonX.Y` with a clean
+//!    environment must have only the standard library and the env's site-packages on sys.path
+//!    (check id `venv-sys-path`).
+//!
+//! Python 2.7 ignores pyvenv.cfg (PEP 405 is Python 3.3+); its envs need virtualenv's own
+//! site.py, which this version of kiln does not write, so a python2 overlay is refused with
+//! that reason. Source distributions are not built (see [`super::wheels::WheelError::SdistOnly`]).
+
+use super::markers::{self, MarkerEnv};
+use super::recipe::{Kind, Overlay};
+use super::requirements;
+use super::stage::{put_file, put_symlink, OverlayError};
+use super::wheelinstall::{self, EnvLayout};
+use super::wheels::{PipConfig, WheelSources};
+use super::wheeltags::PythonTarget;
+use crate::arch::DebianArch;
+use crate::compose::unpack::Owner;
+use crate::fetch::Cache;
+use std::path::Path;
+
+/// What the image's interpreter said about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// `3.11`.
+    pub version: String,
+    /// `3.11.2`.
+    pub full_version: String,
+    /// glibc (2, 36).
+    pub glibc: (u32, u32),
+    /// `os.uname().release` under emulation (the host kernel's), for markers.
+    pub release: String,
+}
+
+/// A wheel installed into the env, for the SBOM and the build log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledWheel {
+    /// Distribution (normalised).
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The wheel's file name.
+    pub file: String,
+    /// Its sha256.
+    pub sha256: String,
+}
+
+fn fail(overlay: &str, reason: impl std::fmt::Display) -> OverlayError {
+    OverlayError::Python {
+        overlay: overlay.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The environment of kiln's own interpreter runs: no pycs written for the image's stdlib (a
+/// change outside the overlay), and a fixed hash seed so marshal writes the same pycs each run.
+fn python_environment(sde: u64) -> Vec<(String, String)> {
+    let mut env = crate::sandbox::base_environment(sde);
+    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    env.push(("PYTHONHASHSEED".into(), "0".into()));
+    env
+}
+
+/// The interpreter probe: runs on 2.7 and 3.x alike, prints one marked JSON line.
+const PROBE: &str = "import json, os, platform, sys\nv = sys.version_info\nprint('KILN-PROBE ' + json.dumps({'version': '%d.%d' % (v[0], v[1]), 'full': '%d.%d.%d' % (v[0], v[1], v[2]), 'glibc': os.confstr('CS_GNU_LIBC_VERSION'), 'release': platform.release()}))\n";
+
+/// Runs the image's `python` under qemu in `root` and reads what it is.
+pub fn probe(
+    root: &Path,
+    overlay: &str,
+    python: &str,
+    sde: u64,
+) -> Result<Interpreter, OverlayError> {
+    let exe = format!("/usr/bin/{python}");
+    if std::fs::metadata(root.join(&exe[1..])).is_err() {
+        return Err(fail(
+            overlay,
+            format!("the image has no {exe}: add the interpreter's package (python3) to [base] packages"),
+        ));
+    }
+    let sandbox = crate::sandbox::Sandbox::new(root, python_environment(sde));
+    let ran = sandbox.run(&exe, &["-c", PROBE], &[])?;
+    let text = String::from_utf8_lossy(&ran.output);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("KILN-PROBE "))
+        .filter(|_| ran.status.success())
+        .ok_or_else(|| {
+            fail(
+                overlay,
+                format!("{exe} did not start under emulation: {}", text.trim()),
+            )
+        })?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| fail(overlay, format!("{exe} probe: {e}")))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let glibc = s("glibc")
+        .strip_prefix("glibc ")
+        .and_then(|g| g.split_once('.'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| fail(overlay, format!("{exe} reports no glibc version")))?;
+    Ok(Interpreter {
+        version: s("version"),
+        full_version: s("full"),
+        glibc,
+        release: s("release"),
+    })
+}
+
+/// The marker values of the target (PEP 508's table).
+pub fn marker_env(interp: &Interpreter, machine: &str) -> MarkerEnv {
+    let mut env = MarkerEnv::default();
+    for (k, v) in [
+        ("os_name", "posix"),
+        ("sys_platform", "linux"),
+        ("platform_system", "Linux"),
+        ("platform_machine", machine),
+        ("platform_release", &interp.release),
+        ("platform_python_implementation", "CPython"),
+        ("implementation_name", "cpython"),
+        ("implementation_version", &interp.full_version),
+        ("python_version", &interp.version),
+        ("python_full_version", &interp.full_version),
+    ] {
+        env.values.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+/// Steps 1–3: the env's files in `root` (the overlay's view). Returns the env's layout and
+/// the wheels installed.
+pub fn install(
+    overlay: &Overlay,
+    root: &Path,
+    arch: DebianArch,
+    cache: &Cache,
+    sde: u64,
+) -> Result<(EnvLayout, Vec<InstalledWheel>), OverlayError> {
+    let name = overlay.name.as_str();
+    let Kind::PythonVenv {
+        python,
+        requirements: lock,
+        wheelhouse,
+    } = &overlay.kind
+    else {
+        return Err(fail(name, "not a python-venv overlay"));
+    };
+    let prefix = overlay
+        .prefix
+        .clone()
+        .ok_or_else(|| fail(name, "no prefix"))?;
+    crate::sandbox::check_emulation(arch)?;
+    let interp = probe(root, name, python, sde)?;
+    if interp.version.starts_with("2.") {
+        return Err(fail(
+            name,
+            format!(
+                "python{}: Python 2 ignores pyvenv.cfg (PEP 405 is Python 3.3+), so its envs need virtualenv's own site.py, which this version of kiln does not write",
+                interp.version
+            ),
+        ));
+    }
+    let machine = PythonTarget::machine_of(arch).to_string();
+    let (major, minor) = interp
+        .version
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| fail(name, format!("odd version '{}'", interp.version)))?;
+    let target = PythonTarget {
+        version: (major, minor),
+        machine: machine.clone(),
+        glibc: interp.glibc,
+    };
+    let lock_label = lock
+        .strip_prefix(overlay.dir.parent().unwrap_or(&overlay.dir))
+        .unwrap_or(lock)
+        .display()
+        .to_string();
+    let text = std::fs::read_to_string(lock)
+        .map_err(|e| fail(name, format!("{}: {e}", lock.display())))?;
+    let reqs = requirements::parse(&text, &lock_label).map_err(|e| fail(name, e))?;
+    let menv = marker_env(&interp, &machine);
+    let mut sources = WheelSources::new(wheelhouse.as_deref(), PipConfig::from_host(), cache)
+        .map_err(|e| fail(name, e))?;
+    let env = EnvLayout {
+        prefix: prefix.clone(),
+        version: interp.version.clone(),
+    };
+    let owner = |mode: u32| Owner {
+        uid: 0,
+        gid: 0,
+        mode,
+        mtime: sde as i64,
+    };
+    let mut installed = Vec::new();
+    let mut written: std::collections::BTreeMap<String, String> = Default::default();
+    for req in &reqs {
+        let at = format!("{lock_label}:{}", req.line);
+        if let Some(m) = &req.marker {
+            if !markers::evaluate(m, &menv).map_err(|e| fail(name, format!("{at}: {e}")))? {
+                continue;
+            }
+        }
+        let fetched = sources
+            .fetch(req, &target, &at)
+            .map_err(|e| fail(name, e))?;
+        let files = wheelinstall::wheel_files(&fetched.path, &env).map_err(|e| {
+            fail(
+                name,
+                wheelinstall::InstallError {
+                    wheel: fetched.file.clone(),
+                    reason: e.reason,
+                },
+            )
+        })?;
+        for f in files {
+            if let Some(other) = written.insert(f.path.clone(), fetched.file.clone()) {
+                return Err(fail(
+                    name,
+                    format!(
+                        "{} is installed by both {other} and {}",
+                        f.path, fetched.file
+                    ),
+                ));
+            }
+            let mode = if f.executable { 0o755 } else { 0o644 };
+            put_file(root, &f.path, &f.content, owner(mode), name)?;
+        }
+        installed.push(InstalledWheel {
+            name: fetched.name,
+            version: fetched.version,
+            file: fetched.file,
+            sha256: fetched.sha256,
+        });
+    }
+    let cfg = format!(
+        "home = /usr/bin\ninclude-system-site-packages = false\nversion = {}\nexecutable = /usr/bin/python{}\ncommand = kiln overlay {name}\n",
+        interp.full_version, interp.version
+    );
+    put_file(
+        root,
+        &format!("{prefix}/pyvenv.cfg"),
+        cfg.as_bytes(),
+        owner(0o644),
+        name,
+    )?;
+    let versioned = format!("python{}", interp.version);
+    put_symlink(
+        root,
+        &format!("{prefix}/bin/{versioned}"),
+        &format!("/usr/bin/{versioned}"),
+        name,
+    )?;
+    for alias in [format!("python{major}"), "python".to_string()] {
+        put_symlink(root, &format!("{prefix}/bin/{alias}"), &versioned, name)?;
+    }
+    let site = root.join(env.site_packages().trim_start_matches('/'));
+    std::fs::create_dir_all(&site).map_err(|e| fail(name, format!("{}: {e}", site.display())))?;
+    Ok((env, installed))
+}
+
+/// Step 4: byte-compile under qemu and prove sys.path holds only the stdlib and the env.
+/// Runs after the launcher registry is written (the check goes through envrun, as a unit does).
+pub fn finish(
+    overlay: &Overlay,
+    env: &EnvLayout,
+    root: &Path,
+    sde: u64,
+) -> Result<(), OverlayError> {
+    let name = overlay.name.as_str();
+    let python = format!("/usr/bin/python{}", env.version);
+    let sandbox = crate::sandbox::Sandbox::new(root, python_environment(sde));
+    let site = env.site_packages();
+    let mut args = vec!["-m", "compileall", "-q", "-f"];
+    // Hash-based pycs exist from 3.7 (PEP 552); before, a pyc records its source's mtime,
+    // which the layer fixes at SOURCE_DATE_EPOCH like every other file's.
+    let hash_based = env
+        .version
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .is_some_and(|v| v >= (3, 7));
+    if hash_based {
+        args.extend(["--invalidation-mode", "checked-hash"]);
+    }
+    args.push(&site);
+    let ran = sandbox.run(&python, &args, &[])?;
+    if !ran.status.success() {
+        let text = String::from_utf8_lossy(&ran.output);
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        return Err(fail(
+            name,
+            format!(
+                "byte-compiling {site} failed: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ),
+        ));
+    }
+    // envrun scrubs PYTHON* itself; the check must see what a unit sees.
+    let ran = sandbox.run(
+        "/usr/bin/envrun",
+        &[
+            "run",
+            name,
+            &format!("python{}", env.version),
+            "-c",
+            "import json, sys; print('KILN-SYS-PATH ' + json.dumps(sys.path))",
+        ],
+        &[],
+    )?;
+    let text = String::from_utf8_lossy(&ran.output);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("KILN-SYS-PATH "))
+        .filter(|_| ran.status.success())
+        .ok_or_else(|| {
+            fail(
+                name,
+                format!(
+                    "venv-sys-path: the env's interpreter did not start through envrun: {}",
+                    text.trim()
+                ),
+            )
+        })?;
+    let paths: Vec<String> = serde_json::from_str(line)
+        .map_err(|e| fail(name, format!("venv-sys-path: {e}: {line}")))?;
+    let foreign = foreign_sys_path(&paths, env);
+    if !foreign.is_empty() {
+        return Err(OverlayError::Check {
+            overlay: name.to_string(),
+            errors: foreign.len(),
+            first: format!(
+                "venv-sys-path {}: sys.path holds {} besides the standard library and the env",
+                env.prefix,
+                foreign.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The sys.path entries that are neither the standard library (`/usr/lib/pythonX.Y` and its
+/// lib-dynload, `/usr/lib/pythonXY.zip`) nor inside the env; '' (the current directory of
+/// `-c`) is not a path of either.
+pub fn foreign_sys_path(paths: &[String], env: &EnvLayout) -> Vec<String> {
+    let stdlib = format!("/usr/lib/python{}", env.version);
+    let zip = format!("/usr/lib/python{}.zip", env.version.replace('.', ""));
+    paths
+        .iter()
+        .filter(|p| {
+            let p = p.trim_end_matches('/');
+            let in_stdlib =
+                (p == stdlib || p.starts_with(&format!("{stdlib}/"))) && !p.contains("-packages");
+            let in_env = p == env.prefix || p.starts_with(&format!("{}/", env.prefix));
+            !(p.is_empty() || in_stdlib || p == zip || in_env)
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_stdlib_and_the_env_may_be_on_sys_path() {
+        let env = EnvLayout {
+            prefix: "/var/lib/python3/envs/t".into(),
+            version: "3.11".into(),
+        };
+        let clean: Vec<String> = [
+            "",
+            "/usr/lib/python311.zip",
+            "/usr/lib/python3.11",
+            "/usr/lib/python3.11/lib-dynload",
+            "/var/lib/python3/envs/t/lib/python3.11/site-packages",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(foreign_sys_path(&clean, &env).is_empty());
+        let mut leaky = clean.clone();
+        leaky.push("/usr/lib/python3/dist-packages".into());
+        leaky.push("/usr/local/lib/python3.11/dist-packages".into());
+        leaky.push("/usr/lib/python3.11/site-packages".into());
+        assert_eq!(foreign_sys_path(&leaky, &env).len(), 3);
+    }
+}
