@@ -7,7 +7,7 @@
 
 mod fixture;
 
-use fixture::{build_archive, real_minbase_debs, stderr, ArchiveSpec, Signer};
+use fixture::{build_archive, real_minbase_debs, real_python_debs, stderr, ArchiveSpec, Signer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -49,18 +49,27 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(&[])
+}
+
+/// A recipe on a real amd64 base with `packages` besides minbase, and the heartbeat overlay.
+fn world_with(packages: &[&str]) -> World {
     let work = tempfile::tempdir().unwrap();
     let signer = Signer::new("overlay fixture <o@kiln.invalid>", "never", None);
     let archive = build_archive(
         &work.path().join("archive"),
         ArchiveSpec {
             index_compressions: &["xz"],
-            real_debs: real_minbase_debs(),
+            real_debs: if packages.is_empty() {
+                real_minbase_debs()
+            } else {
+                real_python_debs()
+            },
             ..ArchiveSpec::new("bookworm", "amd64", Vec::new(), &signer)
         },
     );
     let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &[], "");
+    archive.write_recipe(&recipe, packages, "");
     let toml = std::fs::read_to_string(recipe.join("kiln.toml")).unwrap();
     std::fs::write(
         recipe.join("kiln.toml"),
@@ -336,7 +345,22 @@ fn a_debs_overlay_installs_with_the_targets_dpkg_and_may_not_write_elsewhere() {
     assert_eq!(String::from_utf8_lossy(&run.stdout), "pong\n");
 
     // The SBOM lists the overlay's package beside the base's.
-    let layout = w.recipe.join("out/oci");
+    let sbom = sbom(&w.recipe.join("out"));
+    let names: Vec<&str> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"pinger") && names.contains(&"dpkg"),
+        "{names:?}"
+    );
+}
+
+/// The SPDX document attached to the image in `out`.
+fn sbom(out: &Path) -> serde_json::Value {
+    let layout = out.join("oci");
     let blob = |d: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap())
             .unwrap()
@@ -349,19 +373,200 @@ fn a_debs_overlay_installs_with_the_targets_dpkg_and_may_not_write_elsewhere() {
         .iter()
         .find(|m| m["artifactType"] == "application/spdx+json")
         .expect("an SBOM referrer");
-    let sbom = blob(
+    blob(
         blob(sbom_manifest["digest"].as_str().unwrap())["layers"][0]["digest"]
             .as_str()
             .unwrap(),
+    )
+}
+
+/// A pure-Python wheel `greet-1.0` with a console script; `variant` changes its bytes.
+fn greet_wheel(path: &Path, variant: &str, extra: &[(&str, &[u8], u32)]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let module = format!(
+        "import sys\n\ndef main():\n    print('hello from greet in ' + sys.prefix{variant})\n    return 0\n"
     );
-    let names: Vec<&str> = sbom["packages"]
+    let mut entries: Vec<(&str, &[u8], u32)> = vec![
+        ("greet/__init__.py", module.as_bytes(), 0o644),
+        (
+            "greet-1.0.dist-info/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: kiln-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            0o644,
+        ),
+        (
+            "greet-1.0.dist-info/METADATA",
+            b"Metadata-Version: 2.1\nName: greet\nVersion: 1.0\n",
+            0o644,
+        ),
+        (
+            "greet-1.0.dist-info/entry_points.txt",
+            b"[console_scripts]\ngreet = greet:main\n",
+            0o644,
+        ),
+    ];
+    entries.extend_from_slice(extra);
+    for (name, content, mode) in entries {
+        let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode & 0o7777);
+        if mode & 0o170000 == 0o120000 {
+            z.add_symlink(name, std::str::from_utf8(content).unwrap(), opts)
+                .unwrap();
+        } else {
+            z.start_file(name, opts).unwrap();
+            z.write_all(content).unwrap();
+        }
+    }
+    z.finish().unwrap();
+}
+
+fn sha256_file(path: &Path) -> String {
+    kiln::digest::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+#[test]
+fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() {
+    if !is_root() {
+        eprintln!("skipped: overlays need root (overlayfs, chroot)");
+        return;
+    }
+    let w = world_with(&["python3"]);
+    let dir = w.recipe.join("overlays/greeter");
+    std::fs::create_dir_all(dir.join("wheels")).unwrap();
+    let wheel = dir.join("wheels/greet-1.0-py3-none-any.whl");
+    greet_wheel(&wheel, "", &[]);
+    let lock =
+        |hash: &str| format!("# the greeter's env\ngreet==1.0 \\\n    --hash=sha256:{hash}\n");
+    std::fs::write(dir.join("requirements.lock"), lock(&sha256_file(&wheel))).unwrap();
+    let overlay = |smoke: &str| {
+        format!("kind = \"python-venv\"\nrequirements = \"requirements.lock\"\nwheelhouse = \"wheels\"\nsmoke = \"{smoke}\"\n\n[service]\nexec = \"greet\"\n")
+    };
+    std::fs::write(dir.join("overlay.toml"), overlay("greet")).unwrap();
+    let toml = std::fs::read_to_string(w.recipe.join("kiln.toml")).unwrap();
+    std::fs::write(
+        w.recipe.join("kiln.toml"),
+        format!(
+            "{}\n[[waiver]]\npath = \"/usr/lib/python3.11/cgi.py\"\ncheck = \"script-interp\"\nreason = \"Debian ships the cgi module executable with #! /usr/local/bin/python\"\nexpires = \"2099-12-31\"\n",
+            toml.replace("overlays/heartbeat", "overlays/greeter")
+        ),
+    )
+    .unwrap();
+
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = w.recipe.join("out");
+    let first = layers(&out);
+    assert_eq!(first.len(), 3, "base, envrun, greeter");
+
+    // Inside: only the stdlib and the env on sys.path (through envrun, with a clean
+    // environment), the console script starts the env's interpreter, pycs are hash-based.
+    let root = w.recipe.join("rootfs");
+    unpack(&out, &root);
+    let env = "/var/lib/python3/envs/greeter";
+    let run = |args: &[&str]| -> String {
+        let o = Command::new("/usr/sbin/chroot")
+            .arg(&root)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PYTHONPATH", "/usr/lib/python3/dist-packages")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let sys_path = run(&[
+        "/usr/bin/envrun",
+        "run",
+        "greeter",
+        "python3",
+        "-c",
+        "import sys; print(sys.path)",
+    ]);
+    assert_eq!(
+        sys_path,
+        format!("['', '/usr/lib/python311.zip', '/usr/lib/python3.11', '/usr/lib/python3.11/lib-dynload', '{env}/lib/python3.11/site-packages']")
+    );
+    assert_eq!(
+        run(&["/usr/bin/envrun", "run", "greeter", "greet"]),
+        format!("hello from greet in {env}")
+    );
+    let launcher = std::fs::read_to_string(root.join(&env[1..]).join("bin/greet")).unwrap();
+    assert!(
+        launcher.starts_with(&format!("#!{env}/bin/python3.11\n")),
+        "{launcher}"
+    );
+    let cfg = std::fs::read_to_string(root.join(&env[1..]).join("pyvenv.cfg")).unwrap();
+    assert!(
+        cfg.contains("include-system-site-packages = false"),
+        "{cfg}"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join(&env[1..]).join("bin/python3.11")).unwrap(),
+        Path::new("/usr/bin/python3.11")
+    );
+    let pyc = std::fs::read(
+        root.join(&env[1..])
+            .join("lib/python3.11/site-packages/greet/__pycache__/__init__.cpython-311.pyc"),
+    )
+    .unwrap();
+    assert_eq!(pyc[4..8], [3, 0, 0, 0], "a checked-hash pyc (PEP 552)");
+    let record = std::fs::read_to_string(
+        root.join(&env[1..])
+            .join("lib/python3.11/site-packages/greet-1.0.dist-info/RECORD"),
+    )
+    .unwrap();
+    assert!(record.contains("../../../bin/greet,sha256="), "{record}");
+    let sbom = sbom(&out);
+    let purls: Vec<&str> = sbom["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|p| p["name"].as_str())
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
         .collect();
-    assert!(
-        names.contains(&"pinger") && names.contains(&"dpkg"),
-        "{names:?}"
+    assert!(purls.contains(&"pkg:pypi/greet@1.0"), "{purls:?}");
+
+    // The same lock, built again from scratch (no layer records): the same layer.
+    std::fs::remove_dir_all(w.cache.join("layers")).unwrap();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(layers(&out), first);
+
+    // Planted defects: each fails with its reason, and the previous output stays.
+    let refused = |what: &str, expect: &str| {
+        let o = build(&w);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{what}: {}", stderr(&o));
+        assert_eq!(layers(&out), first, "{what}: the previous output stays");
+    };
+    // An unhashed requirement.
+    std::fs::write(
+        dir.join("requirements.lock"),
+        "# the greeter's env\ngreet==1.0\n",
+    )
+    .unwrap();
+    refused("unhashed", "requirements.lock:2: ");
+    // A wheel whose hash differs from the lock's.
+    let good = sha256_file(&wheel);
+    std::fs::write(dir.join("requirements.lock"), lock(&good)).unwrap();
+    greet_wheel(&wheel, " + '!'", &[]);
+    refused(
+        "hash differs",
+        &format!(
+            "sha256 {}, but the lock (greeter/requirements.lock:2) allows only {good}",
+            sha256_file(&wheel)
+        ),
     );
+    // A directory symlink inside the env (a wheel that would plant one).
+    greet_wheel(&wheel, "", &[("greet/lib64", b"/usr/lib", 0o120777)]);
+    std::fs::write(dir.join("requirements.lock"), lock(&sha256_file(&wheel))).unwrap();
+    refused("directory symlink", "entry 'greet/lib64' is a symlink");
+    // A smoke command that fails: it installs but does not start.
+    greet_wheel(&wheel, "", &[]);
+    std::fs::write(dir.join("requirements.lock"), lock(&good)).unwrap();
+    std::fs::write(
+        dir.join("overlay.toml"),
+        overlay("python3 -c 'import telemetry'"),
+    )
+    .unwrap();
+    refused("smoke fails", "No module named 'telemetry'");
 }

@@ -152,6 +152,10 @@ fn image_path(p: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
+/// In a `debs` entry, the board's Debian architecture (`debs/beacon_1.0_{arch}.deb`), so one
+/// overlay serves an arm64 and an armhf board.
+pub const ARCH_PLACEHOLDER: &str = "{arch}";
+
 /// How long a smoke command may run unless the overlay says otherwise (seconds; under
 /// emulation a Python daemon's imports take a while).
 pub const DEFAULT_SMOKE_TIMEOUT: u32 = 300;
@@ -329,7 +333,20 @@ impl Overlay {
                         if !d.get_ref().ends_with(".deb") {
                             return Err(src.error(d.span(), "debs", "expected a .deb file"));
                         }
-                        debs.push(host_file(d, "debs")?);
+                        // `{arch}` is the board's Debian architecture, known when the image is
+                        // built: the file must exist for every board that builds the overlay.
+                        let raw = d.get_ref().trim();
+                        if raw.contains(ARCH_PLACEHOLDER) {
+                            let expanded = crate::arch::DebianArch::ALL
+                                .iter()
+                                .map(|a| raw.replace(ARCH_PLACEHOLDER, a.as_str()))
+                                .find(|e| dir.join(e).is_file())
+                                .unwrap_or_else(|| raw.to_string());
+                            host_file(&Spanned::new(d.span(), expanded), "debs")?;
+                            debs.push(dir.join(raw));
+                        } else {
+                            debs.push(host_file(d, "debs")?);
+                        }
                     }
                     Kind::Debs { debs }
                 } else {

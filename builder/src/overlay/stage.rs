@@ -763,6 +763,16 @@ fn install_debs(
     let mut in_view = Vec::new();
     let mut entries = Vec::new();
     for deb in debs {
+        let deb = &PathBuf::from(
+            deb.to_string_lossy()
+                .replace(super::recipe::ARCH_PLACEHOLDER, arch.as_str()),
+        );
+        if !deb.is_file() {
+            return Err(OverlayError::Deb {
+                overlay: name.to_string(),
+                reason: format!("{}: no such file for a {arch} board", deb.display()),
+            });
+        }
         let label = deb.display().to_string();
         let (package, files, mut entry) = crate::deb::read_deb(deb, &label, |control, data| {
             let field = |f: &str| control.control.get(f).unwrap_or("").trim().to_string();

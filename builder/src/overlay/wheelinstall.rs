@@ -256,6 +256,26 @@ pub fn wheel_files(wheel: &Path, env: &EnvLayout) -> Result<Vec<EnvFile>, Instal
             "Wheel-Version '{version}' is not 1.x (PEP 427)"
         )));
     }
+    // A wheel renamed to claim another platform still says what it is in its WHEEL file.
+    let declared: Vec<&str> = meta
+        .lines()
+        .filter_map(|l| l.strip_prefix("Tag:"))
+        .map(str::trim)
+        .collect();
+    if let Some(named) = super::wheeltags::WheelName::parse(&name) {
+        let named: Vec<String> = named
+            .tags
+            .iter()
+            .map(|(p, a, pl)| format!("{p}-{a}-{pl}"))
+            .collect();
+        if !declared.is_empty() && !named.iter().any(|t| declared.contains(&t.as_str())) {
+            return Err(fail(format!(
+                "its WHEEL metadata says {}, its file name says {} (a renamed wheel)",
+                declared.join(", "),
+                named.join(", ")
+            )));
+        }
+    }
     if let Some(text) = entry_text {
         for (script, module, attr) in entry_points(&text).map_err(fail)? {
             files.push(EnvFile {
@@ -422,5 +442,16 @@ pub(crate) mod tests {
         let w = d.path().join("x-1-py3-none-any.whl");
         make_wheel(&w, &[meta]);
         assert!(wheel_files(&w, &long).unwrap_err().reason.contains("127"));
+        let renamed = d.path().join("x-1-cp311-cp311-linux_armv7l.whl");
+        make_wheel(
+            &renamed,
+            &[(
+                "x-1.dist-info/WHEEL",
+                b"Wheel-Version: 1.0\nTag: cp311-cp311-linux_x86_64\n",
+                0o644,
+            )],
+        );
+        let err = wheel_files(&renamed, &env()).unwrap_err();
+        assert!(err.reason.contains("renamed"), "{err}");
     }
 }
