@@ -187,6 +187,8 @@ pub struct StageInput<'a> {
     pub sde: u64,
     /// Layer compression.
     pub compression: LayerCompression,
+    /// `--offline`: wheels only from the wheelhouse, pip's find-links and the cache.
+    pub offline: bool,
 }
 
 /// Finds the envrun binary for `arch`: `$KILN_ENVRUN` (a file), else `envrun-<arch>` beside
@@ -355,6 +357,16 @@ pub(super) fn put_symlink(
     write_symlink(&at, Path::new(target)).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
 
+/// Owned by root:root with `mode`, dated SOURCE_DATE_EPOCH: what kiln itself writes.
+pub(super) fn root_owned(mode: u32, sde: u64) -> Owner {
+    Owner {
+        uid: 0,
+        gid: 0,
+        mode,
+        mtime: sde as i64,
+    }
+}
+
 /// The systemd unit of an overlay's service.
 pub fn unit_text(overlay: &Overlay) -> Option<String> {
     let s = overlay.service.as_ref()?;
@@ -381,12 +393,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
     let envrun_sha = sha256_hex(&envrun_bytes);
     let media = input.compression.media_type();
     let sde = input.sde;
-    let root_owner = |mode: u32| Owner {
-        uid: 0,
-        gid: 0,
-        mode,
-        mtime: sde as i64,
-    };
+    let root_owner = |mode: u32| root_owned(mode, sde);
     let mut added = Vec::new();
 
     // The envrun layer: /usr/bin/envrun for the board.
@@ -510,12 +517,7 @@ fn materialise_lower(input: &StageInput, envrun: &[u8]) -> Result<PathBuf, Overl
         &lower,
         "/usr/bin/envrun",
         envrun,
-        Owner {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-            mtime: input.sde as i64,
-        },
+        root_owned(0o755, input.sde),
         "envrun",
     )?;
     Ok(lower)
@@ -540,7 +542,7 @@ fn build_one(
     }
     let mut venv_env = None;
     if let Kind::PythonVenv { .. } = &overlay.kind {
-        let (env, wheels) = super::venv::install(overlay, &merged, arch, input.cache, input.sde)?;
+        let (env, wheels) = super::venv::install(overlay, &merged, arch, input)?;
         // The SBOM's entry of a wheel: `source` is its file name, `arch` the env it is in.
         sbom_debs.extend(wheels.into_iter().map(|w| crate::sbom::SbomPackage {
             ecosystem: crate::sbom::Ecosystem::PyPI,
@@ -569,12 +571,7 @@ fn build_one(
             name,
         )?;
     }
-    let owner = Owner {
-        uid: 0,
-        gid: 0,
-        mode: 0o644,
-        mtime: input.sde as i64,
-    };
+    let owner = root_owned(0o644, input.sde);
     if let Some(prefix) = overlay.env_prefix() {
         put_file(
             &merged,
@@ -827,30 +824,14 @@ fn install_debs(
         let bytes = std::fs::read(deb).map_err(|e| io_err(name, deb, e))?;
         entry.sha256 = sha256_hex(&bytes);
         entries.push(entry);
-        put_file(
-            merged,
-            &dest,
-            &bytes,
-            Owner {
-                uid: 0,
-                gid: 0,
-                mode: 0o644,
-                mtime: input.sde as i64,
-            },
-            name,
-        )?;
+        put_file(merged, &dest, &bytes, root_owned(0o644, input.sde), name)?;
         in_view.push(dest);
     }
     put_file(
         merged,
         "/usr/sbin/policy-rc.d",
         b"#!/bin/sh\n# kiln: no service starts while an image is built\nexit 101\n",
-        Owner {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-            mtime: input.sde as i64,
-        },
+        root_owned(0o755, input.sde),
         name,
     )?;
     crate::sandbox::check_emulation(arch)?;

@@ -22,13 +22,11 @@
 use super::markers::{self, MarkerEnv};
 use super::recipe::{Kind, Overlay};
 use super::requirements;
-use super::stage::{put_file, put_symlink, OverlayError};
+use super::stage::{put_file, put_symlink, root_owned, OverlayError, StageInput};
 use super::wheelinstall::{self, EnvLayout};
 use super::wheels::{PipConfig, WheelSources};
 use super::wheeltags::PythonTarget;
 use crate::arch::DebianArch;
-use crate::compose::unpack::Owner;
-use crate::fetch::Cache;
 use std::path::Path;
 
 /// What the image's interpreter said about itself.
@@ -73,6 +71,16 @@ fn python_environment(sde: u64) -> Vec<(String, String)> {
     env
 }
 
+/// The rest of the line a successful run printed after `marker`; else all it printed.
+fn marked_line(ran: &crate::sandbox::Ran, marker: &str) -> Result<String, String> {
+    let text = String::from_utf8_lossy(&ran.output);
+    text.lines()
+        .find_map(|l| l.strip_prefix(marker))
+        .filter(|_| ran.status.success())
+        .map(str::to_string)
+        .ok_or_else(|| text.trim().to_string())
+}
+
 /// The interpreter probe: runs on 2.7 and 3.x alike, prints one marked JSON line.
 const PROBE: &str = "import json, os, platform, sys\nv = sys.version_info\nprint('KILN-PROBE ' + json.dumps({'version': '%d.%d' % (v[0], v[1]), 'full': '%d.%d.%d' % (v[0], v[1], v[2]), 'glibc': os.confstr('CS_GNU_LIBC_VERSION'), 'release': platform.release()}))\n";
 
@@ -92,19 +100,14 @@ pub fn probe(
     }
     let sandbox = crate::sandbox::Sandbox::new(root, python_environment(sde));
     let ran = sandbox.run(&exe, &["-c", PROBE], &[])?;
-    let text = String::from_utf8_lossy(&ran.output);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("KILN-PROBE "))
-        .filter(|_| ran.status.success())
-        .ok_or_else(|| {
-            fail(
-                overlay,
-                format!("{exe} did not start under emulation: {}", text.trim()),
-            )
-        })?;
+    let line = marked_line(&ran, "KILN-PROBE ").map_err(|text| {
+        fail(
+            overlay,
+            format!("{exe} did not start under emulation: {text}"),
+        )
+    })?;
     let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| fail(overlay, format!("{exe} probe: {e}")))?;
+        serde_json::from_str(&line).map_err(|e| fail(overlay, format!("{exe} probe: {e}")))?;
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
     let glibc = s("glibc")
         .strip_prefix("glibc ")
@@ -145,9 +148,9 @@ pub fn install(
     overlay: &Overlay,
     root: &Path,
     arch: DebianArch,
-    cache: &Cache,
-    sde: u64,
+    input: &StageInput,
 ) -> Result<(EnvLayout, Vec<InstalledWheel>), OverlayError> {
+    let (cache, sde) = (input.cache, input.sde);
     let name = overlay.name.as_str();
     let Kind::PythonVenv {
         python,
@@ -192,18 +195,17 @@ pub fn install(
         .map_err(|e| fail(name, format!("{}: {e}", lock.display())))?;
     let reqs = requirements::parse(&text, &lock_label).map_err(|e| fail(name, e))?;
     let menv = marker_env(&interp, &machine);
-    let mut sources = WheelSources::new(wheelhouse.as_deref(), PipConfig::from_host(), cache)
-        .map_err(|e| fail(name, e))?;
+    let mut pip = PipConfig::from_host();
+    if input.offline {
+        pip.indexes.clear();
+    }
+    let mut sources =
+        WheelSources::new(wheelhouse.as_deref(), pip, cache).map_err(|e| fail(name, e))?;
     let env = EnvLayout {
         prefix: prefix.clone(),
         version: interp.version.clone(),
     };
-    let owner = |mode: u32| Owner {
-        uid: 0,
-        gid: 0,
-        mode,
-        mtime: sde as i64,
-    };
+    let owner = |mode: u32| root_owned(mode, sde);
     let mut installed = Vec::new();
     let mut written: std::collections::BTreeMap<String, String> = Default::default();
     for req in &reqs {
@@ -216,15 +218,8 @@ pub fn install(
         let fetched = sources
             .fetch(req, &target, &at)
             .map_err(|e| fail(name, e))?;
-        let files = wheelinstall::wheel_files(&fetched.path, &env).map_err(|e| {
-            fail(
-                name,
-                wheelinstall::InstallError {
-                    wheel: fetched.file.clone(),
-                    reason: e.reason,
-                },
-            )
-        })?;
+        let files = wheelinstall::wheel_files(&fetched.path, &fetched.file, &env)
+            .map_err(|e| fail(name, e))?;
         for f in files {
             if let Some(other) = written.insert(f.path.clone(), fetched.file.clone()) {
                 return Err(fail(
@@ -319,21 +314,13 @@ pub fn finish(
         ],
         &[],
     )?;
-    let text = String::from_utf8_lossy(&ran.output);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("KILN-SYS-PATH "))
-        .filter(|_| ran.status.success())
-        .ok_or_else(|| {
-            fail(
-                name,
-                format!(
-                    "venv-sys-path: the env's interpreter did not start through envrun: {}",
-                    text.trim()
-                ),
-            )
-        })?;
-    let paths: Vec<String> = serde_json::from_str(line)
+    let line = marked_line(&ran, "KILN-SYS-PATH ").map_err(|text| {
+        fail(
+            name,
+            format!("venv-sys-path: the env's interpreter did not start through envrun: {text}"),
+        )
+    })?;
+    let paths: Vec<String> = serde_json::from_str(&line)
         .map_err(|e| fail(name, format!("venv-sys-path: {e}: {line}")))?;
     let foreign = foreign_sys_path(&paths, env);
     if !foreign.is_empty() {

@@ -132,12 +132,14 @@ fn entry_points(text: &str) -> Result<Vec<(String, String, String)>, String> {
     Ok(out)
 }
 
-/// The files `wheel` installs into `env`, RECORD and INSTALLER included, sorted by path.
-pub fn wheel_files(wheel: &Path, env: &EnvLayout) -> Result<Vec<EnvFile>, InstallError> {
-    let name = wheel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// The files the wheel at `wheel` (file name `name`: the cache stores wheels by hash) installs
+/// into `env`, RECORD and INSTALLER included, sorted by path.
+pub fn wheel_files(
+    wheel: &Path,
+    name: &str,
+    env: &EnvLayout,
+) -> Result<Vec<EnvFile>, InstallError> {
+    let name = name.to_string();
     let fail = |reason: String| InstallError {
         wheel: name.clone(),
         reason,
@@ -346,6 +348,10 @@ pub(crate) mod tests {
         z.finish().unwrap();
     }
 
+    fn file_name(p: &Path) -> String {
+        p.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
     fn env() -> EnvLayout {
         EnvLayout {
             prefix: "/var/lib/python3/envs/t".into(),
@@ -381,7 +387,7 @@ pub(crate) mod tests {
                 ("demo-1.0.data/data/share/demo.conf", b"x=1\n", 0o644),
             ],
         );
-        let files = wheel_files(&w, &env()).unwrap();
+        let files = wheel_files(&w, &file_name(&w), &env()).unwrap();
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         let site = "/var/lib/python3/envs/t/lib/python3.11/site-packages";
         assert!(
@@ -432,7 +438,7 @@ pub(crate) mod tests {
         ] {
             let w = d.path().join("x-1-py3-none-any.whl");
             make_wheel(&w, &entries);
-            let err = wheel_files(&w, &env()).unwrap_err();
+            let err = wheel_files(&w, &file_name(&w), &env()).unwrap_err();
             assert!(err.reason.contains(why), "{why}: {err}");
         }
         let long = EnvLayout {
@@ -441,7 +447,10 @@ pub(crate) mod tests {
         };
         let w = d.path().join("x-1-py3-none-any.whl");
         make_wheel(&w, &[meta]);
-        assert!(wheel_files(&w, &long).unwrap_err().reason.contains("127"));
+        assert!(wheel_files(&w, &file_name(&w), &long)
+            .unwrap_err()
+            .reason
+            .contains("127"));
         let renamed = d.path().join("x-1-cp311-cp311-linux_armv7l.whl");
         make_wheel(
             &renamed,
@@ -451,7 +460,7 @@ pub(crate) mod tests {
                 0o644,
             )],
         );
-        let err = wheel_files(&renamed, &env()).unwrap_err();
+        let err = wheel_files(&renamed, &file_name(&renamed), &env()).unwrap_err();
         assert!(err.reason.contains("renamed"), "{err}");
     }
 }

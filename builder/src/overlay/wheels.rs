@@ -505,7 +505,9 @@ impl<'a> WheelSources<'a> {
                         file: sdist.clone(),
                     });
                 }
-                let found = if names.is_empty() {
+                let found = if names.is_empty() && self.pip.indexes.is_empty() {
+                    "no file with a hash the lock allows is in the wheelhouse, pip's find-links or the cache, and --offline asks no index".to_string()
+                } else if names.is_empty() {
                     "no file with a hash the lock allows was found in the wheelhouse, pip's find-links, the cache or the index".to_string()
                 } else {
                     format!("the lock's hashes match only {}", names.join(", "))
