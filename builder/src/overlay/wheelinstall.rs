@@ -259,10 +259,24 @@ pub fn wheel_files(
         )));
     }
     // A wheel renamed to claim another platform still says what it is in its WHEEL file.
-    let declared: Vec<&str> = meta
+    // Tag lines may hold compressed sets too (maturin writes `cp311-cp311-manylinux_2_17_x.manylinux2014_x`).
+    let declared: Vec<String> = meta
         .lines()
         .filter_map(|l| l.strip_prefix("Tag:"))
-        .map(str::trim)
+        .flat_map(|t| {
+            let parts: Vec<&str> = t.trim().splitn(3, '-').collect();
+            let mut out = Vec::new();
+            if let [py, abi, plat] = parts.as_slice() {
+                for p in py.split('.') {
+                    for a in abi.split('.') {
+                        for pl in plat.split('.') {
+                            out.push(format!("{p}-{a}-{pl}"));
+                        }
+                    }
+                }
+            }
+            out
+        })
         .collect();
     if let Some(named) = super::wheeltags::WheelName::parse(&name) {
         let named: Vec<String> = named
@@ -270,7 +284,7 @@ pub fn wheel_files(
             .iter()
             .map(|(p, a, pl)| format!("{p}-{a}-{pl}"))
             .collect();
-        if !declared.is_empty() && !named.iter().any(|t| declared.contains(&t.as_str())) {
+        if !declared.is_empty() && !named.iter().any(|t| declared.contains(t)) {
             return Err(fail(format!(
                 "its WHEEL metadata says {}, its file name says {} (a renamed wheel)",
                 declared.join(", "),
@@ -456,11 +470,17 @@ pub(crate) mod tests {
             &renamed,
             &[(
                 "x-1.dist-info/WHEEL",
-                b"Wheel-Version: 1.0\nTag: cp311-cp311-linux_x86_64\n",
+                b"Wheel-Version: 1.0\nTag: cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64\n",
                 0o644,
             )],
         );
         let err = wheel_files(&renamed, &file_name(&renamed), &env()).unwrap_err();
         assert!(err.reason.contains("renamed"), "{err}");
+        // The same metadata under its own (compressed) name is fine.
+        let own = d
+            .path()
+            .join("x-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+        std::fs::rename(&renamed, &own).unwrap();
+        assert!(wheel_files(&own, &file_name(&own), &env()).is_ok());
     }
 }
