@@ -419,6 +419,51 @@ fn greet_wheel(path: &Path, variant: &str, extra: &[(&str, &[u8], u32)]) {
     z.finish().unwrap();
 }
 
+/// `hello_sdist-1.0.tar.gz`: a source distribution whose in-tree build backend (PEP 517
+/// `backend-path`) writes a pure-Python wheel with Python's own zipfile.
+fn hello_sdist(path: &Path) {
+    let backend = r#"import os, zipfile
+
+FILES = {
+    "hello_sdist/__init__.py": "WHO = 'built from its sdist'\n",
+    "hello_sdist-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-sdist\nVersion: 1.0\n",
+    "hello_sdist-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: in-tree\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "hello_sdist-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        for path in sorted(FILES):
+            z.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), FILES[path])
+        z.writestr(zipfile.ZipInfo("hello_sdist-1.0.dist-info/RECORD", (1980, 1, 1, 0, 0, 0)), "")
+    return name
+"#;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    ));
+    for (name, content) in [
+        (
+            "hello_sdist-1.0/pyproject.toml",
+            "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+        ),
+        ("hello_sdist-1.0/backend.py", backend),
+        (
+            "hello_sdist-1.0/PKG-INFO",
+            "Metadata-Version: 2.1\nName: hello-sdist\nVersion: 1.0\n",
+        ),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        tar.append_data(&mut h, name, content.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
 fn sha256_file(path: &Path) -> String {
     kiln::digest::sha256_hex(&std::fs::read(path).unwrap())
 }
@@ -451,11 +496,35 @@ fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() 
     )
     .unwrap();
 
+    // A second requirement only as an sdist, with an in-tree PEP 517 backend: built under
+    // the image's interpreter into the wheel cache.
+    let sdist = dir.join("wheels/hello_sdist-1.0.tar.gz");
+    hello_sdist(&sdist);
+    let full_lock = |greet: &str| {
+        format!(
+            "{}hello-sdist==1.0 --hash=sha256:{}\n",
+            lock(greet),
+            sha256_file(&sdist)
+        )
+    };
+    std::fs::write(
+        dir.join("requirements.lock"),
+        full_lock(&sha256_file(&wheel)),
+    )
+    .unwrap();
+
     let o = build(&w);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = w.recipe.join("out");
     let first = layers(&out);
     assert_eq!(first.len(), 3, "base, envrun, greeter");
+    let built: Vec<PathBuf> = std::fs::read_dir(w.cache.join("built-wheels"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(built.len(), 1, "one sdist, one cache entry: {built:?}");
+    let wheel_built = built[0].join("hello_sdist-1.0-py3-none-any.whl");
+    let built_at = std::fs::metadata(&wheel_built).unwrap().modified().unwrap();
 
     // Inside: only the stdlib and the env on sys.path (through envrun, with a clean
     // environment), the console script starts the env's interpreter, pycs are hash-based.
@@ -516,6 +585,18 @@ fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() 
     )
     .unwrap();
     assert!(record.contains("../../../bin/greet,sha256="), "{record}");
+    assert_eq!(
+        run(&[
+            "/usr/bin/envrun",
+            "run",
+            "greeter",
+            "python3",
+            "-c",
+            "import hello_sdist; print(hello_sdist.WHO)",
+        ]),
+        "built from its sdist"
+    );
+    assert!(!root.join("var/cache/kiln-overlay").exists());
     let sbom = sbom(&out);
     let purls: Vec<&str> = sbom["packages"]
         .as_array()
@@ -526,7 +607,18 @@ fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() 
     assert!(purls.contains(&"pkg:pypi/greet@1.0"), "{purls:?}");
 
     // The same lock, built again from scratch (no layer records): the same layer.
+    // The sdist is not built again: its wheel comes from the cache.
     std::fs::remove_dir_all(w.cache.join("layers")).unwrap();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(layers(&out), first);
+    assert_eq!(
+        std::fs::metadata(&wheel_built).unwrap().modified().unwrap(),
+        built_at
+    );
+    // Built again from nothing (no wheel cache either): still the same layer.
+    std::fs::remove_dir_all(w.cache.join("layers")).unwrap();
+    std::fs::remove_dir_all(w.cache.join("built-wheels")).unwrap();
     let o = build(&w);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(layers(&out), first);
@@ -547,7 +639,7 @@ fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() 
     refused("unhashed", "requirements.lock:2: ");
     // A wheel whose hash differs from the lock's.
     let good = sha256_file(&wheel);
-    std::fs::write(dir.join("requirements.lock"), lock(&good)).unwrap();
+    std::fs::write(dir.join("requirements.lock"), full_lock(&good)).unwrap();
     greet_wheel(&wheel, " + '!'", &[]);
     refused(
         "hash differs",
@@ -558,7 +650,11 @@ fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() 
     );
     // A directory symlink inside the env (a wheel that would plant one).
     greet_wheel(&wheel, "", &[("greet/lib64", b"/usr/lib", 0o120777)]);
-    std::fs::write(dir.join("requirements.lock"), lock(&sha256_file(&wheel))).unwrap();
+    std::fs::write(
+        dir.join("requirements.lock"),
+        full_lock(&sha256_file(&wheel)),
+    )
+    .unwrap();
     refused("directory symlink", "entry 'greet/lib64' is a symlink");
     // A smoke command that fails: it installs but does not start.
     greet_wheel(&wheel, "", &[]);

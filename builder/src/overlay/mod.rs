@@ -8,6 +8,7 @@ pub mod capture;
 pub mod markers;
 pub mod recipe;
 pub mod requirements;
+pub mod sdist;
 pub mod stage;
 pub mod venv;
 pub mod wheelinstall;

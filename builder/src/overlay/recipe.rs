@@ -7,6 +7,7 @@
 //! prefix = "/var/lib/python3/envs/telemetry" # python-venv: default /var/lib/python3/envs/NAME
 //! requirements = "requirements.lock"         # python-venv: every line pinned and hashed
 //! wheelhouse = "wheels"                      # python-venv: optional local wheel directory
+//! build-requirements = "build.lock"          # python-venv: hashed wheels to build sdists with
 //! debs = ["debs/telemetryd_1.2_armhf.deb"]   # debs: the daemon's own packages
 //! prefixes = ["/opt/telemetryd"]             # debs, files: where the overlay may write
 //! smoke = "python3 -c 'import msgpack'"      # run in the env at build time; must exit 0
@@ -39,6 +40,9 @@ pub enum Kind {
         requirements: PathBuf,
         /// A directory of wheels to select from, besides pip's configured index.
         wheelhouse: Option<PathBuf>,
+        /// A hashed lock of the wheels an sdist's build backend needs (PEP 517
+        /// `build-system.requires`), installed only for the build.
+        build_requirements: Option<PathBuf>,
     },
     /// The daemon's own prebuilt .deb files, installed with the target's dpkg.
     Debs {
@@ -107,6 +111,8 @@ struct RawOverlay {
     prefix: Option<Spanned<String>>,
     requirements: Option<Spanned<String>>,
     wheelhouse: Option<Spanned<String>>,
+    #[serde(rename = "build-requirements")]
+    build_requirements: Option<Spanned<String>>,
     debs: Option<Vec<Spanned<String>>>,
     prefixes: Option<Vec<Spanned<String>>>,
     smoke: Option<Spanned<String>>,
@@ -293,6 +299,11 @@ impl Overlay {
                     .as_ref()
                     .map(|w| host_file(w, "wheelhouse"))
                     .transpose()?;
+                let build_requirements = raw
+                    .build_requirements
+                    .as_ref()
+                    .map(|w| host_file(w, "build-requirements"))
+                    .transpose()?;
                 let p = match &raw.prefix {
                     Some(p) => claim(p, "prefix")?,
                     None => format!("/var/lib/python3/envs/{name}"),
@@ -306,6 +317,7 @@ impl Overlay {
                     python,
                     requirements,
                     wheelhouse,
+                    build_requirements,
                 }
             }
             "debs" | "files" => {
@@ -314,6 +326,7 @@ impl Overlay {
                     (&raw.prefix, "prefix"),
                     (&raw.requirements, "requirements"),
                     (&raw.wheelhouse, "wheelhouse"),
+                    (&raw.build_requirements, "build-requirements"),
                 ] {
                     if let Some(v) = v {
                         only(true, key, v.span())?;

@@ -604,7 +604,7 @@ fn build_one(
     for debris in crate::configure::RUN_TO_RUN_DEBRIS {
         changes.changed.remove(&format!("/{debris}"));
     }
-    changes.changed.retain(|p, _| !p.starts_with(STAGING_DEBS));
+    changes.changed.retain(|p, _| !p.starts_with(STAGING));
     let mut owned = overlay.clone();
     owned.allowed.extend(package_paths);
     let outside = outside_paths(&owned, &changes, &upper);
@@ -719,8 +719,9 @@ pub fn outside_paths<'c>(
         .collect()
 }
 
-/// Where the daemon's packages are put in the view for dpkg (never part of the layer).
-const STAGING_DEBS: &str = "/var/cache/kiln-overlay";
+/// Where kiln stages what it needs in the view while building (the daemon's packages for dpkg,
+/// an sdist and its build environment): never part of the layer.
+pub(super) const STAGING: &str = "/var/cache/kiln-overlay";
 
 /// dpkg's records of an installed package (dpkg(1), FILES; the triggers directory changes when
 /// a package activates or interests triggers).
@@ -820,7 +821,7 @@ fn install_debs(
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| format!("{package}.deb"));
-        let dest = format!("{STAGING_DEBS}/{file_name}");
+        let dest = format!("{STAGING}/{file_name}");
         let bytes = std::fs::read(deb).map_err(|e| io_err(name, deb, e))?;
         entry.sha256 = sha256_hex(&bytes);
         entries.push(entry);
@@ -840,7 +841,7 @@ fn install_debs(
     args.extend(in_view.iter().map(String::as_str));
     let ran = sandbox.run("/usr/bin/dpkg", &args, &[])?;
     let _ = std::fs::remove_file(merged.join("usr/sbin/policy-rc.d"));
-    let _ = std::fs::remove_dir_all(merged.join(&STAGING_DEBS[1..]));
+    let _ = std::fs::remove_dir_all(merged.join(&STAGING[1..]));
     if !ran.status.success() {
         let text = String::from_utf8_lossy(&ran.output);
         let tail: Vec<&str> = text.lines().rev().take(4).collect();

@@ -15,17 +15,21 @@
 //!    environment must have only the standard library and the env's site-packages on sys.path
 //!    (check id `venv-sys-path`).
 //!
+//! A requirement with no fitting wheel but an allowed sdist is built into a wheel first, under
+//! qemu, once per target ([`super::sdist`]).
+//!
 //! Python 2.7 ignores pyvenv.cfg (PEP 405 is Python 3.3+); its envs need virtualenv's own
 //! site.py, which this version of kiln does not write, so a python2 overlay is refused with
-//! that reason. Source distributions are not built (see [`super::wheels::WheelError::SdistOnly`]).
+//! that reason.
 
 use super::markers::{self, MarkerEnv};
 use super::recipe::{Kind, Overlay};
 use super::requirements;
+use super::sdist::SdistBuild;
 use super::stage::{put_file, put_symlink, root_owned, OverlayError, StageInput};
 use super::wheelinstall::{self, EnvLayout};
-use super::wheels::{PipConfig, WheelSources};
-use super::wheeltags::PythonTarget;
+use super::wheels::{Fetched, PipConfig, WheelSources};
+use super::wheeltags::{select, PythonTarget};
 use crate::arch::DebianArch;
 use std::path::Path;
 
@@ -156,6 +160,7 @@ pub fn install(
         python,
         requirements: lock,
         wheelhouse,
+        build_requirements,
     } = &overlay.kind
     else {
         return Err(fail(name, "not a python-venv overlay"));
@@ -186,21 +191,16 @@ pub fn install(
         machine: machine.clone(),
         glibc: interp.glibc,
     };
-    let lock_label = lock
-        .strip_prefix(overlay.dir.parent().unwrap_or(&overlay.dir))
-        .unwrap_or(lock)
-        .display()
-        .to_string();
-    let text = std::fs::read_to_string(lock)
-        .map_err(|e| fail(name, format!("{}: {e}", lock.display())))?;
-    let reqs = requirements::parse(&text, &lock_label).map_err(|e| fail(name, e))?;
     let menv = marker_env(&interp, &machine);
+    let reqs = read_lock(overlay, lock, &menv)?;
     let mut pip = PipConfig::from_host();
     if input.offline {
         pip.indexes.clear();
     }
     let mut sources =
         WheelSources::new(wheelhouse.as_deref(), pip, cache).map_err(|e| fail(name, e))?;
+    // The wheels sdist builds need (fetched only when some requirement is an sdist).
+    let mut build_wheels: Option<Vec<Fetched>> = None;
     let env = EnvLayout {
         prefix: prefix.clone(),
         version: interp.version.clone(),
@@ -208,18 +208,69 @@ pub fn install(
     let owner = |mode: u32| root_owned(mode, sde);
     let mut installed = Vec::new();
     let mut written: std::collections::BTreeMap<String, String> = Default::default();
-    for req in &reqs {
-        let at = format!("{lock_label}:{}", req.line);
-        if let Some(m) = &req.marker {
-            if !markers::evaluate(m, &menv).map_err(|e| fail(name, format!("{at}: {e}")))? {
-                continue;
+    for (req, at) in &reqs {
+        let fetched = sources.fetch(req, &target, at).map_err(|e| fail(name, e))?;
+        let (wheel_path, wheel_file) = if fetched.sdist {
+            if build_wheels.is_none() {
+                let mut wheels = Vec::new();
+                if let Some(build_lock) = build_requirements {
+                    for (breq, bat) in read_lock(overlay, build_lock, &menv)? {
+                        let w = sources
+                            .fetch(&breq, &target, &bat)
+                            .map_err(|e| fail(name, e))?;
+                        if w.sdist {
+                            return Err(fail(
+                                name,
+                                format!(
+                                    "{bat}: build requirements must be wheels; {} is an sdist",
+                                    w.file
+                                ),
+                            ));
+                        }
+                        wheels.push(w);
+                    }
+                }
+                build_wheels = Some(wheels);
             }
-        }
-        let fetched = sources
-            .fetch(req, &target, &at)
-            .map_err(|e| fail(name, e))?;
-        let files = wheelinstall::wheel_files(&fetched.path, &fetched.file, &env)
-            .map_err(|e| fail(name, e))?;
+            let build = SdistBuild {
+                root,
+                overlay: name,
+                version: &interp.version,
+                target_key: format!(
+                    "python {} machine {machine} glibc {}.{}",
+                    interp.full_version, interp.glibc.0, interp.glibc.1
+                ),
+                build_wheels: build_wheels.as_deref().unwrap_or_default(),
+                build_lock_digest: match build_requirements {
+                    Some(p) => crate::digest::sha256_hex(
+                        &std::fs::read(p)
+                            .map_err(|e| fail(name, format!("{}: {e}", p.display())))?,
+                    ),
+                    None => String::new(),
+                },
+                cache,
+                sde,
+            };
+            let (path, file) = build.wheel(&fetched)?;
+            if select(
+                &target,
+                &req.name,
+                &req.version,
+                std::slice::from_ref(&file),
+            )
+            .is_err()
+            {
+                return Err(fail(
+                    name,
+                    format!("{at}: the wheel built from {} is {file}, which does not fit the image's Python", fetched.file),
+                ));
+            }
+            (path, file)
+        } else {
+            (fetched.path.clone(), fetched.file.clone())
+        };
+        let files =
+            wheelinstall::wheel_files(&wheel_path, &wheel_file, &env).map_err(|e| fail(name, e))?;
         for f in files {
             if let Some(other) = written.insert(f.path.clone(), fetched.file.clone()) {
                 return Err(fail(
@@ -264,6 +315,34 @@ pub fn install(
     let site = root.join(env.site_packages().trim_start_matches('/'));
     std::fs::create_dir_all(&site).map_err(|e| fail(name, format!("{}: {e}", site.display())))?;
     Ok((env, installed))
+}
+
+/// A requirements lock of the overlay, parsed, with the lines whose markers hold for the
+/// target and each line's `file:line` for messages.
+fn read_lock(
+    overlay: &Overlay,
+    lock: &Path,
+    menv: &MarkerEnv,
+) -> Result<Vec<(requirements::Requirement, String)>, OverlayError> {
+    let name = overlay.name.as_str();
+    let label = lock
+        .strip_prefix(overlay.dir.parent().unwrap_or(&overlay.dir))
+        .unwrap_or(lock)
+        .display()
+        .to_string();
+    let text = std::fs::read_to_string(lock)
+        .map_err(|e| fail(name, format!("{}: {e}", lock.display())))?;
+    let mut out = Vec::new();
+    for req in requirements::parse(&text, &label).map_err(|e| fail(name, e))? {
+        let at = format!("{label}:{}", req.line);
+        if let Some(m) = &req.marker {
+            if !markers::evaluate(m, menv).map_err(|e| fail(name, format!("{at}: {e}")))? {
+                continue;
+            }
+        }
+        out.push((req, at));
+    }
+    Ok(out)
 }
 
 /// Step 4: byte-compile under qemu and prove sys.path holds only the stdlib and the env.

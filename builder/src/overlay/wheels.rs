@@ -45,18 +45,6 @@ pub enum WheelError {
         /// Why, with what was found.
         reason: String,
     },
-    /// Only a source distribution fits.
-    #[error("{lock}: {requirement} has no wheel for {target}, only the source distribution {file}; building sdists under emulation is not supported by this version of kiln: put a wheel built for the board in the overlay's wheelhouse and its hash in the lock")]
-    SdistOnly {
-        /// The lock file and line.
-        lock: String,
-        /// The requirement, `name version`.
-        requirement: String,
-        /// The best tag of the target.
-        target: String,
-        /// The sdist.
-        file: String,
-    },
     /// An index or a file could not be read.
     #[error("{what}: {reason}")]
     Io {
@@ -85,6 +73,8 @@ pub enum Origin {
     Local(PathBuf),
     /// A URL of an index.
     Url(String),
+    /// Seen on an index by an earlier build (the cache knows its name), not downloaded.
+    Unfetched,
 }
 
 /// The file chosen for a requirement, in the cache.
@@ -100,6 +90,8 @@ pub struct Fetched {
     pub sha256: String,
     /// The verified file in the cache.
     pub path: PathBuf,
+    /// A source distribution (no wheel fits): it must be built first.
+    pub sdist: bool,
 }
 
 /// pip's configuration, as far as finding files goes.
@@ -374,7 +366,8 @@ impl<'a> WheelSources<'a> {
         Ok(out)
     }
 
-    /// Files of `req` the cache holds (by the lock's hashes).
+    /// Files of `req` the cache knows by name (by the lock's hashes): with the verified file
+    /// when it holds it, else as seen on an index (origin `Unfetched`).
     fn cached(&self, req: &Requirement) -> Vec<Candidate> {
         req.hashes
             .iter()
@@ -382,14 +375,37 @@ impl<'a> WheelSources<'a> {
                 let file =
                     std::fs::read_to_string(self.wheel_dir().join(format!("{h}.name"))).ok()?;
                 let path = self.cache.blob_path(h);
-                let bytes = std::fs::read(&path).ok()?;
-                (sha256_hex(&bytes) == *h).then(|| Candidate {
+                let held = std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == *h);
+                Some(Candidate {
                     file: file.trim().to_string(),
                     sha256: h.clone(),
-                    origin: Origin::Local(path),
+                    origin: if held {
+                        Origin::Local(path)
+                    } else {
+                        Origin::Unfetched
+                    },
                 })
             })
             .collect()
+    }
+
+    /// Remembers the file name of a hash the lock allows (so that later builds, offline
+    /// ones too, choose among the same files).
+    fn remember(&self, c: &Candidate) -> Result<(), WheelError> {
+        let cache_io = |e: std::io::Error| WheelError::Io {
+            what: self.cache.root().display().to_string(),
+            reason: e.to_string(),
+        };
+        let record = self.wheel_dir().join(format!("{}.name", c.sha256));
+        if std::fs::read_to_string(&record).is_ok_and(|f| f.trim() == c.file) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.wheel_dir()).map_err(cache_io)?;
+        let mut name =
+            tempfile::NamedTempFile::new_in(self.cache.root().join("tmp")).map_err(cache_io)?;
+        name.write_all(c.file.as_bytes()).map_err(cache_io)?;
+        name.persist(record).map_err(|e| cache_io(e.error))?;
+        Ok(())
     }
 
     /// Files of `req` on the configured indexes.
@@ -434,7 +450,10 @@ impl<'a> WheelSources<'a> {
     }
 
     /// Chooses, fetches and verifies the file of `req` for `target`; `lock` names the lock file
-    /// and line in messages.
+    /// and line in messages. The choice is among every file whose hash the lock allows: the
+    /// index is asked only while some allowed hash is unknown (the cache remembers the names
+    /// it saw), so an online and an offline build choose the same file. A wheel that fits wins;
+    /// else an allowed sdist (`.tar.gz`), to be built.
     pub fn fetch(
         &mut self,
         req: &Requirement,
@@ -451,17 +470,19 @@ impl<'a> WheelSources<'a> {
             )
             .is_ok()
         };
+        let requirement = format!("{} {}", req.name, req.version);
+        let mismatch = |c: &Candidate| WheelError::HashMismatch {
+            requirement: requirement.clone(),
+            file: c.file.clone(),
+            got: c.sha256.clone(),
+            allowed: req.hashes.join(", "),
+            lock: lock.to_string(),
+        };
         let mut local = Vec::new();
         if let Some(own) = self.own {
             for c in Self::local(own, req)? {
-                if !allowed(&c) && fits(&c) {
-                    return Err(WheelError::HashMismatch {
-                        requirement: format!("{} {}", req.name, req.version),
-                        file: c.file.clone(),
-                        got: c.sha256,
-                        allowed: req.hashes.join(", "),
-                        lock: lock.to_string(),
-                    });
+                if !allowed(&c) && (fits(&c) || sdist_name(&c.file).is_some()) {
+                    return Err(mismatch(&c));
                 }
                 local.push(c);
             }
@@ -469,64 +490,83 @@ impl<'a> WheelSources<'a> {
         for dir in self.pip.find_links.clone() {
             local.extend(Self::local(&dir, req)?);
         }
-        local.extend(self.cached(req));
         let mut candidates: Vec<Candidate> = local.into_iter().filter(allowed).collect();
-        if !candidates.iter().any(fits) {
+        for c in self.cached(req) {
+            if !candidates.iter().any(|k| k.sha256 == c.sha256) {
+                candidates.push(c);
+            }
+        }
+        let unknown = req
+            .hashes
+            .iter()
+            .any(|h| !candidates.iter().any(|c| c.sha256 == *h));
+        let mut asked = false;
+        if unknown && !self.pip.indexes.is_empty() {
+            asked = true;
             let indexed = self.indexed(req)?;
             let (hashed, other): (Vec<Candidate>, Vec<Candidate>) =
                 indexed.into_iter().partition(allowed);
             if hashed.is_empty() {
                 if let Some(c) = other.iter().find(|c| fits(c)) {
-                    return Err(WheelError::HashMismatch {
-                        requirement: format!("{} {}", req.name, req.version),
-                        file: c.file.clone(),
-                        got: c.sha256.clone(),
-                        allowed: req.hashes.join(", "),
-                        lock: lock.to_string(),
-                    });
+                    return Err(mismatch(c));
                 }
             }
-            candidates.extend(hashed);
+            for c in hashed {
+                self.remember(&c)?;
+                match candidates.iter_mut().find(|k| k.sha256 == c.sha256) {
+                    Some(k) if k.origin == Origin::Unfetched => *k = c,
+                    Some(_) => {}
+                    None => candidates.push(c),
+                }
+            }
         }
         let names: Vec<String> = candidates.iter().map(|c| c.file.clone()).collect();
-        let chosen = match select(target, &req.name, &req.version, &names) {
-            Ok(file) => file.to_string(),
-            Err(no) => {
-                let best = target
-                    .tags()
-                    .first()
-                    .map(|(p, a, pl)| format!("{p}-{a}-{pl}"))
-                    .unwrap_or_default();
-                if let Some(sdist) = names.iter().find(|n| sdist_name(n).is_some()) {
-                    return Err(WheelError::SdistOnly {
+        let (chosen, sdist) = match select(target, &req.name, &req.version, &names) {
+            Ok(file) => (file.to_string(), false),
+            Err(no) => match names.iter().filter(|n| n.ends_with(".tar.gz")).min() {
+                Some(sdist) => (sdist.clone(), true),
+                None => {
+                    let found = if names.is_empty() && self.pip.indexes.is_empty() {
+                        "no file with a hash the lock allows is in the wheelhouse, pip's find-links or the cache, and --offline asks no index".to_string()
+                    } else if names.is_empty() {
+                        "no file with a hash the lock allows was found in the wheelhouse, pip's find-links, the cache or the index".to_string()
+                    } else {
+                        format!("the lock's hashes match only {}", names.join(", "))
+                    };
+                    return Err(WheelError::NoFile {
                         lock: lock.to_string(),
-                        requirement: format!("{} {}", req.name, req.version),
-                        target: best,
-                        file: sdist.clone(),
+                        reason: format!(
+                            "no wheel of {} {} fits {}: {found}",
+                            no.name, no.version, no.target
+                        ),
                     });
                 }
-                let found = if names.is_empty() && self.pip.indexes.is_empty() {
-                    "no file with a hash the lock allows is in the wheelhouse, pip's find-links or the cache, and --offline asks no index".to_string()
-                } else if names.is_empty() {
-                    "no file with a hash the lock allows was found in the wheelhouse, pip's find-links, the cache or the index".to_string()
-                } else {
-                    format!("the lock's hashes match only {}", names.join(", "))
-                };
-                return Err(WheelError::NoFile {
-                    lock: lock.to_string(),
-                    reason: format!(
-                        "no wheel of {} {} fits {}: {found}",
-                        no.name, no.version, no.target
-                    ),
-                });
-            }
+            },
         };
-        let Some(c) = candidates.into_iter().find(|c| c.file == chosen) else {
+        let Some(mut c) = candidates.into_iter().find(|c| c.file == chosen) else {
             return Err(WheelError::Io {
                 what: chosen,
                 reason: "chosen file vanished".into(),
             });
         };
+        if c.origin == Origin::Unfetched {
+            // Known from an earlier build's look at the index, not downloaded yet.
+            let url = if asked || self.pip.indexes.is_empty() {
+                None
+            } else {
+                self.indexed(req)?
+                    .into_iter()
+                    .find(|i| i.sha256 == c.sha256)
+                    .map(|i| i.origin)
+            };
+            c.origin = url.ok_or_else(|| WheelError::NoFile {
+                lock: lock.to_string(),
+                reason: format!(
+                    "{} (sha256 {}) is the file to use, but it is not in the cache and no index can be asked (--offline?)",
+                    c.file, c.sha256
+                ),
+            })?;
+        }
         let path = self.store(&c, req, lock)?;
         Ok(Fetched {
             name: req.name.clone(),
@@ -534,6 +574,7 @@ impl<'a> WheelSources<'a> {
             file: c.file,
             sha256: c.sha256,
             path,
+            sdist,
         })
     }
 
@@ -548,6 +589,12 @@ impl<'a> WheelSources<'a> {
         let mut tmp =
             tempfile::NamedTempFile::new_in(self.cache.root().join("tmp")).map_err(cache_io)?;
         let what = match &c.origin {
+            Origin::Unfetched => {
+                return Err(WheelError::Io {
+                    what: c.file.clone(),
+                    reason: "no place to get it from".into(),
+                })
+            }
             Origin::Local(p) if *p == dest => None,
             Origin::Local(p) => {
                 let bytes = std::fs::read(p).map_err(|e| WheelError::Io {
@@ -590,11 +637,7 @@ impl<'a> WheelSources<'a> {
             }
             tmp.persist(&dest).map_err(|e| cache_io(e.error))?;
         }
-        let mut name =
-            tempfile::NamedTempFile::new_in(self.cache.root().join("tmp")).map_err(cache_io)?;
-        name.write_all(c.file.as_bytes()).map_err(cache_io)?;
-        name.persist(self.wheel_dir().join(format!("{}.name", c.sha256)))
-            .map_err(|e| cache_io(e.error))?;
+        self.remember(c)?;
         Ok(dest)
     }
 }
@@ -647,6 +690,54 @@ mod tests {
         );
         assert!(c.find_links.is_empty(), "a missing directory is left out");
         assert_eq!(PipConfig::from_values(&BTreeMap::new()).indexes, [PYPI]);
+    }
+
+    #[test]
+    fn offline_choices_come_from_the_wheelhouse_and_the_names_the_cache_remembers() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("cache")).unwrap();
+        let house = d.path().join("wheels");
+        std::fs::create_dir(&house).unwrap();
+        std::fs::write(house.join("x-1.0-py3-none-any.whl"), b"pure").unwrap();
+        let pure = sha256_hex(b"pure");
+        let target = PythonTarget {
+            version: (3, 11),
+            machine: "armv7l".into(),
+            glibc: (2, 36),
+        };
+        let req = |hashes: Vec<String>| Requirement {
+            name: "x".into(),
+            version: "1.0".into(),
+            extras: vec![],
+            marker: None,
+            hashes,
+            line: 3,
+        };
+        let offline = PipConfig::default();
+        let mut sources = WheelSources::new(Some(&house), offline.clone(), &cache).unwrap();
+        let got = sources
+            .fetch(&req(vec![pure.clone()]), &target, "r.lock:3")
+            .unwrap();
+        assert_eq!(got.file, "x-1.0-py3-none-any.whl");
+        assert!(!got.sdist);
+        assert_eq!(std::fs::read(&got.path).unwrap(), b"pure");
+        // A better wheel an earlier build saw on the index but never downloaded: offline, kiln
+        // says so instead of silently taking the pure one.
+        let better = "ab".repeat(32);
+        std::fs::write(
+            cache.root().join(format!("wheels/{better}.name")),
+            "x-1.0-cp311-cp311-manylinux_2_17_armv7l.whl",
+        )
+        .unwrap();
+        let mut sources = WheelSources::new(Some(&house), offline, &cache).unwrap();
+        let err = sources
+            .fetch(&req(vec![pure, better]), &target, "r.lock:3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("manylinux_2_17_armv7l.whl") && err.contains("not in the cache"),
+            "{err}"
+        );
     }
 
     #[test]
