@@ -470,6 +470,36 @@ fn untrusted_archives_are_refused() {
     assert_ok(&kiln(&recipe, &cache, &["lock"]));
 }
 
+/// Debian's archive keys are certified by other keys (bullseye's by the release keys); such a
+/// third-party certification is not the key owner's statement and must not make the key unusable.
+#[test]
+fn an_archive_key_certified_by_another_key_is_accepted() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let fingerprint = String::from_utf8(signer.gpg(&["--with-colons", "--list-keys"]))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|f| f.trim_end_matches(':').to_string())
+        .unwrap();
+    let certifier = Signer::new("release team <r@kiln.invalid>", "never", None);
+    let archive_key = work.path().join("archive-key.gpg");
+    signer.export(&archive_key);
+    certifier.gpg(&["--import", archive_key.to_str().unwrap()]);
+    certifier.gpg(&["--quick-sign-key", &fingerprint]);
+    let certified = certifier.gpg(&["--export", &fingerprint]);
+    let listed = certifier.gpg(&["--with-colons", "--check-sigs", &fingerprint]);
+    assert!(
+        String::from_utf8_lossy(&listed).matches("\nsig:").count() >= 2,
+        "the key carries its self-signature and the certifier's"
+    );
+    std::fs::write(&archive.keyring, certified).unwrap();
+    assert_ok(&kiln(&recipe, &work.path().join("cache"), &["lock"]));
+}
+
 #[test]
 fn a_lying_index_entry_never_reaches_the_cache() {
     let work = tempfile::tempdir().unwrap();

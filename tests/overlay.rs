@@ -7,12 +7,16 @@
 
 mod fixture;
 
-use fixture::{build_archive, real_minbase_debs, real_python_debs, stderr, ArchiveSpec, Signer};
+use fixture::{
+    build_archive, real_minbase_debs, real_python2_debs, real_python_debs, stderr, ArchiveSpec,
+    Signer,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// envrun for the build host (amd64), built into a target directory of the test's own so this
-/// never waits for the lock of the build that runs the tests.
+/// never waits for the lock of the build that runs the tests; static (glibc's crt-static, as
+/// for the armv7 boards) so it runs on an image whose glibc is older than the host's.
 fn host_envrun() -> PathBuf {
     static ENVRUN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ENVRUN
@@ -26,15 +30,21 @@ fn host_envrun() -> PathBuf {
                     "--offline",
                     "-p",
                     "envrun",
+                    "--target",
+                    "x86_64-unknown-linux-gnu",
                     "--manifest-path",
                 ])
                 .arg(&manifest)
                 .arg("--target-dir")
                 .arg(&target)
+                .env(
+                    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                    "-C target-feature=+crt-static",
+                )
                 .output()
                 .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            target.join("debug/envrun")
+            target.join("x86_64-unknown-linux-gnu/debug/envrun")
         })
         .clone()
 }
@@ -54,18 +64,25 @@ fn world() -> World {
 
 /// A recipe on a real amd64 base with `packages` besides minbase, and the heartbeat overlay.
 fn world_with(packages: &[&str]) -> World {
+    let debs = if packages.is_empty() {
+        real_minbase_debs()
+    } else {
+        real_python_debs()
+    };
+    world_on("bookworm", debs, packages)
+}
+
+/// A recipe on a fixture archive named `suite` holding the real `debs`, with `packages` besides
+/// minbase, and the heartbeat overlay.
+fn world_on(suite: &str, debs: Vec<PathBuf>, packages: &[&str]) -> World {
     let work = tempfile::tempdir().unwrap();
     let signer = Signer::new("overlay fixture <o@kiln.invalid>", "never", None);
     let archive = build_archive(
         &work.path().join("archive"),
         ArchiveSpec {
             index_compressions: &["xz"],
-            real_debs: if packages.is_empty() {
-                real_minbase_debs()
-            } else {
-                real_python_debs()
-            },
-            ..ArchiveSpec::new("bookworm", "amd64", Vec::new(), &signer)
+            real_debs: debs,
+            ..ArchiveSpec::new(suite, "amd64", Vec::new(), &signer)
         },
     );
     let recipe = work.path().join("r");
@@ -382,18 +399,25 @@ fn sbom(out: &Path) -> serde_json::Value {
 
 /// A pure-Python wheel `greet-1.0` with a console script; `variant` changes its bytes.
 fn greet_wheel(path: &Path, variant: &str, extra: &[(&str, &[u8], u32)]) {
+    greet_wheel_tagged(path, &["py3-none-any"], variant, extra);
+}
+
+/// The greet wheel with the given WHEEL tags (the file name must agree).
+fn greet_wheel_tagged(path: &Path, tags: &[&str], variant: &str, extra: &[(&str, &[u8], u32)]) {
     use std::io::Write;
     let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     let module = format!(
         "import sys\n\ndef main():\n    print('hello from greet in ' + sys.prefix{variant})\n    return 0\n"
     );
+    let wheel_meta = format!(
+        "Wheel-Version: 1.0\nGenerator: kiln-tests\nRoot-Is-Purelib: true\n{}",
+        tags.iter()
+            .map(|t| format!("Tag: {t}\n"))
+            .collect::<String>()
+    );
     let mut entries: Vec<(&str, &[u8], u32)> = vec![
         ("greet/__init__.py", module.as_bytes(), 0o644),
-        (
-            "greet-1.0.dist-info/WHEEL",
-            b"Wheel-Version: 1.0\nGenerator: kiln-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-            0o644,
-        ),
+        ("greet-1.0.dist-info/WHEEL", wheel_meta.as_bytes(), 0o644),
         (
             "greet-1.0.dist-info/METADATA",
             b"Metadata-Version: 2.1\nName: greet\nVersion: 1.0\n",
@@ -665,4 +689,148 @@ fn a_python_venv_overlay_is_isolated_reproducible_and_refuses_planted_defects() 
     )
     .unwrap();
     refused("smoke fails", "No module named 'telemetry'");
+}
+
+/// Python 2.7 (bullseye, the last suite that has it) ignores pyvenv.cfg: its env holds a copy of
+/// the interpreter, getpath's landmarks and kiln's site.py. Through envrun, from a launcher and
+/// run directly with HOME set, only the stdlib and the env are on sys.path; a module planted in
+/// the system's dist-packages or the user's site-packages, which the system's python2.7 imports,
+/// is not importable from the env.
+#[test]
+fn a_python2_env_is_isolated_without_pyvenv_cfg_support() {
+    if !is_root() {
+        eprintln!("skipped: overlays need root (overlayfs, chroot)");
+        return;
+    }
+    let w = world_on("bullseye", real_python2_debs(), &["python2.7"]);
+    let dir = w.recipe.join("overlays/oldie");
+    std::fs::create_dir_all(dir.join("wheels")).unwrap();
+    let wheel = dir.join("wheels/greet-1.0-py2.py3-none-any.whl");
+    greet_wheel_tagged(&wheel, &["py2-none-any", "py3-none-any"], "", &[]);
+    std::fs::write(
+        dir.join("requirements.lock"),
+        format!("greet==1.0 --hash=sha256:{}\n", sha256_file(&wheel)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("overlay.toml"),
+        "kind = \"python-venv\"\npython = \"python2.7\"\nrequirements = \"requirements.lock\"\nwheelhouse = \"wheels\"\nsmoke = \"greet\"\n\n[service]\nexec = \"greet\"\n",
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(w.recipe.join("kiln.toml")).unwrap();
+    std::fs::write(
+        w.recipe.join("kiln.toml"),
+        format!(
+            "{}\n[[waiver]]\npath = \"/usr/share/doc/util-linux/examples/getopt-parse.tcsh\"\ncheck = \"script-interp\"\nreason = \"an example in bullseye's util-linux documentation\"\nexpires = \"2099-12-31\"\n",
+            toml.replace("overlays/heartbeat", "overlays/oldie")
+        ),
+    )
+    .unwrap();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = w.recipe.join("out");
+    let first = layers(&out);
+
+    let root = w.recipe.join("rootfs");
+    unpack(&out, &root);
+    let env = "/var/lib/python2/envs/oldie";
+    let run = |args: &[&str]| -> (bool, String) {
+        let o = Command::new("/usr/sbin/chroot")
+            .arg(&root)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/root")
+            .env("PYTHONPATH", "/usr/lib/python2.7/dist-packages")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (o.status.success(), text + stderr(&o).trim())
+    };
+    let stdlib = "'/usr/lib/python2.7', '/usr/lib/python2.7/plat-x86_64-linux-gnu', '/usr/lib/python2.7/lib-tk', '/usr/lib/python2.7/lib-old', '/usr/lib/python2.7/lib-dynload'";
+    let show = "import sys; print(sys.path)";
+    assert_eq!(
+        run(&["/usr/bin/envrun", "run", "oldie", "python2.7", "-c", show]),
+        (
+            true,
+            format!("['', {stdlib}, '{env}/lib/python2.7/site-packages']")
+        )
+    );
+    assert_eq!(
+        run(&["/usr/bin/envrun", "run", "oldie", "greet"]),
+        (true, format!("hello from greet in {env}"))
+    );
+    let launcher = std::fs::read_to_string(root.join(&env[1..]).join("bin/greet")).unwrap();
+    assert!(
+        launcher.starts_with(&format!("#!{env}/bin/python2.7\n")),
+        "{launcher}"
+    );
+    // The interpreter is a copy (a link would resolve to /usr and bring dist-packages).
+    let copy = root.join(&env[1..]).join("bin/python2.7");
+    assert!(std::fs::symlink_metadata(&copy).unwrap().is_file());
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(root.join("usr/bin/python2.7")).unwrap()
+    );
+    // pycs for the env's site.py and the wheel, dated like their sources (SOURCE_DATE_EPOCH).
+    for (source, pyc) in [
+        ("lib/python2.7/site.py", "lib/python2.7/site.pyc"),
+        (
+            "lib/python2.7/site-packages/greet/__init__.py",
+            "lib/python2.7/site-packages/greet/__init__.pyc",
+        ),
+    ] {
+        use std::os::unix::fs::MetadataExt;
+        let mtime = std::fs::metadata(root.join(&env[1..]).join(source))
+            .unwrap()
+            .mtime();
+        let data = std::fs::read(root.join(&env[1..]).join(pyc)).unwrap();
+        assert_eq!(
+            i64::from(u32::from_le_bytes(data[4..8].try_into().unwrap())),
+            mtime,
+            "{pyc}"
+        );
+    }
+
+    // Modules the system's python2.7 finds (dist-packages, the user's site-packages) are not
+    // the env's.
+    std::fs::create_dir_all(root.join("usr/lib/python2.7/dist-packages")).unwrap();
+    std::fs::write(root.join("usr/lib/python2.7/dist-packages/leak.py"), "").unwrap();
+    let user_site = root.join("root/.local/lib/python2.7/site-packages");
+    std::fs::create_dir_all(&user_site).unwrap();
+    std::fs::write(user_site.join("userleak.py"), "").unwrap();
+    let imports = "import leak, userleak; print('both')";
+    assert_eq!(
+        run(&["/usr/bin/python2.7", "-c", imports]),
+        (true, "both".to_string())
+    );
+    let python = format!("{env}/bin/python2.7");
+    assert_eq!(
+        run(&["/usr/bin/env", "-u", "PYTHONPATH", &python, "-c", show]),
+        (
+            true,
+            format!("['', {stdlib}, '{env}/lib/python2.7/site-packages']")
+        ),
+        "run directly, with HOME set"
+    );
+    for module in ["leak", "userleak"] {
+        let (ok, text) = run(&[
+            "/usr/bin/env",
+            "-u",
+            "PYTHONPATH",
+            &python,
+            "-c",
+            &format!("import {module}"),
+        ]);
+        assert!(
+            !ok && text.contains(&format!("No module named {module}")),
+            "{module}: {text}"
+        );
+    }
+
+    // The same lock again from scratch: the same layers.
+    std::fs::remove_dir_all(w.cache.join("layers")).unwrap();
+    let o = build(&w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(layers(&out), first);
 }

@@ -103,6 +103,41 @@ fn expiry_from(created: u64, sigs: &[&Signature]) -> Option<u64> {
     }
 }
 
+/// Whether a signature names `key` as its issuer (by fingerprint or key id).
+fn issued_by(sig: &Signature, key: &SignedPublicKey) -> bool {
+    let fingerprint = key.fingerprint();
+    let id = key.legacy_key_id();
+    sig.issuer_fingerprint().iter().any(|f| **f == fingerprint)
+        || sig.issuer_key_id().iter().any(|k| **k == id)
+}
+
+/// The key's own certifications of its user ids: every one verifies, and at least one exists.
+/// Certifications by other keys are not the key owner's statements and are skipped (rpgp's
+/// `verify_bindings` would fail on them: Debian's archive keys are cross-signed by the release
+/// keys, so bullseye's keys, signed by bookworm's, would all be dropped); apt does not use them
+/// either.
+fn self_certified(key: &SignedPublicKey) -> bool {
+    let mut certified = false;
+    for user in &key.details.users {
+        for sig in user.signatures.iter().filter(|s| issued_by(s, key)) {
+            if sig
+                .verify_certification(&key.primary_key, pgp::types::Tag::UserId, &user.id)
+                .is_err()
+            {
+                return false;
+            }
+            certified = true;
+        }
+    }
+    let direct_ok = key
+        .details
+        .direct_signatures
+        .iter()
+        .filter(|s| issued_by(s, key))
+        .all(|s| s.verify_key(&key.primary_key).is_ok());
+    certified && direct_ok
+}
+
 impl Keyring {
     /// Reads a keyring (binary, as Debian ships them, or ASCII-armored) and keeps the keys whose
     /// self-signatures verify and that are not revoked.
@@ -126,7 +161,7 @@ impl Keyring {
         let mut candidates = Vec::new();
         for key in keys {
             // A primary key whose user-id bindings do not verify is not a key its owner made.
-            if key.details.verify_bindings(&key.primary_key).is_err() {
+            if !self_certified(&key) {
                 continue;
             }
             let revoked = key

@@ -144,7 +144,10 @@ fn check_env(image: &ImageTree, env: &str, out: &mut Vec<Finding>) {
                         ));
                     }
                 }
-                if data.len() <= HOST_PATH_SCAN_LIMIT {
+                // In an ELF object a build path is the compiler's record (DW_AT_comp_dir, a
+                // manylinux wheel's /tmp/pip-req-build-…) that nothing opens; its RPATH and
+                // RUNPATH, which the loader does use, are the rpath checks' business.
+                if data.len() <= HOST_PATH_SCAN_LIMIT && !data.starts_with(b"\x7fELF") {
                     let text = String::from_utf8_lossy(&data);
                     if let Some(m) = HOST_PATH_MARKERS.iter().find(|m| text.contains(*m)) {
                         out.push(Finding::new(
@@ -217,6 +220,31 @@ mod tests {
             ),
         ]);
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn a_build_path_in_an_extension_modules_debug_info_is_not_a_leak() {
+        let cfg = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 2.7.18\n";
+        let f = findings(&[
+            ("usr/bin/python2.7", "elf", None),
+            (&format!("{E}/pyvenv.cfg"), cfg, None),
+            (
+                &format!("{E}/lib/python2.7/site-packages/sj/_speedups.so"),
+                "\x7fELF\x02\x01\x01\0/tmp/pip-req-build-AXKIC8\0",
+                None,
+            ),
+        ]);
+        assert!(f.is_empty(), "{f:?}");
+        let f = findings(&[
+            ("usr/bin/python2.7", "elf", None),
+            (&format!("{E}/pyvenv.cfg"), cfg, None),
+            (
+                &format!("{E}/lib/python2.7/site-packages/sj/paths.txt"),
+                "/tmp/pip-req-build-AXKIC8\n",
+                None,
+            ),
+        ]);
+        assert_eq!(f.len(), 1, "{f:?}");
     }
 
     #[test]

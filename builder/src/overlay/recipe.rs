@@ -5,6 +5,7 @@
 //! kind = "python-venv"                       # python-venv | debs | files
 //! python = "python3"                         # python-venv: the image's interpreter
 //! prefix = "/var/lib/python3/envs/telemetry" # python-venv: default /var/lib/python3/envs/NAME
+//!                                            #   (/var/lib/python2/envs/NAME for python2*)
 //! requirements = "requirements.lock"         # python-venv: every line pinned and hashed
 //! wheelhouse = "wheels"                      # python-venv: optional local wheel directory
 //! build-requirements = "build.lock"          # python-venv: hashed wheels to build sdists with
@@ -191,6 +192,8 @@ const SHARED: &[&str] = &[
     "/var",
     "/var/lib",
     "/var/log",
+    "/var/lib/python2",
+    "/var/lib/python2/envs",
     "/var/lib/python3",
     "/var/lib/python3/envs",
 ];
@@ -306,6 +309,9 @@ impl Overlay {
                     .transpose()?;
                 let p = match &raw.prefix {
                     Some(p) => claim(p, "prefix")?,
+                    None if python.starts_with("python2") => {
+                        format!("/var/lib/python2/envs/{name}")
+                    }
                     None => format!("/var/lib/python3/envs/{name}"),
                 };
                 allowed.push(p.clone());

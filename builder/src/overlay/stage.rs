@@ -347,6 +347,29 @@ pub(super) fn put_file(
     apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
 
+/// Makes the directory at image path `dest` of `root` (empty, or as it is), with owner and mode.
+pub(super) fn put_dir(
+    root: &Path,
+    dest: &str,
+    owner: Owner,
+    overlay: &str,
+) -> Result<(), OverlayError> {
+    let at = resolve_in(root, dest, overlay)?;
+    match std::fs::symlink_metadata(&at) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(io_err(
+                overlay,
+                Path::new(dest),
+                "exists and is not a directory".to_string(),
+            ))
+        }
+        Err(_) => std::fs::create_dir(&at).map_err(|e| io_err(overlay, Path::new(dest), e))?,
+    }
+    apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
+}
+
+/// Makes a symlink at image path `dest` of `root`.
 pub(super) fn put_symlink(
     root: &Path,
     dest: &str,

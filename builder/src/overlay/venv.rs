@@ -18,15 +18,20 @@
 //! A requirement with no fitting wheel but an allowed sdist is built into a wheel first, under
 //! qemu, once per target ([`super::sdist`]).
 //!
-//! Python 2.7 ignores pyvenv.cfg (PEP 405 is Python 3.3+); its envs need virtualenv's own
-//! site.py, which this version of kiln does not write, so a python2 overlay is refused with
-//! that reason.
+//! Python 2.7 ignores pyvenv.cfg (PEP 405 is Python 3.3+): its interpreter takes sys.prefix
+//! from its own location, after resolving symlinks (Modules/getpath.c), so a link would give
+//! the system's prefix and its dist-packages. A 2.7 env therefore holds a copy of the
+//! interpreter, the prefix landmarks getpath looks for (`lib/python2.7/os.py`, copied, and an
+//! empty `lib/python2.7/lib-dynload`) and kiln's own `site.py` (`py2site.py`, the way
+//! virtualenv does it), which points sys.path back at the image's standard library and adds
+//! only the env's site-packages. pyvenv.cfg is written all the same: that site.py reads it.
+//! sdists are not built for 2.7 (PEP 517 front ends need Python 3).
 
 use super::markers::{self, MarkerEnv};
 use super::recipe::{Kind, Overlay};
 use super::requirements;
 use super::sdist::SdistBuild;
-use super::stage::{put_file, put_symlink, root_owned, OverlayError, StageInput};
+use super::stage::{put_dir, put_file, put_symlink, root_owned, OverlayError, StageInput};
 use super::wheelinstall::{self, EnvLayout};
 use super::wheels::{Fetched, PipConfig, WheelSources};
 use super::wheeltags::{select, PythonTarget};
@@ -85,8 +90,9 @@ fn marked_line(ran: &crate::sandbox::Ran, marker: &str) -> Result<String, String
         .ok_or_else(|| text.trim().to_string())
 }
 
-/// The interpreter probe: runs on 2.7 and 3.x alike, prints one marked JSON line.
-const PROBE: &str = "import json, os, platform, sys\nv = sys.version_info\nprint('KILN-PROBE ' + json.dumps({'version': '%d.%d' % (v[0], v[1]), 'full': '%d.%d.%d' % (v[0], v[1], v[2]), 'glibc': os.confstr('CS_GNU_LIBC_VERSION'), 'release': platform.release()}))\n";
+/// The interpreter probe: runs on 2.7 and 3.x alike, prints one marked JSON line. Python 2.7's
+/// os.confstr does not know CS_GNU_LIBC_VERSION; there glibc answers through ctypes.
+const PROBE: &str = "import json, os, platform, sys\nv = sys.version_info\ntry:\n    glibc = os.confstr('CS_GNU_LIBC_VERSION')\nexcept ValueError:\n    import ctypes\n    f = ctypes.CDLL(None).gnu_get_libc_version\n    f.restype = ctypes.c_char_p\n    glibc = 'glibc ' + f().decode('ascii')\nprint('KILN-PROBE ' + json.dumps({'version': '%d.%d' % (v[0], v[1]), 'full': '%d.%d.%d' % (v[0], v[1], v[2]), 'glibc': glibc, 'release': platform.release()}))\n";
 
 /// Runs the image's `python` under qemu in `root` and reads what it is.
 pub fn probe(
@@ -171,15 +177,6 @@ pub fn install(
         .ok_or_else(|| fail(name, "no prefix"))?;
     crate::sandbox::check_emulation(arch)?;
     let interp = probe(root, name, python, sde)?;
-    if interp.version.starts_with("2.") {
-        return Err(fail(
-            name,
-            format!(
-                "python{}: Python 2 ignores pyvenv.cfg (PEP 405 is Python 3.3+), so its envs need virtualenv's own site.py, which this version of kiln does not write",
-                interp.version
-            ),
-        ));
-    }
     let machine = PythonTarget::machine_of(arch).to_string();
     let (major, minor) = interp
         .version
@@ -211,6 +208,12 @@ pub fn install(
     for (req, at) in &reqs {
         let fetched = sources.fetch(req, &target, at).map_err(|e| fail(name, e))?;
         let (wheel_path, wheel_file) = if fetched.sdist {
+            if major < 3 {
+                return Err(fail(
+                    name,
+                    format!("{at}: {} is an sdist and no wheel fits Python {}; kiln builds sdists only for Python 3 (PEP 517), so put a built wheel in the wheelhouse", fetched.file, interp.version),
+                ));
+            }
             if build_wheels.is_none() {
                 let mut wheels = Vec::new();
                 if let Some(build_lock) = build_requirements {
@@ -303,18 +306,81 @@ pub fn install(
         name,
     )?;
     let versioned = format!("python{}", interp.version);
-    put_symlink(
-        root,
-        &format!("{prefix}/bin/{versioned}"),
-        &format!("/usr/bin/{versioned}"),
-        name,
-    )?;
+    if major < 3 {
+        write_python2_layout(root, &env, name, sde)?;
+    } else {
+        put_symlink(
+            root,
+            &format!("{prefix}/bin/{versioned}"),
+            &format!("/usr/bin/{versioned}"),
+            name,
+        )?;
+    }
     for alias in [format!("python{major}"), "python".to_string()] {
         put_symlink(root, &format!("{prefix}/bin/{alias}"), &versioned, name)?;
     }
     let site = root.join(env.site_packages().trim_start_matches('/'));
     std::fs::create_dir_all(&site).map_err(|e| fail(name, format!("{}: {e}", site.display())))?;
     Ok((env, installed))
+}
+
+/// kiln's site module for Python 2.7 envs (see the module doc).
+const PYTHON2_SITE: &str = include_str!("py2site.py");
+
+/// Reads a regular file of the image (not through a symlink: a copy must be the file itself).
+fn image_file(root: &Path, path: &str, overlay: &str) -> Result<Vec<u8>, OverlayError> {
+    let host = root.join(path.trim_start_matches('/'));
+    match std::fs::symlink_metadata(&host) {
+        Ok(m) if m.is_file() => {
+            std::fs::read(&host).map_err(|e| fail(overlay, format!("{path}: {e}")))
+        }
+        Ok(_) => Err(fail(
+            overlay,
+            format!("{path} is not a regular file in the image"),
+        )),
+        Err(e) => Err(fail(overlay, format!("{path}: {e}"))),
+    }
+}
+
+/// The parts of a Python 2.7 env that make the interpreter take the env as its prefix: a copy
+/// of the interpreter, the landmarks getpath looks for and kiln's site.py.
+fn write_python2_layout(
+    root: &Path,
+    env: &EnvLayout,
+    overlay: &str,
+    sde: u64,
+) -> Result<(), OverlayError> {
+    let v = &env.version;
+    let lib = format!("{}/lib/python{v}", env.prefix);
+    let interpreter = image_file(root, &format!("/usr/bin/python{v}"), overlay)?;
+    put_file(
+        root,
+        &env.interpreter(),
+        &interpreter,
+        root_owned(0o755, sde),
+        overlay,
+    )?;
+    let os_py = image_file(root, &format!("/usr/lib/python{v}/os.py"), overlay)?;
+    put_file(
+        root,
+        &format!("{lib}/os.py"),
+        &os_py,
+        root_owned(0o644, sde),
+        overlay,
+    )?;
+    put_file(
+        root,
+        &format!("{lib}/site.py"),
+        PYTHON2_SITE.as_bytes(),
+        root_owned(0o644, sde),
+        overlay,
+    )?;
+    put_dir(
+        root,
+        &format!("{lib}/lib-dynload"),
+        root_owned(0o755, sde),
+        overlay,
+    )
 }
 
 /// A requirements lock of the overlay, parsed, with the lines whose markers hold for the
@@ -357,6 +423,12 @@ pub fn finish(
     let python = format!("/usr/bin/python{}", env.version);
     let sandbox = crate::sandbox::Sandbox::new(root, python_environment(sde));
     let site = env.site_packages();
+    // A 2.7 env's own site.py and os.py are imported at every start: compiled too.
+    let compiled = if env.version.starts_with("2.") {
+        format!("{}/lib/python{}", env.prefix, env.version)
+    } else {
+        site.clone()
+    };
     let mut args = vec!["-m", "compileall", "-q", "-f"];
     // Hash-based pycs exist from 3.7 (PEP 552); before, a pyc records its source's mtime,
     // which the layer fixes at SOURCE_DATE_EPOCH like every other file's.
@@ -368,7 +440,7 @@ pub fn finish(
     if hash_based {
         args.extend(["--invalidation-mode", "checked-hash"]);
     }
-    args.push(&site);
+    args.push(&compiled);
     let ran = sandbox.run(&python, &args, &[])?;
     if !ran.status.success() {
         let text = String::from_utf8_lossy(&ran.output);
@@ -376,7 +448,7 @@ pub fn finish(
         return Err(fail(
             name,
             format!(
-                "byte-compiling {site} failed: {}",
+                "byte-compiling {compiled} failed: {}",
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             ),
         ));
