@@ -720,10 +720,14 @@ fn a_python2_env_is_isolated_without_pyvenv_cfg_support() {
     let toml = std::fs::read_to_string(w.recipe.join("kiln.toml")).unwrap();
     std::fs::write(
         w.recipe.join("kiln.toml"),
-        format!(
-            "{}\n[[waiver]]\npath = \"/usr/share/doc/util-linux/examples/getopt-parse.tcsh\"\ncheck = \"script-interp\"\nreason = \"an example in bullseye's util-linux documentation\"\nexpires = \"2099-12-31\"\n",
-            toml.replace("overlays/heartbeat", "overlays/oldie")
-        ),
+        toml.replace("overlays/heartbeat", "overlays/oldie"),
+    )
+    .unwrap();
+    let board = w.recipe.join("boards/test.toml");
+    let board_text = std::fs::read_to_string(&board).unwrap();
+    std::fs::write(
+        &board,
+        format!("{board_text}\n[[waiver]]\npath = \"/usr/share/doc/util-linux/examples/getopt-parse.tcsh\"\ncheck = \"script-interp\"\nreason = \"an example in bullseye's util-linux documentation\"\nexpires = \"2099-12-31\"\n"),
     )
     .unwrap();
     let o = build(&w);
@@ -827,6 +831,43 @@ fn a_python2_env_is_isolated_without_pyvenv_cfg_support() {
             "{module}: {text}"
         );
     }
+
+    // `kiln check --run-envs` starts the env as the robot does: clean. A .pth line adding the
+    // system's dist-packages is a plain path no file check flags; the running interpreter shows it.
+    let check = |run_envs: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.arg("check").arg(&root).arg("--board").arg(&board);
+        if run_envs {
+            c.arg("--run-envs");
+        }
+        c.env("KILN_CACHE_DIR", &w.cache).output().unwrap()
+    };
+    let o = check(true);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    std::fs::write(
+        root.join(&env[1..])
+            .join("lib/python2.7/site-packages/system.pth"),
+        "/usr/lib/python2.7/dist-packages\n",
+    )
+    .unwrap();
+    assert!(check(false).status.success(), "no file check sees it");
+    let o = check(true);
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains(&format!("venv-sys-path          {env}/bin/python2.7  sys.path holds /usr/lib/python2.7/dist-packages")),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_dir(w.cache.join("tmp")).unwrap().count(),
+        0,
+        "the unpacked image is removed"
+    );
 
     // The same lock again from scratch: the same layers.
     std::fs::remove_dir_all(w.cache.join("layers")).unwrap();

@@ -181,6 +181,13 @@ enum Command {
         /// Report format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Also start each Python env's interpreter under qemu-user (root, binfmt_misc) and
+        /// check its sys.path (venv-sys-path); the image is unpacked in the cache directory.
+        #[arg(long)]
+        run_envs: bool,
+        /// Cache directory for --run-envs (default: $KILN_CACHE_DIR, ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
     },
 }
 
@@ -595,7 +602,12 @@ fn run_release(
 }
 
 /// `kiln check`: exit 0 clean, 1 errors, 2 could not run.
-fn run_check(path: &std::path::Path, board: &std::path::Path, format: Format) -> ExitCode {
+fn run_check(
+    path: &std::path::Path,
+    board: &std::path::Path,
+    format: Format,
+    run_envs_cache: Option<PathBuf>,
+) -> ExitCode {
     let board = match Board::load(board) {
         Ok(b) => b,
         Err(e) => return error_exit(e, 2),
@@ -609,6 +621,25 @@ fn run_check(path: &std::path::Path, board: &std::path::Path, format: Format) ->
     };
     let mut opts = CheckOptions::new(board.arch);
     opts.waivers = board.waivers.clone();
+    // The image runs from a private directory in the cache's tmp/, removed afterwards.
+    let scratch = match run_envs_cache {
+        Some(cache) => {
+            let tmp = cache.join("tmp");
+            match std::fs::create_dir_all(&tmp).and_then(|()| {
+                tempfile::Builder::new()
+                    .prefix("check-run-")
+                    .tempdir_in(&tmp)
+            }) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    eprintln!("kiln: error: cache {}: {e}", tmp.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    opts.run_envs = scratch.as_ref().map(|d| d.path().to_path_buf());
     let report = check_image(&image, &opts);
     print!("{}", render(&report, format));
     if format != Format::Table {
@@ -715,7 +746,14 @@ fn main() -> ExitCode {
             path,
             board,
             format,
-        } => run_check(&path, &board, format),
+            run_envs,
+            cache,
+        } => run_check(
+            &path,
+            &board,
+            format,
+            run_envs.then(|| cache.unwrap_or_else(Cache::default_dir)),
+        ),
         Command::Keygen { out } => run_keygen(&out),
         Command::Sign {
             out,

@@ -90,6 +90,7 @@ checks! {
     VenvPth => "venv-pth", Warning, "a .pth file in a Python env runs an import at every interpreter start";
     VenvHostPath => "venv-host-path", Error, "a file of a Python env names a path of the build host";
     VenvDirSymlink => "venv-dir-symlink", Error, "a symlink inside a Python env resolves to a directory";
+    VenvSysPath => "venv-sys-path", Error, "a Python env's interpreter, started under qemu, has more than the stdlib and the env on sys.path";
     Textrel => "textrel", Warning, "text relocations (DT_TEXTREL)";
     Execstack => "execstack", Warning, "asks for an executable stack (PT_GNU_STACK with X)";
     NoGnuHash => "no-gnu-hash", Warning, "dynamic symbols without DT_GNU_HASH";

@@ -20,6 +20,7 @@ pub mod pyext;
 pub mod report;
 pub mod rpath;
 pub mod scripts;
+pub mod syspath;
 pub mod venv;
 pub mod waiver;
 
@@ -42,6 +43,9 @@ pub struct CheckOptions {
     pub daemon_prefixes: Vec<String>,
     /// Today, as days since 1970-01-01 (waiver expiry).
     pub today: i64,
+    /// Start each Python env under qemu and check its sys.path ([`syspath`]), materialising
+    /// the image in this private scratch directory; None: files only.
+    pub run_envs: Option<std::path::PathBuf>,
 }
 
 impl CheckOptions {
@@ -55,6 +59,7 @@ impl CheckOptions {
                 .map(|s| s.to_string())
                 .collect(),
             today: crate::timefmt::today(),
+            run_envs: None,
         }
     }
 }
@@ -208,6 +213,9 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
         scripts::check_script(path, head, image, &pending, &mut findings);
     }
     venv::check_envs(image, &mut findings);
+    if let Some(scratch) = &opts.run_envs {
+        syspath::check_sys_paths(image, scratch, arch, &mut findings);
+    }
 
     let glibc = image_glibc(image, &rules, &facts_of);
     let owners = packages::Owners::read(image);
