@@ -241,7 +241,7 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
 }
 
 /// The `version` of a venv's pyvenv.cfg, as "3.5".
-fn env_python_version(image: &ImageTree, prefix: &str) -> Option<String> {
+pub(crate) fn env_python_version(image: &ImageTree, prefix: &str) -> Option<String> {
     let cfg = image
         .read(&image.resolve(&format!("{prefix}/pyvenv.cfg"))?)
         .ok()?;

@@ -15,13 +15,10 @@
 use super::findings::{Check, Finding};
 use crate::arch::DebianArch;
 use crate::image::{parent, ImageTree, Kind};
-use crate::overlay::venv::foreign_sys_path;
+use crate::overlay::venv::{env_sys_path, foreign_sys_path};
 use crate::overlay::wheelinstall::EnvLayout;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// Marks the interpreter's answer among whatever else it prints.
-const MARKER: &str = "KILN-SYS-PATH ";
 
 /// Materialises `image` under `scratch` and checks the `sys.path` of each of its envs.
 pub fn check_sys_paths(
@@ -33,7 +30,11 @@ pub fn check_sys_paths(
     let envs: Vec<(String, String)> = image
         .iter()
         .filter(|(p, n)| n.kind == Kind::File && p.ends_with("/pyvenv.cfg"))
-        .map(|(p, _)| (parent(p).to_string(), env_version(image, p)))
+        .map(|(p, _)| {
+            let prefix = parent(p).to_string();
+            let version = super::env_python_version(image, &prefix).unwrap_or_else(|| "3".into());
+            (prefix, version)
+        })
         .collect();
     if envs.is_empty() {
         return;
@@ -68,38 +69,28 @@ pub fn check_sys_paths(
     env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     let sandbox = crate::sandbox::Sandbox::new(&root, env);
     let has_envrun = image.get("/usr/bin/envrun").is_some();
-    let script = format!("import json, sys; print('{MARKER}' + json.dumps(sys.path))");
     for (prefix, version) in envs {
         let python = format!("python{version}");
         let interpreter = format!("{prefix}/bin/{python}");
-        let ran = match names.get(&prefix) {
-            Some(name) if has_envrun => sandbox.run(
-                "/usr/bin/envrun",
-                &["run", name, &python, "-c", &script],
-                &[],
-            ),
-            _ => sandbox.run(&interpreter, &["-c", &script], &[]),
+        let launched = match names.get(&prefix) {
+            Some(name) if has_envrun => {
+                env_sys_path(&sandbox, &["/usr/bin/envrun", "run", name, &python])
+            }
+            _ => env_sys_path(&sandbox, &[&interpreter]),
         };
-        let text = match &ran {
-            Ok(r) => String::from_utf8_lossy(&r.output).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        let answer = ran
-            .as_ref()
-            .ok()
-            .filter(|r| r.status.success())
-            .and_then(|_| text.lines().find_map(|l| l.strip_prefix(MARKER)))
-            .and_then(|l| serde_json::from_str::<Vec<String>>(l).ok());
-        let Some(paths) = answer else {
-            out.push(Finding::new(
-                Check::VenvSysPath,
-                &interpreter,
-                format!(
-                    "did not start with a clean environment: {}",
-                    text.trim().lines().last().unwrap_or("no output")
-                ),
-            ));
-            continue;
+        let paths = match launched {
+            Ok(paths) => paths,
+            Err(text) => {
+                out.push(Finding::new(
+                    Check::VenvSysPath,
+                    &interpreter,
+                    format!(
+                        "did not start with a clean environment: {}",
+                        text.trim().lines().last().unwrap_or("no output")
+                    ),
+                ));
+                continue;
+            }
         };
         let layout = EnvLayout {
             prefix: prefix.clone(),
@@ -117,22 +108,6 @@ pub fn check_sys_paths(
             ));
         }
     }
-}
-
-/// `major.minor` of an env's pyvenv.cfg `version` (3 when it says nothing usable).
-fn env_version(image: &ImageTree, cfg_path: &str) -> String {
-    let text = image
-        .read(cfg_path)
-        .map(|d| String::from_utf8_lossy(&d).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| matches!(k.trim(), "version" | "version_info"))
-        .and_then(|(_, v)| {
-            let mut parts = v.trim().split('.');
-            Some(format!("{}.{}", parts.next()?, parts.next()?))
-        })
-        .unwrap_or_else(|| "3".to_string())
 }
 
 /// envrun's registry of the image: env prefix → name (`/etc/envrun.d/NAME.env`, `prefix=`).

@@ -454,25 +454,16 @@ pub fn finish(
         ));
     }
     // envrun scrubs PYTHON* itself; the check must see what a unit sees.
-    let ran = sandbox.run(
-        "/usr/bin/envrun",
-        &[
-            "run",
-            name,
-            &format!("python{}", env.version),
-            "-c",
-            "import json, sys; print('KILN-SYS-PATH ' + json.dumps(sys.path))",
-        ],
-        &[],
-    )?;
-    let line = marked_line(&ran, "KILN-SYS-PATH ").map_err(|text| {
-        fail(
-            name,
-            format!("venv-sys-path: the env's interpreter did not start through envrun: {text}"),
-        )
-    })?;
-    let paths: Vec<String> = serde_json::from_str(&line)
-        .map_err(|e| fail(name, format!("venv-sys-path: {e}: {line}")))?;
+    let python = format!("python{}", env.version);
+    let paths =
+        env_sys_path(&sandbox, &["/usr/bin/envrun", "run", name, &python]).map_err(|text| {
+            fail(
+                name,
+                format!(
+                    "venv-sys-path: the env's interpreter did not start through envrun: {text}"
+                ),
+            )
+        })?;
     let foreign = foreign_sys_path(&paths, env);
     if !foreign.is_empty() {
         return Err(OverlayError::Check {
@@ -486,6 +477,24 @@ pub fn finish(
         });
     }
     Ok(())
+}
+
+/// The `sys.path` of the interpreter that `launch` (a program and its first arguments) starts
+/// in `sandbox`; Err with what it printed (or why it could not start) otherwise.
+pub fn env_sys_path(
+    sandbox: &crate::sandbox::Sandbox,
+    launch: &[&str],
+) -> Result<Vec<String>, String> {
+    const MARKER: &str = "KILN-SYS-PATH ";
+    let script = format!("import json, sys; print('{MARKER}' + json.dumps(sys.path))");
+    let (program, first) = launch.split_first().ok_or("nothing to start")?;
+    let mut args = first.to_vec();
+    args.extend(["-c", &script]);
+    let ran = sandbox
+        .run(program, &args, &[])
+        .map_err(|e| e.to_string())?;
+    let line = marked_line(&ran, MARKER)?;
+    serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))
 }
 
 /// The sys.path entries that are neither the standard library (`/usr/lib/pythonX.Y` and its
