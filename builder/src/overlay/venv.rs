@@ -327,9 +327,23 @@ pub fn install(
 /// kiln's site module for Python 2.7 envs (see the module doc).
 const PYTHON2_SITE: &str = include_str!("py2site.py");
 
-/// Reads a regular file of the image (not through a symlink: a copy must be the file itself).
+/// Reads a regular file of the image: its directories resolved inside the root (a symlinked
+/// /usr/lib/python2.7 must not make kiln copy a file of the build host), the file itself not a
+/// symlink (a copy must be the file).
 fn image_file(root: &Path, path: &str, overlay: &str) -> Result<Vec<u8>, OverlayError> {
-    let host = root.join(path.trim_start_matches('/'));
+    use crate::compose::unpack::{member_components, Root};
+    use std::os::unix::ffi::OsStrExt;
+    let comps = member_components(path.trim_start_matches('/').as_bytes())
+        .map_err(|e| fail(overlay, format!("{path}: {e}")))?;
+    let inside = Root {
+        path: root,
+        create_missing: false,
+    }
+    .resolve_parent(&comps)
+    .map_err(|e| fail(overlay, format!("{path}: {e}")))?;
+    let host = inside
+        .parent
+        .join(std::ffi::OsStr::from_bytes(&inside.name));
     match std::fs::symlink_metadata(&host) {
         Ok(m) if m.is_file() => {
             std::fs::read(&host).map_err(|e| fail(overlay, format!("{path}: {e}")))
@@ -519,6 +533,28 @@ pub fn foreign_sys_path(paths: &[String], env: &EnvLayout) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_files_are_read_inside_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("os.py"), "host file").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/lib")).unwrap();
+        // The image's stdlib directory is a symlink to an absolute path that exists on the host.
+        std::os::unix::fs::symlink(host.path(), root.path().join("usr/lib/python2.7")).unwrap();
+        let e = image_file(root.path(), "/usr/lib/python2.7/os.py", "t").unwrap_err();
+        assert!(e.to_string().contains("/usr/lib/python2.7/os.py"), "{e}");
+        // Resolved inside the root, the same link works.
+        let inside = root.path().join(host.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("os.py"), "image file").unwrap();
+        assert_eq!(
+            image_file(root.path(), "/usr/lib/python2.7/os.py", "t").unwrap(),
+            b"image file"
+        );
+        std::os::unix::fs::symlink("os.py", inside.join("link.py")).unwrap();
+        assert!(image_file(root.path(), "/usr/lib/python2.7/link.py", "t").is_err());
+    }
 
     #[test]
     fn only_the_stdlib_and_the_env_may_be_on_sys_path() {
