@@ -100,6 +100,10 @@ pub struct ArchiveIndex {
     pub packages: Vec<PackageEntry>,
 }
 
+/// Clock skew allowed between a Release's `Date` and this machine (apt allows 10 s by default;
+/// build runners' clocks drift more than a mirror's).
+pub const FUTURE_TOLERANCE: u64 = 300;
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -157,6 +161,15 @@ pub fn fetch_release(transport: &Transport, board: &Board) -> Result<Release, Ar
         .to_string();
     let date = parse_rfc2822(&date_text)
         .ok_or_else(|| bad(format!("Date '{date_text}' is not an RFC 2822 date")))?;
+    // apt refuses a Release that is "not valid yet" (Acquire::Max-FutureTime); kiln allows
+    // FUTURE_TOLERANCE of clock skew. A future Date would become the image's creation time
+    // and mtime clamp, so it is refused for archived suites too.
+    if date > now_secs() + FUTURE_TOLERANCE {
+        return Err(bad(format!(
+            "not valid yet: Date '{date_text}' lies in the future (more than {} minutes ahead of this machine's clock)",
+            FUTURE_TOLERANCE / 60
+        )));
+    }
     let valid_until = match p.get("Valid-Until") {
         Some(v) => {
             Some(parse_rfc2822(v).ok_or_else(|| bad(format!("Valid-Until '{v}' is not a date")))?)
@@ -190,7 +203,15 @@ pub fn fetch_release(transport: &Transport, board: &Board) -> Result<Release, Ar
                 line.trim()
             )));
         }
-        files.insert(path.to_string(), (hash.to_ascii_lowercase(), size));
+        let entry = (hash.to_ascii_lowercase(), size);
+        if let Some(earlier) = files.get(path) {
+            if *earlier != entry {
+                return Err(bad(format!(
+                    "lists {path} twice with different digests or sizes: refusing the ambiguity"
+                )));
+            }
+        }
+        files.insert(path.to_string(), entry);
     }
     if files.is_empty() {
         return Err(bad(
@@ -273,6 +294,12 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
                 .ok_or_else(|| format!("line {line}: package without a {name} field"))
         };
         let name = field("Package")?.to_string();
+        if !control::valid_package_name(&name) {
+            return Err(format!(
+                "line {line}: Package '{}' is not a valid Debian package name",
+                name.chars().take(80).collect::<String>()
+            ));
+        }
         let ctx = |e: String| format!("line {line}: package {name}: {e}");
         let version = Version::parse(field("Version")?).map_err(|e| ctx(e.to_string()))?;
         let relations = |f: &str| -> Result<Vec<AlternativeGroup>, String> {
@@ -292,8 +319,14 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
                 "Filename '{filename}' is not a path inside the mirror"
             )));
         }
+        let arch = field("Architecture")?.to_string();
+        if !control::valid_arch_name(&arch) {
+            return Err(ctx(
+                "Architecture is not a valid Debian architecture name".into()
+            ));
+        }
         out.push(PackageEntry {
-            arch: field("Architecture")?.to_string(),
+            arch,
             essential: p.get("Essential") == Some("yes"),
             priority: p.get("Priority").unwrap_or("optional").to_string(),
             pre_depends: relations("Pre-Depends")?,

@@ -227,12 +227,30 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
     clock.lap("lock");
     let cache = Cache::open(&opts.cache_dir)?;
     let sde = opts.source_date_epoch.unwrap_or(lock.release.date_epoch);
+    // A lock dated in the future would date the image there and break reproducibility the
+    // day that date passes (the Release check refuses such a Date; a hand-edited lock too).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if opts.source_date_epoch.is_none()
+        && lock.release.date_epoch > now + crate::archive::FUTURE_TOLERANCE
+    {
+        return Err(BuildError::Output {
+            path: recipe_dir.join("kiln.lock"),
+            reason: format!(
+                "the Release date it records ({}) lies in the future; re-lock",
+                lock.release.date
+            ),
+        });
+    }
 
     let out_err = |path: &Path, e: std::io::Error| BuildError::Output {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| out_err(&opts.out, e))?;
+    let _claim = crate::output::claim(&opts.out).map_err(|e| out_err(&opts.out, e))?;
     let layout_path = opts.out.join("oci");
     let staged = StagedDir::new(&layout_path).map_err(|e| out_err(&layout_path, e))?;
     let blobs = staged.path().join("blobs/sha256");

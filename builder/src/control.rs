@@ -75,6 +75,26 @@ impl fmt::Display for Paragraph {
     }
 }
 
+/// Whether `name` is a valid Debian package name (Debian Policy 5.6.1: lower-case letters,
+/// digits, `+`, `-` and `.`, at least two characters, starting with a letter or digit). Package
+/// names become file names in the dpkg database, so anything else is refused.
+pub fn valid_package_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+-.".contains(c))
+}
+
+/// Whether `arch` is a valid Debian architecture name (lower-case letters, digits and `-`, as
+/// dpkg-architecture's tables spell them; `all` included).
+pub fn valid_arch_name(arch: &str) -> bool {
+    !arch.is_empty()
+        && arch
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
 /// Parses every paragraph of a control file. Paragraphs are separated by blank lines; lines
 /// starting with `#` are comments only where Policy allows them (we accept them everywhere
 /// outside a value, as dpkg does for `debian/control`).

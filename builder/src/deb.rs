@@ -38,8 +38,41 @@ pub struct DebControl {
     pub files: BTreeMap<String, ControlFile>,
 }
 
-/// Largest control archive accepted in memory (real ones are kilobytes).
-const MAX_CONTROL: u64 = 64 << 20;
+/// Largest control archive accepted, compressed and again after decompression (real ones are
+/// kilobytes; the largest in Debian, with long md5sums, a few MB).
+const MAX_CONTROL: u64 = 32 << 20;
+
+/// The compression suffixes dpkg-deb accepts on `control.tar` and `data.tar` (deb(5)).
+const MEMBER_SUFFIXES: &[&str] = &["", ".gz", ".xz", ".zst", ".bz2", ".lzma"];
+
+/// Whether an ar member is exactly `base` with one of the suffixes dpkg-deb knows
+/// (`data.tarball.xz` is not `data.tar.xz`).
+fn is_member(name: &str, base: &str) -> bool {
+    name.strip_prefix(base)
+        .is_some_and(|suffix| MEMBER_SUFFIXES.contains(&suffix))
+}
+
+/// A reader that fails once more than `limit` bytes came through: caps what a small
+/// compressed member may inflate to.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!(
+                "inflates to more than {} MiB",
+                self.limit >> 20
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
 
 /// Refuses ar archives whose member names use a GNU or BSD long-name table: deb(5) members
 /// have short names, and the `ar` crate panics on a long-name reference past its table (found
@@ -108,17 +141,29 @@ pub fn read_deb<T, E: From<DebError>>(
                 );
             }
             seen_binary = true;
-        } else if name.starts_with("control.tar") {
+        } else if is_member(&name, "control.tar") {
             if !seen_binary {
                 return Err(err(&name, "comes before debian-binary".into()).into());
+            }
+            if control.is_some() {
+                return Err(err(
+                    &name,
+                    "a second control member (dpkg-deb refuses this)".into(),
+                )
+                .into());
             }
             let compression = Compression::from_name(&name)
                 .ok_or_else(|| err(&name, "unknown compression".into()))?;
             let decoder = compression
                 .decoder(entry.by_ref().take(MAX_CONTROL))
                 .map_err(|e| err(&name, e.to_string()))?;
-            control = Some(read_control(decoder, label, &name)?);
-        } else if name.starts_with("data.tar") {
+            let capped = Capped {
+                inner: decoder,
+                left: MAX_CONTROL,
+                limit: MAX_CONTROL,
+            };
+            control = Some(read_control(capped, label, &name)?);
+        } else if is_member(&name, "data.tar") {
             let ctl = control
                 .as_ref()
                 .ok_or_else(|| err(&name, "data member before the control member".into()))?;
@@ -154,8 +199,17 @@ fn read_control(reader: impl Read, label: &str, member: &str) -> Result<DebContr
         }
         let path = entry.path().map_err(|e| err(e.to_string()))?.into_owned();
         let name = path.to_string_lossy().trim_start_matches("./").to_string();
-        if name.contains('/') || name.is_empty() {
+        if name.contains('/') || name.is_empty() || name == "." || name == ".." {
             return Err(err(format!("unexpected control member '{name}'")));
+        }
+        // `list` is the file list dpkg generates; a package that ships one forges it.
+        if name == "list" {
+            return Err(err(
+                "control member 'list' is reserved for the file list dpkg writes".into(),
+            ));
+        }
+        if files.contains_key(&name) || (name == "control" && control_text.is_some()) {
+            return Err(err(format!("control member '{name}' appears twice")));
         }
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let mut data = Vec::new();
@@ -182,6 +236,18 @@ fn read_control(reader: impl Read, label: &str, member: &str) -> Result<DebContr
         if control.get(f).is_none() {
             return Err(err(format!("control has no {f} field")));
         }
+    }
+    let package = control.get("Package").unwrap_or_default();
+    if !control::valid_package_name(package) {
+        return Err(err(format!(
+            "Package '{}' is not a valid Debian package name",
+            package.chars().take(80).collect::<String>()
+        )));
+    }
+    if !control::valid_arch_name(control.get("Architecture").unwrap_or_default()) {
+        return Err(err(
+            "Architecture is not a valid Debian architecture name".into()
+        ));
     }
     Ok(DebControl { control, files })
 }

@@ -21,6 +21,7 @@ pub mod export;
 pub mod fetch;
 pub mod flash;
 pub mod image;
+pub mod inroot;
 pub mod keys;
 pub mod layercache;
 pub mod lock;

@@ -7,6 +7,41 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Prefixes of the working directories a build makes in OUT (see [`claim`]).
+pub const WORK_PREFIXES: &[&str] = &[STAGING_PREFIX, ".kiln-rootfs-", ".kiln-overlays-"];
+
+/// An output directory this process builds into; others wait until it is dropped.
+pub struct OutClaim {
+    _dir: std::fs::File,
+    /// Stale working directories of killed builds that were removed.
+    pub swept: Vec<PathBuf>,
+}
+
+/// Claims the output directory `out` for one build: an exclusive `flock` on the directory
+/// itself (a second build into the same OUT waits; the lock dies with its process, so a
+/// `kill -9` leaves no stale lock and no file in OUT), then removes the working directories
+/// ([`WORK_PREFIXES`]) that builds killed before they could clean up left behind. Under the
+/// lock no live build owns any of them.
+pub fn claim(out: &Path) -> io::Result<OutClaim> {
+    let dir = std::fs::File::open(out)?;
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)?;
+    let mut swept = Vec::new();
+    for entry in std::fs::read_dir(out)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let stale = WORK_PREFIXES
+            .iter()
+            .any(|p| name.as_bytes().starts_with(p.as_bytes()));
+        if stale && entry.file_type()?.is_dir() {
+            // remove_dir_all never follows symlinks: whatever a package planted in a staging
+            // root is removed, not what it points at.
+            std::fs::remove_dir_all(entry.path())?;
+            swept.push(entry.path());
+        }
+    }
+    Ok(OutClaim { _dir: dir, swept })
+}
+
 /// A directory being written that becomes `dest` on [`StagedDir::commit`]; removed if dropped.
 pub struct StagedDir {
     dest: PathBuf,

@@ -354,40 +354,40 @@ mod tests {
     #[test]
     fn satisfied_alternative_is_not_replaced() {
         let pkgs = index(
-            "Package: a\nVersion: 1\nArchitecture: all\nDepends: x | y\n\n\
-             Package: b\nVersion: 1\nArchitecture: all\nDepends: y\n\n\
-             Package: x\nVersion: 1\nArchitecture: all\n\n\
-             Package: y\nVersion: 1\nArchitecture: all\n",
+            "Package: pa\nVersion: 1\nArchitecture: all\nDepends: px | py\n\n\
+             Package: pb\nVersion: 1\nArchitecture: all\nDepends: py\n\n\
+             Package: px\nVersion: 1\nArchitecture: all\n\n\
+             Package: py\nVersion: 1\nArchitecture: all\n",
         );
         let u = Universe::new(&pkgs, ARCH);
-        let set = resolve(&u, Variant::Essential, &["a".into(), "b".into()]).unwrap();
-        assert_eq!(names(&set), ["a=1", "b=1", "y=1"]);
+        let set = resolve(&u, Variant::Essential, &["pa".into(), "pb".into()]).unwrap();
+        assert_eq!(names(&set), ["pa=1", "pb=1", "py=1"]);
     }
 
     #[test]
     fn versioned_relations_and_provides() {
         let pkgs = index(
-            "Package: a\nVersion: 1\nArchitecture: all\nDepends: v (>= 2)\n\n\
-             Package: old\nVersion: 1\nArchitecture: all\nProvides: v\n\n\
-             Package: new\nVersion: 1\nArchitecture: all\nProvides: v (= 3)\n",
+            "Package: pa\nVersion: 1\nArchitecture: all\nDepends: pv (>= 2)\n\n\
+             Package: old\nVersion: 1\nArchitecture: all\nProvides: pv\n\n\
+             Package: new\nVersion: 1\nArchitecture: all\nProvides: pv (= 3)\n",
         );
         let u = Universe::new(&pkgs, ARCH);
-        let set = resolve(&u, Variant::Essential, &["a".into()]).unwrap();
-        assert_eq!(names(&set), ["a=1", "new=1"]);
+        let set = resolve(&u, Variant::Essential, &["pa".into()]).unwrap();
+        assert_eq!(names(&set), ["new=1", "pa=1"]);
     }
 
     #[test]
     fn foreign_arch_is_ignored_and_errors_are_named() {
         let pkgs = index(
-            "Package: a\nVersion: 1\nArchitecture: arm64\nDepends: b (>= 2)\n\n\
-             Package: b\nVersion: 1\nArchitecture: arm64\n\n\
-             Package: b\nVersion: 3\nArchitecture: amd64\n",
+            "Package: pa\nVersion: 1\nArchitecture: arm64\nDepends: pb (>= 2)\n\n\
+             Package: pb\nVersion: 1\nArchitecture: arm64\n\n\
+             Package: pb\nVersion: 3\nArchitecture: amd64\n",
         );
         let u = Universe::new(&pkgs, ARCH);
-        let err = resolve(&u, Variant::Essential, &["a".into()]).unwrap_err();
+        let err = resolve(&u, Variant::Essential, &["pa".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "a 1: Depends 'b (>= 2)' cannot be satisfied by any package of the archive"
+            "pa 1: Depends 'pb (>= 2)' cannot be satisfied by any package of the archive"
         );
         let err = resolve(&u, Variant::Essential, &["nope".into()]).unwrap_err();
         assert!(matches!(err, ResolveError::UnknownPackage(n) if n == "nope"));
@@ -396,11 +396,11 @@ mod tests {
     #[test]
     fn conflicts_are_reported() {
         let pkgs = index(
-            "Package: a\nVersion: 1\nArchitecture: all\nConflicts: b (<< 2)\n\n\
-             Package: b\nVersion: 1\nArchitecture: all\n",
+            "Package: pa\nVersion: 1\nArchitecture: all\nConflicts: pb (<< 2)\n\n\
+             Package: pb\nVersion: 1\nArchitecture: all\n",
         );
         let u = Universe::new(&pkgs, ARCH);
-        let err = resolve(&u, Variant::Essential, &["a".into(), "b".into()]).unwrap_err();
+        let err = resolve(&u, Variant::Essential, &["pa".into(), "pb".into()]).unwrap_err();
         assert!(matches!(err, ResolveError::Conflict { .. }), "{err}");
     }
 }

@@ -9,7 +9,6 @@
 //! base still gets its SBOM. The document is deterministic: its time is SOURCE_DATE_EPOCH and
 //! its namespace derives from the image name, version and lock digest.
 
-use crate::compose::unpack::{member_components, Root};
 use crate::compose::Composed;
 use crate::digest::sha256_hex;
 use crate::lock::LockedPackage;
@@ -17,8 +16,7 @@ use crate::timefmt::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The SPDX document's media type (and the referrer's artifactType).
 pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
@@ -55,23 +53,6 @@ pub struct SbomPackage {
     pub licenses: Vec<String>,
 }
 
-/// Host path of `rel` inside `root`, its directories' symlinks resolved inside the image (the
-/// unpacker's own resolution, creating nothing); the last component is not followed.
-fn resolve_inside(root: &Path, rel: &str) -> Option<PathBuf> {
-    let comps = member_components(rel.as_bytes()).ok()?;
-    let resolved = Root {
-        path: root,
-        create_missing: false,
-    }
-    .resolve_parent(&comps)
-    .ok()?;
-    Some(
-        resolved
-            .parent
-            .join(std::ffi::OsStr::from_bytes(&resolved.name)),
-    )
-}
-
 /// The licence short names a DEP-5 copyright file declares (`License:` first words), sorted.
 pub fn dep5_licenses(text: &str) -> Vec<String> {
     if !text.starts_with("Format:") {
@@ -97,12 +78,22 @@ pub fn dep5_licenses(text: &str) -> Vec<String> {
 /// The licences a package's installed DEP-5 copyright file (`/usr/share/doc/PKG/copyright` in
 /// the tree at `root`) declares; empty when there is none or it is not machine-readable.
 pub fn installed_licenses(root: &Path, package: &str) -> Vec<String> {
-    resolve_inside(root, &format!("usr/share/doc/{package}/copyright"))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
-        .and_then(|p| std::fs::read(p).ok())
+    // Read through the in-root API: a copyright path that is a symlink, a FIFO or huge is
+    // not followed, blocked on or read whole.
+    crate::inroot::ImageRoot::open(root)
+        .ok()
+        .and_then(|image| {
+            image
+                .read(format!("usr/share/doc/{package}/copyright"), MAX_COPYRIGHT)
+                .ok()
+                .flatten()
+        })
         .map(|b| dep5_licenses(&String::from_utf8_lossy(&b)))
         .unwrap_or_default()
 }
+
+/// Largest copyright file read (Debian's largest are a few MB).
+const MAX_COPYRIGHT: u64 = 16 << 20;
 
 /// Every .deb of the base layer as the SBOM lists it.
 pub fn debian_entries(composed: &Composed, locked: &[LockedPackage]) -> Vec<SbomPackage> {

@@ -173,12 +173,16 @@ impl Keyring {
                 continue;
             }
             let created = key.primary_key.created_at().as_secs() as u64;
+            // Only the key's own self-signatures state its expiry: Debian's archive keys carry
+            // certifications by other keys, newer than the self-signature and without an
+            // expiry, which would otherwise make an expired key live forever.
             let self_sigs: Vec<&Signature> = key
                 .details
                 .users
                 .iter()
                 .flat_map(|u| u.signatures.iter())
                 .chain(key.details.direct_signatures.iter())
+                .filter(|s| issued_by(s, &key))
                 .collect();
             let expires = expiry_from(created, &self_sigs);
             for sub in &key.public_subkeys {
@@ -227,6 +231,14 @@ impl Keyring {
             path: path.to_path_buf(),
             candidates,
         })
+    }
+
+    /// Every signing-capable key kept, as (fingerprint, expiry in seconds since the epoch).
+    pub fn expiries(&self) -> Vec<(String, Option<u64>)> {
+        self.candidates
+            .iter()
+            .map(|c| (c.fingerprint.clone(), c.expires))
+            .collect()
     }
 
     /// Checks signatures over `data`; Ok with the signer's fingerprint when one verifies with a
@@ -318,6 +330,39 @@ pub struct Verified {
     pub signer: String,
 }
 
+const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
+
+/// The digests an `InRelease`'s `Hash:` armor headers declare (upper case), or None when it
+/// has none.
+fn declared_hashes(text: &str) -> Option<Vec<String>> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim_end() != "-----BEGIN PGP SIGNED MESSAGE-----");
+    lines.next()?;
+    let mut out = Vec::new();
+    for line in lines {
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Hash:") {
+            out.extend(v.split(',').map(|h| h.trim().to_ascii_uppercase()));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A parser's message cut to one short line (rpgp may quote the input it choked on).
+fn short(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > 160 {
+        format!("{}…", line.chars().take(160).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
 /// Verifies an `InRelease` file (cleartext signature) and returns only the signed text.
 pub fn verify_inrelease(
     what: &str,
@@ -329,9 +374,36 @@ pub fn verify_inrelease(
         what: what.to_string(),
         reason,
     };
-    let text = std::str::from_utf8(inrelease).map_err(|e| malformed(e.to_string()))?;
-    let (msg, _) =
-        CleartextSignedMessage::from_string(text).map_err(|e| malformed(e.to_string()))?;
+    let text =
+        std::str::from_utf8(inrelease).map_err(|e| malformed(format!("not UTF-8 text ({e})")))?;
+    if let Some(end) = text.find(SIGNATURE_END) {
+        if !text[end + SIGNATURE_END.len()..].trim().is_empty() {
+            return Err(malformed(
+                "data follows the signature block (a tampered or concatenated file)".into(),
+            ));
+        }
+    }
+    let declared = declared_hashes(text);
+    let (msg, _) = CleartextSignedMessage::from_string(text).map_err(|e| malformed(short(e)))?;
+    // RFC 4880 7: the Hash armor header names the digests the signatures use; gpgv refuses a
+    // signature made with another one (the header is part of what the signer vouched for).
+    if let Some(declared) = &declared {
+        for sig in msg.signatures() {
+            let used = sig
+                .hash_alg()
+                .map(|h| h.to_string().to_ascii_uppercase())
+                .unwrap_or_else(|| "an unknown digest".into());
+            if !declared
+                .iter()
+                .any(|d| d.replace('-', "") == used.replace('-', ""))
+            {
+                return Err(malformed(format!(
+                    "the Hash armor header says {} but a signature uses {used}",
+                    declared.join(",")
+                )));
+            }
+        }
+    }
     let signed = msg.signed_text();
     let signer = keyring.check(what, msg.signatures(), signed.as_bytes(), anchor)?;
     let mut text = signed.replace("\r\n", "\n");
@@ -355,14 +427,14 @@ pub fn verify_detached(
     };
     let sigs: Vec<Signature> = if signature.starts_with(b"-----BEGIN") {
         DetachedSignature::from_armor_many(signature)
-            .map_err(|e| malformed(e.to_string()))?
+            .map_err(|e| malformed(short(e)))?
             .0
             .filter_map(Result::ok)
             .map(|d| d.signature)
             .collect()
     } else {
         DetachedSignature::from_bytes_many(signature)
-            .map_err(|e| malformed(e.to_string()))?
+            .map_err(|e| malformed(short(e)))?
             .filter_map(Result::ok)
             .map(|d| d.signature)
             .collect()

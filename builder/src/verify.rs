@@ -9,9 +9,10 @@
 //! logs why an image was refused; blobs nothing references are reported but do not fail.
 
 use crate::digest::sha256_reader;
+use crate::inroot::{Dir, ImageRoot};
 use crate::oci::annotation;
 use crate::sign::{
-    blob_file, entry_kind, signature_tag, EntryKind, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME,
+    entry_kind, signature_tag, EntryKind, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME,
     SIGNATURE_ANNOTATION,
 };
 use crate::version::Version;
@@ -20,8 +21,10 @@ use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What the verifier trusts and expects.
@@ -115,13 +118,25 @@ pub struct VerifyError {
     pub reason: String,
 }
 
+/// Largest blob verify keeps in memory to parse (a manifest or a signature payload; registries
+/// refuse manifests over 4 MiB).
+const MAX_PARSED_BLOB: u64 = 4 << 20;
+
+/// Largest `index.json` / `oci-layout` read.
+const MAX_LAYOUT_FILE: u64 = 4 << 20;
+
 /// Reads a JSON blob only after it matched its descriptor.
-struct Blobs<'a> {
-    layout: &'a Path,
+///
+/// Each blob is opened once, inside the layout (a symlink is refused, not followed; FIFOs and
+/// devices are refused without being opened for reading), its size is compared with the
+/// descriptor's before any byte is hashed, at most that many bytes are read, and the bytes
+/// parsed are exactly the bytes hashed.
+struct Blobs {
+    dir: Option<Dir>,
     verified: BTreeSet<String>,
 }
 
-impl Blobs<'_> {
+impl Blobs {
     /// Hashes the blob behind `descriptor` (`role` names it in messages); returns its bytes
     /// when `want_bytes` and it matches.
     fn check(
@@ -143,7 +158,10 @@ impl Blobs<'_> {
             );
             return None;
         };
-        let Some(path) = blob_file(self.layout, digest) else {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        let Some(hex) = hex else {
             v.push(
                 "blob",
                 false,
@@ -151,27 +169,72 @@ impl Blobs<'_> {
             );
             return None;
         };
-        let Ok(file) = fs::File::open(&path) else {
-            v.push("blob", false, format!("{role} {digest}: blob is missing"));
-            return None;
+        let opened = match &self.dir {
+            Some(dir) => dir.open_read(hex),
+            None => Ok(None),
         };
-        let Ok((got, got_size)) = sha256_reader(file) else {
+        let (file, len) = match opened {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                v.push("blob", false, format!("{role} {digest}: blob is missing"));
+                return None;
+            }
+            Err(e) => {
+                v.push("blob", false, format!("{role} {digest}: blob {}", e.reason));
+                return None;
+            }
+        };
+        if len != size {
             v.push(
                 "blob",
                 false,
-                format!("{role} {digest}: blob is unreadable"),
-            );
-            return None;
-        };
-        if got_size != size {
-            v.push(
-                "blob",
-                false,
-                format!("{role} {digest}: {got_size} bytes, the descriptor says {size}"),
+                format!("{role} {digest}: {len} bytes, the descriptor says {size}"),
             );
             return None;
         }
-        if format!("sha256:{got}") != digest {
+        if want_bytes && size > MAX_PARSED_BLOB {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: {size} bytes, more than a manifest may be"),
+            );
+            return None;
+        }
+        let mut hasher = Sha256::new();
+        let mut kept = Vec::new();
+        let mut read = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut reader = file.take(size + 1);
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    v.push(
+                        "blob",
+                        false,
+                        format!("{role} {digest}: blob is unreadable"),
+                    );
+                    return None;
+                }
+            };
+            hasher.update(&buf[..n]);
+            if want_bytes {
+                kept.extend_from_slice(&buf[..n]);
+            }
+            read += n as u64;
+        }
+        if read != size {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: changed size while being read ({read} bytes, the descriptor says {size})"),
+            );
+            return None;
+        }
+        let got = hex::encode(hasher.finalize());
+        if got != hex {
             v.push(
                 "blob",
                 false,
@@ -182,11 +245,7 @@ impl Blobs<'_> {
         if self.verified.insert(digest.to_string()) {
             v.push("blob", true, format!("{role} {digest}"));
         }
-        if want_bytes {
-            fs::read(&path).ok()
-        } else {
-            Some(Vec::new())
-        }
+        Some(kept)
     }
 }
 
@@ -209,7 +268,11 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         version: None,
         checks: Vec::new(),
     };
-    let marker = fs::read(layout.join("oci-layout")).ok();
+    let root = ImageRoot::open(layout).map_err(|e| VerifyError {
+        path: layout.to_path_buf(),
+        reason: e.reason,
+    })?;
+    let marker = root.read("oci-layout", MAX_LAYOUT_FILE).ok().flatten();
     let marker_ok = marker
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|m| {
@@ -223,8 +286,10 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         marker_ok,
         "oci-layout names the layout version".into(),
     );
-    let index = match fs::read(layout.join("index.json"))
+    let index = match root
+        .read("index.json", MAX_LAYOUT_FILE)
         .ok()
+        .flatten()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
     {
         Some(i) => i,
@@ -239,7 +304,7 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         .cloned()
         .unwrap_or_default();
     let mut blobs = Blobs {
-        layout,
+        dir: root.dir("blobs/sha256").ok().flatten(),
         verified: BTreeSet::new(),
     };
     let is_sig = |d: &Value| entry_kind(d) == EntryKind::Signature;
@@ -306,10 +371,10 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
     }
 
     // Blobs nothing references: reported, not fatal (an interrupted copy, an old layer).
-    if let Ok(entries) = fs::read_dir(layout.join("blobs/sha256")) {
+    if let Some(Ok(entries)) = blobs.dir.as_ref().map(Dir::entries) {
         let mut extra: Vec<String> = entries
-            .flatten()
-            .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+            .iter()
+            .map(|e| format!("sha256:{}", e.to_string_lossy()))
             .filter(|d| !blobs.verified.contains(d))
             .collect();
         extra.sort();

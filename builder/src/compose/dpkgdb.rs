@@ -6,11 +6,8 @@
 
 use super::Unpacked;
 use crate::control::Paragraph;
+use crate::inroot::{Dir, ImageRoot, InRootError};
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 /// dpkg's order of the fields it knows, as `dpkg --status` writes them.
 const FIELD_ORDER: &[&str] = &[
@@ -79,17 +76,53 @@ pub fn status_paragraph(pkg: &Unpacked, state: &str) -> Paragraph {
     Paragraph { fields, line: 0 }
 }
 
-fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    fs::write(path, data)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+/// Control members dpkg keeps in its info database (deb(5), deb-*(5), dpkg's own list of
+/// known control files); `control` itself goes into the status file. Anything else is not
+/// written: `list`, above all, is the file list dpkg (here: kiln) generates, and a package
+/// must not forge its own.
+pub const INFO_MEMBERS: &[&str] = &[
+    "conffiles",
+    "config",
+    "md5sums",
+    "postinst",
+    "postrm",
+    "preinst",
+    "prerm",
+    "shlibs",
+    "symbols",
+    "templates",
+    "triggers",
+];
+
+/// Names of files dpkg itself keeps in `triggers/`, which no trigger may take.
+const TRIGGER_DB_FILES: &[&str] = &["File", "Unincorp", "Lock"];
+
+/// Whether `name` may name an explicit trigger: dpkg's rule (lib/dpkg/triglib.c,
+/// `trig_name_is_illegal`: printable ASCII without spaces) and, since kiln makes it a file
+/// name under `triggers/`, no `/`, not `.`/`..` and none of dpkg's own files there.
+pub fn valid_trigger_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|c| c > b' ' && c < 0x7f && c != b'/')
+        && name != "."
+        && name != ".."
+        && !TRIGGER_DB_FILES.contains(&name)
 }
 
-/// Writes status, info files and trigger interests for the unpacked packages.
-pub fn write_database(root: &Path, arch: &str, packages: &[Unpacked]) -> io::Result<()> {
-    let db = root.join("var/lib/dpkg");
+/// Writes status, info files and trigger interests for the unpacked packages, through the
+/// in-root API (a symlink a package planted at `var/lib/dpkg` or any file in it is replaced or
+/// resolved inside the root, never written through).
+pub fn write_database(
+    image: &ImageRoot,
+    arch: &str,
+    packages: &[Unpacked],
+) -> Result<(), DatabaseError> {
+    let db = image.make_dir_all("var/lib/dpkg")?;
     for sub in ["info", "updates", "triggers", "alternatives", "parts"] {
-        fs::create_dir_all(db.join(sub))?;
+        image.make_dir_all(format!("var/lib/dpkg/{sub}"))?;
     }
+    let info_dir = image.make_dir_all("var/lib/dpkg/info")?;
+    let triggers_dir = image.make_dir_all("var/lib/dpkg/triggers")?;
+    let file = |dir: &Dir, name: &str, data: &[u8], mode: u32| dir.write_file(name, data, mode);
     // dpkg sorts the status file by package name (and architecture).
     let mut sorted: Vec<&Unpacked> = packages.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.arch.cmp(&b.arch)));
@@ -98,28 +131,36 @@ pub fn write_database(root: &Path, arch: &str, packages: &[Unpacked]) -> io::Res
         status.push_str(&status_paragraph(pkg, "unpacked").to_string());
         status.push('\n');
     }
-    write(&db.join("status"), status.as_bytes(), 0o644)?;
+    file(&db, "status", status.as_bytes(), 0o644)?;
     // What `dpkg --add-architecture`-aware tools read; mmdebstrap writes it the same way.
-    write(&db.join("arch"), format!("{arch}\n").as_bytes(), 0o644)?;
-    write(&db.join("info/format"), b"1\n", 0o644)?;
+    file(&db, "arch", format!("{arch}\n").as_bytes(), 0o644)?;
+    file(&info_dir, "format", b"1\n", 0o644)?;
 
     let mut file_interests: Vec<String> = Vec::new();
     let mut named_interests: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pkg in &sorted {
         let info = info_name(&pkg.control.control);
+        if !crate::control::valid_package_name(&pkg.name)
+            || !crate::control::valid_arch_name(&pkg.arch)
+            || info.contains('/')
+        {
+            return Err(DatabaseError::Name {
+                package: pkg.name.clone(),
+                reason: "is not a valid Debian package name or architecture".into(),
+            });
+        }
         let mut list = String::new();
         for p in &pkg.paths {
             list.push_str(p);
             list.push('\n');
         }
-        write(
-            &db.join(format!("info/{info}.list")),
-            list.as_bytes(),
-            0o644,
-        )?;
-        for (name, file) in &pkg.control.files {
-            let mode = if file.mode & 0o111 != 0 { 0o755 } else { 0o644 };
-            write(&db.join(format!("info/{info}.{name}")), &file.data, mode)?;
+        file(&info_dir, &format!("{info}.list"), list.as_bytes(), 0o644)?;
+        for (name, f) in &pkg.control.files {
+            if !INFO_MEMBERS.contains(&name.as_str()) {
+                continue;
+            }
+            let mode = if f.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            file(&info_dir, &format!("{info}.{name}"), &f.data, mode)?;
         }
         if let Some(triggers) = pkg.control.files.get("triggers") {
             // deb-triggers(5): `interest[-await|-noawait] NAME`; a NAME starting with '/' is a
@@ -137,12 +178,23 @@ pub fn write_database(root: &Path, arch: &str, packages: &[Unpacked]) -> io::Res
                     _ => continue,
                 };
                 if name.starts_with('/') {
+                    if name.bytes().any(|c| c <= b' ' || c >= 0x7f) {
+                        return Err(DatabaseError::Trigger {
+                            package: pkg.name.clone(),
+                            name: name.into(),
+                        });
+                    }
                     file_interests.push(format!("{name} {who}"));
-                } else {
+                } else if valid_trigger_name(name) {
                     named_interests
                         .entry(name.to_string())
                         .or_default()
                         .push(who);
+                } else {
+                    return Err(DatabaseError::Trigger {
+                        package: pkg.name.clone(),
+                        name: name.chars().take(80).collect(),
+                    });
                 }
             }
         }
@@ -150,13 +202,37 @@ pub fn write_database(root: &Path, arch: &str, packages: &[Unpacked]) -> io::Res
     if !file_interests.is_empty() {
         let mut text = file_interests.join("\n");
         text.push('\n');
-        write(&db.join("triggers/File"), text.as_bytes(), 0o644)?;
+        file(&triggers_dir, "File", text.as_bytes(), 0o644)?;
     }
     for (name, who) in named_interests {
         let mut text = who.join("\n");
         text.push('\n');
-        write(&db.join("triggers").join(name), text.as_bytes(), 0o644)?;
+        file(&triggers_dir, &name, text.as_bytes(), 0o644)?;
     }
-    write(&db.join("triggers/Unincorp"), b"", 0o644)?;
+    file(&triggers_dir, "Unincorp", b"", 0o644)?;
     Ok(())
+}
+
+/// Why the dpkg database could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// A path inside the root was refused or failed.
+    #[error("dpkg database: {0}")]
+    InRoot(#[from] InRootError),
+    /// A package name that cannot become a file name.
+    #[error("{package}: package name or architecture {reason}")]
+    Name {
+        /// The name as given.
+        package: String,
+        /// Why.
+        reason: String,
+    },
+    /// A trigger name dpkg would refuse.
+    #[error("{package}: control member 'triggers': trigger name '{name}' is not valid (dpkg allows printable ASCII without spaces; kiln also refuses '/', '.', '..' and dpkg's own File, Unincorp, Lock)")]
+    Trigger {
+        /// Package.
+        package: String,
+        /// The trigger name (shortened).
+        name: String,
+    },
 }

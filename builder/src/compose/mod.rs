@@ -10,16 +10,19 @@ pub mod dpkgdb;
 pub mod unpack;
 
 use crate::deb::{read_deb, DebControl, DebError};
+use crate::inroot::{self, ImageRoot, InRootError, Owner};
 use crate::lock::LockedPackage;
 use crate::spec::Board;
 use md5::{Digest, Md5};
-use std::collections::HashMap;
+use rustix::fs::FileType;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use unpack::{member_components, Owner, Root, UnpackError};
+use unpack::{member_components, UnpackError};
 
 /// Why the staging root could not be composed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,12 @@ pub enum ComposeError {
         /// Later package.
         second: String,
     },
+    /// The dpkg database could not be written.
+    #[error(transparent)]
+    Database(#[from] dpkgdb::DatabaseError),
+    /// A path inside the staging root was refused or could not be written.
+    #[error("staging root: {0}")]
+    InRoot(#[from] InRootError),
     /// Filesystem trouble in the staging root.
     #[error("staging root {path}: {reason}")]
     Io {
@@ -58,12 +67,6 @@ pub enum ComposeError {
         /// Why.
         reason: String,
     },
-}
-
-/// A package whose data.tar has been decompressed, waiting to be written.
-struct Decoded {
-    control: DebControl,
-    tar: Vec<u8>,
 }
 
 /// A package unpacked into the staging root.
@@ -99,8 +102,77 @@ fn merged_usr_dirs(board: &Board) -> &'static [&'static str] {
     }
 }
 
+/// What the decompression thread hands over, in lock order: each package's control part, its
+/// data.tar in bounded chunks, then how reading it ended.
+enum Feed {
+    Control(Result<DebControl, ComposeError>),
+    Data(Vec<u8>),
+    End(Result<(), ComposeError>),
+}
+
+/// Size of one data.tar chunk and how many may wait: the decompressed data in flight is at most
+/// `CHUNK * (QUEUE + 2)` bytes (16.5 MiB), however large a package inflates.
+const CHUNK: usize = 1 << 20;
+const QUEUE: usize = 14;
+
+/// The data.tar of the current package as a stream of the chunks the thread sends.
+struct FeedReader<'a> {
+    receiver: &'a std::sync::mpsc::Receiver<Feed>,
+    chunk: Vec<u8>,
+    at: usize,
+    /// How the package's stream ended, once it has.
+    ended: Option<Result<(), ComposeError>>,
+}
+
+impl Read for FeedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.ended.is_some() {
+                return Ok(0);
+            }
+            match self.receiver.recv() {
+                Ok(Feed::Data(d)) => {
+                    self.chunk = d;
+                    self.at = 0;
+                }
+                Ok(Feed::End(r)) => {
+                    let failed = r.is_err();
+                    self.ended = Some(r);
+                    if failed {
+                        return Err(std::io::Error::other("decompression failed"));
+                    }
+                }
+                Ok(Feed::Control(_)) | Err(_) => {
+                    self.ended = Some(Err(ComposeError::Io {
+                        path: PathBuf::new(),
+                        reason: "the decompression thread stopped".into(),
+                    }));
+                    return Err(std::io::Error::other("decompression thread stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl FeedReader<'_> {
+    /// Reads to the end of this package's stream and returns how it ended.
+    fn finish(mut self) -> Result<(), ComposeError> {
+        let mut sink = [0u8; 8192];
+        while self.read(&mut sink).unwrap_or(0) > 0 {}
+        self.ended.unwrap_or(Ok(()))
+    }
+}
+
 /// Unpacks `debs` (lock entry and verified cache path, in lock order) into the empty directory
 /// `root` and writes the dpkg database.
+///
+/// Memory stays bounded whatever a package inflates to: data.tar is streamed from the
+/// decompressing thread to the writer in [`CHUNK`]s, never held whole, and control archives
+/// are capped after decompression ([`crate::deb`]).
 pub fn compose(
     root: &Path,
     board: &Board,
@@ -112,37 +184,53 @@ pub fn compose(
     };
     fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o755)).map_err(|e| io_err(root, e))?;
+    let image = ImageRoot::open(root)?;
     if board.merged_usr {
+        let top = image.root_dir()?;
         for dir in merged_usr_dirs(board) {
-            let real = root.join("usr").join(dir);
-            fs::create_dir_all(&real).map_err(|e| io_err(&real, e))?;
-            std::os::unix::fs::symlink(format!("usr/{dir}"), root.join(dir))
-                .map_err(|e| io_err(&root.join(dir), e))?;
+            image.make_dir_all(format!("usr/{dir}"))?;
+            top.symlink(dir, format!("usr/{dir}"))?;
         }
     }
     let mut packages: Vec<Unpacked> = Vec::with_capacity(debs.len());
     let mut owners: HashMap<String, usize> = HashMap::new();
-    // Two-stage pipeline: a helper thread decompresses the next packages (xz is the costly
-    // part) while this thread writes the current one to disk, in lock order.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Decoded, ComposeError>>(4);
+    // Two-stage pipeline: a helper thread decompresses (xz is the costly part) while this
+    // thread writes to disk, in lock order, through a bounded queue of chunks.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Feed>(QUEUE);
     std::thread::scope(|scope| -> Result<(), ComposeError> {
         scope.spawn(move || {
             for (locked, path) in debs {
-                let decoded = read_deb(path, &locked.name, |control, data| {
+                let mut sent_control = false;
+                let result = read_deb(path, &locked.name, |control, data| {
                     check_identity(control, locked, path)?;
-                    let mut tar = Vec::new();
-                    data.read_to_end(&mut tar).map_err(|e| DebError {
-                        package: locked.name.clone(),
-                        member: "data.tar".into(),
-                        reason: format!("corrupt or truncated: {e}"),
-                    })?;
-                    Ok(Decoded {
-                        control: control.clone(),
-                        tar,
-                    })
+                    if sender.send(Feed::Control(Ok(control.clone()))).is_err() {
+                        return Ok(());
+                    }
+                    sent_control = true;
+                    loop {
+                        let mut chunk = vec![0u8; CHUNK];
+                        let n = read_full(data, &mut chunk).map_err(|e| DebError {
+                            package: locked.name.clone(),
+                            member: "data.tar".into(),
+                            reason: format!("corrupt or truncated: {e}"),
+                        })?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        chunk.truncate(n);
+                        if sender.send(Feed::Data(chunk)).is_err() {
+                            return Ok(());
+                        }
+                    }
                 });
-                let failed = decoded.is_err();
-                if sender.send(decoded).is_err() || failed {
+                let failed = result.is_err();
+                let message = match (sent_control, result) {
+                    (true, r) => Feed::End(r),
+                    (false, Err(e)) => Feed::Control(Err(e)),
+                    // The writer has gone (it failed): nothing more to do.
+                    (false, Ok(())) => break,
+                };
+                if sender.send(message).is_err() || failed {
                     break;
                 }
             }
@@ -150,11 +238,29 @@ pub fn compose(
         // Owned here, so an early return drops it and the helper stops instead of blocking.
         let receiver = receiver;
         for (locked, _) in debs {
-            let Decoded { control, tar } = receiver.recv().map_err(|_| ComposeError::Io {
-                path: root.to_path_buf(),
-                reason: "the decompression thread stopped".into(),
-            })??;
-            let entries = unpack_data(root, &locked.name, &mut &tar[..])?;
+            let control = match receiver.recv() {
+                Ok(Feed::Control(c)) => c?,
+                _ => {
+                    return Err(ComposeError::Io {
+                        path: root.to_path_buf(),
+                        reason: "the decompression thread stopped".into(),
+                    })
+                }
+            };
+            let mut feed = FeedReader {
+                receiver: &receiver,
+                chunk: Vec::new(),
+                at: 0,
+                ended: None,
+            };
+            let entries = match unpack_data(&image, &locked.name, &mut feed) {
+                Ok(entries) => {
+                    feed.finish()?;
+                    entries
+                }
+                // A decompression error explains a tar error: report it first.
+                Err(e) => return Err(feed.ended.and_then(Result::err).unwrap_or(e)),
+            };
             let mut control = control;
             let index = packages.len();
             let mut paths = Vec::with_capacity(entries.len());
@@ -203,7 +309,7 @@ pub fn compose(
                 }
                 paths.push(path);
             }
-            let conffiles = conffile_hashes(root, &control)?;
+            let conffiles = conffile_hashes(&image, &control)?;
             packages.push(Unpacked {
                 name: locked.name.clone(),
                 arch: locked.arch.clone(),
@@ -214,8 +320,7 @@ pub fn compose(
         }
         Ok(())
     })?;
-    dpkgdb::write_database(root, board.arch.as_str(), &packages)
-        .map_err(|e| io_err(&root.join("var/lib/dpkg"), e))?;
+    dpkgdb::write_database(&image, board.arch.as_str(), &packages)?;
     Ok(Composed {
         root: root.to_path_buf(),
         packages,
@@ -245,6 +350,20 @@ fn check_identity(
     Ok(())
 }
 
+/// Fills `buf` as far as the stream allows; 0 only at its end.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// One extracted member: its dpkg path, whether it is a directory, and a regular file's MD5.
 struct Member {
     path: String,
@@ -252,19 +371,34 @@ struct Member {
     md5: Option<String>,
 }
 
+/// Copies a member's contents into `file`, returning their MD5 (hex), which dpkg records for
+/// every file of a package.
+fn copy_hashing(content: &mut dyn Read, file: &mut fs::File) -> std::io::Result<String> {
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match content.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        md5.update(&buf[..n]);
+        std::io::Write::write_all(file, &buf[..n])?;
+    }
+    Ok(hex::encode(md5.finalize()))
+}
+
 /// Extracts one data.tar; returns every member in archive order.
 fn unpack_data(
-    root_path: &Path,
+    image: &ImageRoot,
     package: &str,
     data: &mut dyn Read,
 ) -> Result<Vec<Member>, ComposeError> {
-    let root = Root {
-        path: root_path,
-        create_missing: true,
-    };
     let mut archive = tar::Archive::new(data);
     let mut out = Vec::new();
-    let mut extracted: HashMap<Vec<Vec<u8>>, PathBuf> = HashMap::new();
+    // Regular files this package has written so far, by member path: hard link targets.
+    let mut extracted: HashSet<Vec<Vec<u8>>> = HashSet::new();
     let entries = archive.entries().map_err(|e| UnpackError {
         package: package.to_string(),
         member: "data.tar".into(),
@@ -283,6 +417,7 @@ fn unpack_data(
             member: member.clone(),
             reason,
         };
+        let fail_in = |e: InRootError| fail(e.to_string());
         let comps = member_components(&name_bytes).map_err(&fail)?;
         let header = entry.header();
         let kind = header.entry_type();
@@ -297,7 +432,7 @@ fn unpack_data(
         } else {
             format!("/{}", String::from_utf8_lossy(&comps.join(&b'/')))
         };
-        if comps.is_empty() {
+        let Some((name, parents)) = comps.split_last() else {
             if !kind.is_dir() {
                 return Err(fail("the archive root is not a directory".into()).into());
             }
@@ -307,28 +442,31 @@ fn unpack_data(
                 md5: None,
             });
             continue;
-        }
+        };
+        let name = OsStr::from_bytes(name);
+        let parent_path = Path::new(OsStr::from_bytes(&parents.join(&b'/'))).to_path_buf();
+        let dir = image.make_dir_all(&parent_path).map_err(fail_in)?;
         let mut md5 = None;
-        let resolved = root.resolve_parent(&comps).map_err(&fail)?;
-        let dest = resolved
-            .parent
-            .join(std::ffi::OsStr::from_bytes(&resolved.name));
         match kind {
             tar::EntryType::Directory => {
-                match fs::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(m) if m.file_type().is_symlink() => {
+                match dir.kind(name).map_err(fail_in)? {
+                    Some(inroot::Kind::Dir) => {}
+                    Some(inroot::Kind::Symlink) => {
                         // dpkg keeps a symlink to a directory where a package has a directory
-                        // (this is how merged /usr works); it must resolve inside the root.
-                        let mut probe = comps.clone();
-                        probe.push(b".".to_vec());
-                        root.resolve_parent(&probe).map_err(&fail)?;
+                        // (this is how merged /usr works); it must lead to a directory.
+                        let whole = parent_path.join(name);
+                        if image.dir(&whole).map_err(fail_in)?.is_none() {
+                            return Err(fail(
+                                "a symlink stands where the package has a directory, and it \
+                                 leads nowhere"
+                                    .into(),
+                            )
+                            .into());
+                        }
                     }
-                    Ok(_) => return Err(fail("a directory would replace a file".into()).into()),
-                    Err(_) => {
-                        fs::create_dir(&dest).map_err(|e| fail(e.to_string()))?;
-                        unpack::apply_owner(&dest, owner, false)
-                            .map_err(|e| fail(e.to_string()))?;
+                    Some(_) => return Err(fail("a directory would replace a file".into()).into()),
+                    None => {
+                        dir.make_dir(name, Some(owner)).map_err(fail_in)?;
                     }
                 }
                 out.push(Member {
@@ -339,8 +477,13 @@ fn unpack_data(
                 continue;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                md5 = Some(unpack::write_file(&dest, &mut entry).map_err(&fail)?);
-                unpack::apply_owner(&dest, owner, false).map_err(|e| fail(e.to_string()))?;
+                let mut file = dir.create_file(name).map_err(fail_in)?;
+                md5 = Some(
+                    copy_hashing(&mut entry, &mut file)
+                        .map_err(|e| fail(format!("cannot write: {e}")))?,
+                );
+                dir.set_owner_fd(name, &file, owner).map_err(fail_in)?;
+                extracted.insert(comps.clone());
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -350,9 +493,9 @@ fn unpack_data(
                 if target.is_empty() {
                     return Err(fail("symlink with an empty target".into()).into());
                 }
-                unpack::write_symlink(&dest, Path::new(std::ffi::OsStr::from_bytes(&target)))
-                    .map_err(&fail)?;
-                unpack::apply_owner(&dest, owner, true).map_err(|e| fail(e.to_string()))?;
+                dir.symlink(name, OsStr::from_bytes(&target))
+                    .map_err(fail_in)?;
+                dir.set_owner(name, owner).map_err(fail_in)?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -362,28 +505,35 @@ fn unpack_data(
                 let target_comps = member_components(&target)
                     .map_err(|r| fail(format!("hard link target: {r}")))?;
                 // A hard link may only point at a file this package already unpacked.
-                let existing = extracted.get(&target_comps).cloned().ok_or_else(|| {
-                    fail(format!(
+                let (Some((from_name, from_parents)), true) =
+                    (target_comps.split_last(), extracted.contains(&target_comps))
+                else {
+                    return Err(fail(format!(
                         "hard link to '{}', which this package did not ship before it",
                         String::from_utf8_lossy(&target)
                     ))
-                })?;
-                unpack::write_hardlink(&dest, &existing).map_err(&fail)?;
+                    .into());
+                };
+                let from_dir = image
+                    .dir(OsStr::from_bytes(&from_parents.join(&b'/')))
+                    .map_err(fail_in)?
+                    .ok_or_else(|| fail("hard link target's directory is gone".into()))?;
+                dir.hardlink(name, &from_dir, OsStr::from_bytes(from_name))
+                    .map_err(fail_in)?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let mode = match kind {
-                    tar::EntryType::Char => libc::S_IFCHR,
-                    tar::EntryType::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
+                let node = match kind {
+                    tar::EntryType::Char => FileType::CharacterDevice,
+                    tar::EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
                 };
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                unpack::write_node(&dest, mode, major, minor).map_err(&fail)?;
-                unpack::apply_owner(&dest, owner, false).map_err(|e| fail(e.to_string()))?;
+                dir.mknod(name, node, major, minor).map_err(fail_in)?;
+                dir.set_owner(name, owner).map_err(fail_in)?;
             }
             other => return Err(fail(format!("unsupported tar entry type {other:?}")).into()),
         }
-        extracted.insert(comps, dest);
         out.push(Member {
             path: logical,
             is_dir: false,
@@ -407,8 +557,11 @@ fn control_conffiles(control: &DebControl) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Largest conffile kiln hashes (configuration files are kilobytes).
+const MAX_CONFFILE: u64 = 64 << 20;
+
 fn conffile_hashes(
-    root: &Path,
+    image: &ImageRoot,
     control: &DebControl,
 ) -> Result<Vec<(String, String)>, ComposeError> {
     let Some(file) = control.files.get("conffiles") else {
@@ -426,19 +579,13 @@ fn conffile_hashes(
             member: format!("conffiles: {path}"),
             reason,
         };
-        let comps = member_components(path.trim_start_matches('/').as_bytes()).map_err(&fail)?;
-        let resolved = Root {
-            path: root,
-            create_missing: false,
-        }
-        .resolve_parent(&comps)
-        .map_err(&fail)?;
-        let host = resolved
-            .parent
-            .join(std::ffi::OsStr::from_bytes(&resolved.name));
-        let hash = match fs::symlink_metadata(&host) {
-            Ok(m) if m.is_file() => {
-                let bytes = fs::read(&host).map_err(|e| fail(e.to_string()))?;
+        member_components(path.trim_start_matches('/').as_bytes()).map_err(&fail)?;
+        let hash = match image.kind(path).map_err(|e| fail(e.to_string()))? {
+            Some(inroot::Kind::File) => {
+                let bytes = image
+                    .read(path, MAX_CONFFILE)
+                    .map_err(|e| fail(e.to_string()))?
+                    .unwrap_or_default();
                 hex::encode(Md5::digest(&bytes))
             }
             // A listed conffile the package does not ship: dpkg records it as new.

@@ -20,16 +20,13 @@ pub mod maintscript;
 pub mod schedule;
 
 use crate::compose::dpkgdb;
-use crate::compose::unpack::{member_components, Root, MISSING};
 use crate::compose::Composed;
 use crate::control::parse_relations;
+use crate::inroot::{self, ImageRoot, InRootError};
 use crate::sandbox::{self, Ran, Sandbox, SandboxError};
 use crate::spec::Board;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Why configuring failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +46,9 @@ pub enum ConfigureError {
         /// Its last output lines, joined with " | ".
         tail: String,
     },
+    /// A path inside the staging root was refused or failed.
+    #[error("configure: {0}")]
+    InRoot(#[from] InRootError),
     /// The staging root could not be prepared or cleaned.
     #[error("configure: {path}: {reason}")]
     Io {
@@ -95,49 +95,6 @@ pub struct ConfigureOptions {
     /// How many maintainer scripts may run at once (1: strictly one by one). The result is
     /// the same for every value; only the time differs.
     pub jobs: usize,
-}
-
-fn io_err(path: &Path, e: impl std::fmt::Display) -> ConfigureError {
-    ConfigureError::Io {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-/// Host path of an image path, resolving symlinks inside the image only and creating missing
-/// parent directories.
-fn inside(root: &Path, path: &str) -> Result<PathBuf, ConfigureError> {
-    lookup(root, path, true)?.ok_or_else(|| io_err(Path::new(path), MISSING))
-}
-
-/// Host path of an image path whose parent exists, or None.
-fn existing(root: &Path, path: &str) -> Result<Option<PathBuf>, ConfigureError> {
-    lookup(root, path, false)
-}
-
-fn lookup(
-    root: &Path,
-    path: &str,
-    create_missing: bool,
-) -> Result<Option<PathBuf>, ConfigureError> {
-    let comps = member_components(path.trim_start_matches('/').as_bytes())
-        .map_err(|e| io_err(Path::new(path), e))?;
-    match (Root {
-        path: root,
-        create_missing,
-    })
-    .resolve_parent(&comps)
-    {
-        Ok(r) => Ok(Some(r.parent.join(std::ffi::OsStr::from_bytes(&r.name)))),
-        Err(e) if e == MISSING => Ok(None),
-        Err(e) => Err(io_err(Path::new(path), e)),
-    }
-}
-
-fn write_executable(path: &Path, text: &str) -> Result<(), ConfigureError> {
-    let _ = fs::remove_file(path);
-    fs::write(path, text).map_err(|e| io_err(path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|e| io_err(path, e))
 }
 
 /// Which package answers for a name: the package itself, or the one that `Provides` it.
@@ -338,35 +295,48 @@ pub fn configure(
     let root = &composed.root;
     let sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
 
+    let image = ImageRoot::open(root)?;
     // Keep services from starting while scripts run (invoke-rc.d asks policy-rc.d).
-    let policy = inside(root, "/usr/sbin/policy-rc.d")?;
-    write_executable(&policy, "#!/bin/sh\nexit 101\n")?;
-    let mut swapped = Vec::new();
+    image.write("/usr/sbin/policy-rc.d", b"#!/bin/sh\nexit 101\n", 0o755)?;
+    // start-stop-daemon is replaced by a no-op; with merged /usr both paths are one file.
+    // Both paths are found before either is swapped: the stub written for the first is a new
+    // file, so looking the second up afterwards would not see that they were one.
+    let mut found: Vec<(inroot::Dir, std::ffi::OsString)> = Vec::new();
+    let mut seen = Vec::new();
     for ssd in ["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"] {
-        let Some(host) = existing(root, ssd)? else {
+        let Some((dir, name)) = image.parent(ssd, false)? else {
             continue;
         };
-        if fs::symlink_metadata(&host).is_ok_and(|m| m.is_file()) && !swapped.contains(&host) {
-            let real = host.with_extension("REAL");
-            fs::rename(&host, &real).map_err(|e| io_err(&host, e))?;
-            write_executable(
-                &host,
-                "#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
-            )?;
-            swapped.push(host);
+        let Some(id) = dir.file_identity(&name)? else {
+            continue;
+        };
+        if !seen.contains(&id) {
+            seen.push(id);
+            found.push((dir, name));
         }
+    }
+    let mut swapped: Vec<(inroot::Dir, std::ffi::OsString)> = Vec::new();
+    for (dir, name) in found {
+        let real = format!("{}.REAL", name.to_string_lossy());
+        dir.rename(&name, &real)?;
+        dir.write_file(
+            &name,
+            b"#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
+            0o755,
+        )?;
+        swapped.push((dir, name));
     }
 
     let result =
         preseed(&sandbox, &opts.debconf).and_then(|()| run_scripts(composed, &sandbox, opts));
 
-    for host in swapped {
-        let real = host.with_extension("REAL");
-        fs::rename(&real, &host).map_err(|e| io_err(&host, e))?;
+    for (dir, name) in swapped {
+        let real = format!("{}.REAL", name.to_string_lossy());
+        dir.rename(&real, &name)?;
     }
     result?;
-    clean(root)?;
-    write_apt_sources(root, board)?;
+    clean(&image)?;
+    write_apt_sources(&image, board)?;
     Ok(())
 }
 
@@ -499,6 +469,9 @@ fn script_environment<'a>(
     ]
 }
 
+/// Where dpkg extracts a package's control archive before running its preinst.
+const TMP_CI: &str = "var/lib/dpkg/tmp.ci";
+
 /// Runs one package's `preinst install` the way dpkg does: from the extracted control archive
 /// in /var/lib/dpkg/tmp.ci (debconf derives the owning package from that location).
 fn run_preinst(
@@ -506,23 +479,19 @@ fn run_preinst(
     pkg: &crate::compose::Unpacked,
     dpkg_version: &str,
 ) -> Result<(), ConfigureError> {
-    let tmp_ci = sandbox.root().join("var/lib/dpkg/tmp.ci");
-    let _ = fs::remove_dir_all(&tmp_ci);
-    fs::create_dir_all(&tmp_ci).map_err(|e| io_err(&tmp_ci, e))?;
-    fs::write(tmp_ci.join("control"), pkg.control.control.to_string())
-        .map_err(|e| io_err(&tmp_ci, e))?;
+    let image = ImageRoot::open(sandbox.root())?;
+    image.remove_all(TMP_CI)?;
+    let tmp_ci = image.make_dir_all(TMP_CI)?;
+    tmp_ci.write_file("control", pkg.control.control.to_string().as_bytes(), 0o644)?;
     for (name, file) in &pkg.control.files {
-        let path = tmp_ci.join(name);
-        fs::write(&path, &file.data).map_err(|e| io_err(&path, e))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode & 0o777))
-            .map_err(|e| io_err(&path, e))?;
+        tmp_ci.write_file(name, &file.data, file.mode & 0o777)?;
     }
     let out = sandbox.run(
         "/var/lib/dpkg/tmp.ci/preinst",
         &["install"],
         &script_environment(pkg, "preinst", dpkg_version),
     )?;
-    fs::remove_dir_all(&tmp_ci).map_err(|e| io_err(&tmp_ci, e))?;
+    image.remove_all(TMP_CI)?;
     script_outcome(pkg, "preinst", &out)
 }
 
@@ -575,7 +544,11 @@ fn run_postinsts(
         })
         .collect();
     let took = std::sync::Mutex::new(Vec::new());
-    let status_path = sandbox.root().join("var/lib/dpkg/status");
+    let image = ImageRoot::open(sandbox.root())?;
+    let dpkg_dir = image.dir("var/lib/dpkg")?.ok_or_else(|| InRootError {
+        path: "/var/lib/dpkg".into(),
+        reason: "is missing".into(),
+    })?;
     schedule::run_jobs(&jobs, workers, |k| {
         let pkg = &composed.packages[order[k]];
         if !pkg.control.files.contains_key("postinst") {
@@ -583,7 +556,7 @@ fn run_postinsts(
         }
         if jobs[k].sees_all_earlier {
             let installed: BTreeSet<usize> = order[..k].iter().copied().collect();
-            write_status(&status_path, composed, &installed)?;
+            write_status(&dpkg_dir, composed, &installed)?;
         }
         let script = format!(
             "/var/lib/dpkg/info/{}.postinst",
@@ -601,7 +574,7 @@ fn run_postinsts(
         script_outcome(pkg, "postinst", &out)
     })?;
     let everything: BTreeSet<usize> = order.iter().copied().collect();
-    write_status(&status_path, composed, &everything)?;
+    write_status(&dpkg_dir, composed, &everything)?;
     Ok(took.into_inner().unwrap_or_default())
 }
 
@@ -609,7 +582,7 @@ fn run_postinsts(
 /// rest still unpacked (written to a temporary file and renamed, as dpkg does, so a reader
 /// never sees half a file).
 fn write_status(
-    path: &Path,
+    dpkg_dir: &inroot::Dir,
     composed: &Composed,
     installed: &BTreeSet<usize>,
 ) -> Result<(), ConfigureError> {
@@ -626,50 +599,38 @@ fn write_status(
         text.push_str(&dpkgdb::status_paragraph(pkg, state).to_string());
         text.push('\n');
     }
-    let tmp = path.with_extension("kiln-new");
-    fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).map_err(|e| io_err(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    dpkg_dir.write_file("status.kiln-new", text.as_bytes(), 0o644)?;
+    Ok(dpkg_dir.rename("status.kiln-new", "status")?)
 }
 
 /// Removes [`RUN_TO_RUN_DEBRIS`], empties [`EMPTIED`], and drops `__pycache__` directories that
 /// build-time runs of Python left (their bytes depend on the run).
-fn clean(root: &Path) -> Result<(), ConfigureError> {
+fn clean(image: &ImageRoot) -> Result<(), ConfigureError> {
     for p in RUN_TO_RUN_DEBRIS {
-        let Some(host) = existing(root, p)? else {
-            continue;
-        };
-        match fs::remove_file(&host) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&host, e)),
-        }
+        image.remove_file(p)?;
     }
     for p in EMPTIED {
-        let Some(host) = existing(root, p)? else {
-            continue;
-        };
-        if fs::symlink_metadata(&host).is_ok_and(|m| m.is_file()) {
-            fs::write(&host, b"").map_err(|e| io_err(&host, e))?;
+        if let Some((dir, name)) = image.parent(p, false)? {
+            if dir.kind(&name)? == Some(inroot::Kind::File) {
+                dir.truncate(&name)?;
+            }
         }
     }
-    remove_pycache(&root.join("usr/lib"))?;
+    if let Some(usr_lib) = image.dir("usr/lib")? {
+        remove_pycache(&usr_lib)?;
+    }
     Ok(())
 }
 
-fn remove_pycache(dir: &Path) -> Result<(), ConfigureError> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries {
-        let e = e.map_err(|e| io_err(dir, e))?;
-        let ft = e.file_type().map_err(|e| io_err(dir, e))?;
-        if ft.is_dir() {
-            if e.file_name() == "__pycache__" {
-                fs::remove_dir_all(e.path()).map_err(|err| io_err(&e.path(), err))?;
-            } else {
-                remove_pycache(&e.path())?;
-            }
+fn remove_pycache(dir: &inroot::Dir) -> Result<(), ConfigureError> {
+    for name in dir.entries()? {
+        if dir.kind(&name)? != Some(inroot::Kind::Dir) {
+            continue;
+        }
+        if name == "__pycache__" {
+            dir.remove_all(&name)?;
+        } else if let Some(sub) = dir.sub(&name)? {
+            remove_pycache(&sub)?;
         }
     }
     Ok(())
@@ -677,20 +638,15 @@ fn remove_pycache(dir: &Path) -> Result<(), ConfigureError> {
 
 /// Writes /etc/apt/sources.list for the board's archive, as debootstrap and mmdebstrap do, so
 /// `apt-get` on a dev unit knows where its packages came from.
-fn write_apt_sources(root: &Path, board: &Board) -> Result<(), ConfigureError> {
-    let Some(dir) = existing(root, "/etc/apt")? else {
+fn write_apt_sources(image: &ImageRoot, board: &Board) -> Result<(), ConfigureError> {
+    let Some(dir) = image.dir("/etc/apt")? else {
         return Ok(());
     };
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    let path = dir.join("sources.list");
     let line = format!(
         "deb {} {} {}\n",
         board.mirror,
         board.suite,
         board.components.join(" ")
     );
-    fs::write(&path, line).map_err(|e| io_err(&path, e))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(|e| io_err(&path, e))
+    Ok(dir.write_file("sources.list", line.as_bytes(), 0o644)?)
 }

@@ -6,11 +6,11 @@
 //! file "under" a symlink) is refused instead of being written through the link.
 
 use super::{io_err, ExportError, SourceImage};
-use crate::compose::unpack::{
-    apply_owner, write_file, write_hardlink, write_node, write_symlink, Owner,
-};
 use crate::image::{parent, DeviceKind, ImageTree, Kind, Node};
+use crate::inroot::{Dir, ImageRoot, InRootError, Owner};
+use rustix::fs::FileType;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -91,8 +91,16 @@ fn parent_is_dir(tree: &ImageTree, path: &str) -> Result<(), ExportError> {
 /// Creates the image tree under `dest` (an empty directory) with the image's owners, modes and
 /// clamped mtimes; hard links stay hard links.
 pub fn materialise(tree: &ImageTree, dest: &Path, sde: u64) -> Result<(), ExportError> {
-    let host = |path: &str| dest.join(path.trim_start_matches('/'));
-    let fail = |path: &str, reason: String| bad(path, &reason);
+    let fail = |path: &str, e: InRootError| bad(path, &e.reason);
+    let image = ImageRoot::open(dest).map_err(|e| fail("/", e))?;
+    // The parent of an image path (checked to be a directory of the image) and the last name.
+    let slot = |path: &str| -> Result<(Dir, OsString), ExportError> {
+        parent_is_dir(tree, path)?;
+        image
+            .parent(path, false)
+            .map_err(|e| fail(path, e))?
+            .ok_or_else(|| bad(path, "its parent directory was not created"))
+    };
     let mut dirs: Vec<(&str, Owner)> = Vec::new();
     let mut aliases: Vec<(&str, &str, &Node)> = Vec::new();
     for (path, node) in tree.iter() {
@@ -100,11 +108,10 @@ pub fn materialise(tree: &ImageTree, dest: &Path, sde: u64) -> Result<(), Export
             dirs.push((path, owner_of(node, sde)));
             continue;
         }
-        parent_is_dir(tree, path)?;
-        let at = host(path);
+        let (dir, name) = slot(path)?;
         match &node.kind {
             Kind::Dir => {
-                std::fs::create_dir(&at).map_err(io_err(&at))?;
+                dir.make_dir(&name, None).map_err(|e| fail(path, e))?;
                 dirs.push((path, owner_of(node, sde)));
                 continue;
             }
@@ -113,40 +120,49 @@ pub fn materialise(tree: &ImageTree, dest: &Path, sde: u64) -> Result<(), Export
                     aliases.push((path, leader, node));
                     continue;
                 }
-                let data = tree.read(path).map_err(io_err(&at))?;
-                write_file(&at, &mut &data[..]).map_err(|e| fail(path, e))?;
+                let data = tree.read(path).map_err(io_err(Path::new(path)))?;
+                dir.write(&name, &data, owner_of(node, sde))
+                    .map_err(|e| fail(path, e))?;
+                continue;
             }
             Kind::Symlink(target) => {
-                write_symlink(&at, Path::new(target)).map_err(|e| fail(path, e))?;
+                dir.symlink(&name, target).map_err(|e| fail(path, e))?;
             }
             Kind::Special => {
                 let Some(dev) = node.device else {
                     return Err(bad(path, "sockets cannot be exported"));
                 };
                 let kind = match dev.kind {
-                    DeviceKind::Char => libc::S_IFCHR,
-                    DeviceKind::Block => libc::S_IFBLK,
-                    DeviceKind::Fifo => libc::S_IFIFO,
+                    DeviceKind::Char => FileType::CharacterDevice,
+                    DeviceKind::Block => FileType::BlockDevice,
+                    DeviceKind::Fifo => FileType::Fifo,
                 };
-                write_node(&at, kind, dev.major, dev.minor).map_err(|e| fail(path, e))?;
+                dir.mknod(&name, kind, dev.major, dev.minor)
+                    .map_err(|e| fail(path, e))?;
             }
         }
-        apply_owner(
-            &at,
-            owner_of(node, sde),
-            matches!(node.kind, Kind::Symlink(_)),
-        )
-        .map_err(io_err(&at))?;
+        dir.set_owner(&name, owner_of(node, sde))
+            .map_err(|e| fail(path, e))?;
     }
     for (path, leader, node) in aliases {
-        let at = host(path);
-        write_hardlink(&at, &host(leader)).map_err(|e| fail(path, e))?;
-        apply_owner(&at, owner_of(node, sde), false).map_err(io_err(&at))?;
+        let (dir, name) = slot(path)?;
+        let (from, from_name) = slot(leader)?;
+        dir.hardlink(&name, &from, &from_name)
+            .map_err(|e| fail(path, e))?;
+        dir.set_owner(&name, owner_of(node, sde))
+            .map_err(|e| fail(path, e))?;
     }
     // Directories last, deepest first: creating children changes a directory's mtime.
     for (path, owner) in dirs.into_iter().rev() {
-        let at = host(path);
-        apply_owner(&at, owner, false).map_err(io_err(&at))?;
+        if path == "/" {
+            let root = image.root_dir().map_err(|e| fail(path, e))?;
+            let fd = root.open_self().map_err(|e| fail(path, e))?;
+            root.set_owner_fd(".", &fd, owner)
+                .map_err(|e| fail(path, e))?;
+        } else {
+            let (dir, name) = slot(path)?;
+            dir.set_owner(&name, owner).map_err(|e| fail(path, e))?;
+        }
     }
     Ok(())
 }

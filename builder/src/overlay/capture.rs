@@ -7,13 +7,13 @@
 //! layer.md). Files copied up without being changed (opened for writing, chmod to the same
 //! mode) are not changes and are left out.
 
-use crate::compose::unpack::{apply_owner, Owner};
+use crate::inroot::{ImageRoot, InRootError, Kind, Meta, Owner};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One changed path of the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +36,36 @@ pub struct Changes {
     pub parents: Vec<String>,
 }
 
-fn same_meta(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid()
+fn same_meta(a: &Meta, b: &fs::Metadata) -> bool {
+    a.mode == b.mode() && a.uid == b.uid() && a.gid == b.gid()
 }
 
-fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
-    let (ma, mb) = (fs::metadata(a)?, fs::metadata(b)?);
-    if ma.len() != mb.len() {
+/// Whether the upper file `a` has the contents of the lower's regular file at `image` (read in
+/// the lower root, never following a link out of it), compared in chunks.
+fn same_content(a: &Path, lower: &ImageRoot, image: &str) -> io::Result<bool> {
+    use std::io::Read;
+    let inroot = |e: InRootError| io::Error::other(e.to_string());
+    let Some((dir, name)) = lower.parent(image, false).map_err(inroot)? else {
+        return Ok(false);
+    };
+    let Some((mut b, b_len)) = dir.open_read(&name).map_err(inroot)? else {
+        return Ok(false);
+    };
+    let mut a = fs::File::open(a)?;
+    if a.metadata()?.len() != b_len {
         return Ok(false);
     }
-    Ok(fs::read(a)? == fs::read(b)?)
+    let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 fn is_opaque(path: &Path) -> bool {
@@ -68,11 +88,12 @@ fn is_opaque(path: &Path) -> bool {
 /// Reads the changes of `upper` against `lower`.
 pub fn changes(upper: &Path, lower: &Path) -> io::Result<Changes> {
     let mut out = Changes::default();
-    walk(upper, lower, "", &mut out)?;
+    let lower = ImageRoot::open(lower).map_err(|e| io::Error::other(e.to_string()))?;
+    walk(upper, &lower, "", &mut out)?;
     Ok(out)
 }
 
-fn walk(upper: &Path, lower: &Path, rel: &str, out: &mut Changes) -> io::Result<bool> {
+fn walk(upper: &Path, lower: &ImageRoot, rel: &str, out: &mut Changes) -> io::Result<bool> {
     let dir = if rel.is_empty() {
         upper.to_path_buf()
     } else {
@@ -86,9 +107,10 @@ fn walk(upper: &Path, lower: &Path, rel: &str, out: &mut Changes) -> io::Result<
     for name in names {
         let image = format!("{rel}/{}", name.to_string_lossy());
         let up = dir.join(&name);
-        let low = lower.join(&image[1..]);
         let meta = fs::symlink_metadata(&up)?;
-        let lower_meta = fs::symlink_metadata(&low).ok();
+        let lower_meta = lower
+            .metadata(&image)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let ft = meta.file_type();
         let change = if ft.is_char_device() && meta.rdev() == 0 {
             // A whiteout: a change only when the lower had the path.
@@ -101,7 +123,7 @@ fn walk(upper: &Path, lower: &Path, rel: &str, out: &mut Changes) -> io::Result<
                 let children = walk(upper, lower, &image, out)?;
                 let unchanged = lower_meta
                     .as_ref()
-                    .is_some_and(|l| l.is_dir() && same_meta(l, &meta));
+                    .is_some_and(|l| l.kind == Kind::Dir && same_meta(l, &meta));
                 if unchanged {
                     if children {
                         out.parents.push(image.clone());
@@ -114,14 +136,23 @@ fn walk(upper: &Path, lower: &Path, rel: &str, out: &mut Changes) -> io::Result<
             }
         } else if ft.is_file() {
             let unchanged = match &lower_meta {
-                Some(l) if l.is_file() && same_meta(l, &meta) => same_content(&up, &low)?,
+                Some(l) if l.kind == Kind::File && same_meta(l, &meta) => {
+                    same_content(&up, lower, &image)?
+                }
                 _ => false,
             };
             (!unchanged).then_some(Change::Written)
         } else if ft.is_symlink() {
             let unchanged = match &lower_meta {
-                Some(l) if l.file_type().is_symlink() => {
-                    fs::read_link(&up)? == fs::read_link(&low)? && l.uid() == meta.uid()
+                Some(l) if l.kind == Kind::Symlink => {
+                    let (dir, name) = lower
+                        .parent(&image, false)
+                        .map_err(|e| io::Error::other(e.to_string()))?
+                        .ok_or_else(|| io::Error::other(format!("{image}: vanished")))?;
+                    let low_target = dir
+                        .read_link(&name)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    fs::read_link(&up)? == low_target && l.uid == meta.uid()
                 }
                 _ => false,
             };
@@ -140,13 +171,14 @@ fn walk(upper: &Path, lower: &Path, rel: &str, out: &mut Changes) -> io::Result<
 /// Builds the layer directory `dest` holding exactly `changes` of `upper` (whiteouts as
 /// `.wh.` files), ready for [`crate::pack::pack_layer`].
 pub fn layer_dir(upper: &Path, changes: &Changes, dest: &Path, sde: u64) -> io::Result<()> {
-    let src = |image: &str| upper.join(&image[1..]);
-    let at = |image: &str| dest.join(&image[1..]);
-    let owner_of = |m: &fs::Metadata| Owner {
-        uid: m.uid(),
-        gid: m.gid(),
-        mode: m.mode() & 0o7777,
-        mtime: m.mtime().min(sde as i64),
+    let inroot = |e: InRootError| io::Error::other(e.to_string());
+    let source = ImageRoot::open(upper).map_err(inroot)?;
+    let layer = ImageRoot::open(dest).map_err(inroot)?;
+    let owner_of = |m: &Meta| Owner {
+        uid: m.uid,
+        gid: m.gid,
+        mode: m.mode & 0o7777,
+        mtime: m.mtime.min(sde as i64),
     };
     let whiteout_owner = Owner {
         uid: 0,
@@ -154,70 +186,89 @@ pub fn layer_dir(upper: &Path, changes: &Changes, dest: &Path, sde: u64) -> io::
         mode: 0o644,
         mtime: sde as i64,
     };
+    let meta_of = |path: &str| -> io::Result<Meta> {
+        source
+            .metadata(path)
+            .map_err(inroot)?
+            .ok_or_else(|| io::Error::other(format!("{path}: vanished from the overlay")))
+    };
     // Parents and changed directories first (path order puts a parent before its children).
     let mut dirs: Vec<&str> = changes.parents.iter().map(String::as_str).collect();
-    dirs.extend(
-        changes
-            .changed
-            .iter()
-            .filter(|(p, c)| **c == Change::Opaque || (**c == Change::Written && src(p).is_dir()))
-            .map(|(p, _)| p.as_str()),
-    );
+    for (p, c) in &changes.changed {
+        let is_dir = source.kind(p).map_err(inroot)? == Some(Kind::Dir);
+        if *c == Change::Opaque || (*c == Change::Written && is_dir) {
+            dirs.push(p.as_str());
+        }
+    }
     dirs.sort();
     for d in &dirs {
-        fs::create_dir_all(at(d))?;
+        layer.make_dir_all(d).map_err(inroot)?;
     }
-    let mut owners: Vec<(PathBuf, Owner, bool)> = Vec::new();
+    let mut owners: Vec<(String, Owner)> = Vec::new();
     for (path, change) in &changes.changed {
-        let target = at(path);
         match change {
             Change::Deleted => {
-                let name = Path::new(path)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let parent = target.parent().unwrap_or(dest).to_path_buf();
-                fs::create_dir_all(&parent)?;
-                let wh = parent.join(format!(".wh.{name}"));
-                fs::write(&wh, b"")?;
-                owners.push((wh, whiteout_owner, false));
+                let (dir, name) = layer
+                    .parent(path, true)
+                    .map_err(inroot)?
+                    .ok_or_else(|| io::Error::other("no parent"))?;
+                let wh = format!(".wh.{}", name.to_string_lossy());
+                dir.write_file(&wh, b"", 0o644).map_err(inroot)?;
+                owners.push((
+                    format!("{}/{wh}", crate::image::parent(path).trim_end_matches('/')),
+                    whiteout_owner,
+                ));
             }
             Change::Opaque => {
-                let wh = target.join(".wh..wh..opq");
-                fs::write(&wh, b"")?;
-                owners.push((wh, whiteout_owner, false));
+                let dir = layer.make_dir_all(path).map_err(inroot)?;
+                dir.write_file(".wh..wh..opq", b"", 0o644).map_err(inroot)?;
+                owners.push((format!("{path}/.wh..wh..opq"), whiteout_owner));
             }
             Change::Written => {
-                let from = src(path);
-                let meta = fs::symlink_metadata(&from)?;
-                let ft = meta.file_type();
-                if ft.is_dir() {
+                let (from_dir, name) =
+                    source.parent(path, false).map_err(inroot)?.ok_or_else(|| {
+                        io::Error::other(format!("{path}: vanished from the overlay"))
+                    })?;
+                let kind = from_dir.kind(&name).map_err(inroot)?;
+                if kind == Some(Kind::Dir) {
                     continue;
                 }
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
+                let meta = meta_of(path)?;
+                let (to_dir, _) = layer
+                    .parent(path, true)
+                    .map_err(inroot)?
+                    .ok_or_else(|| io::Error::other("no parent"))?;
+                match kind {
+                    Some(Kind::Symlink) => {
+                        let target = from_dir.read_link(&name).map_err(inroot)?;
+                        to_dir.symlink(&name, &target).map_err(inroot)?;
+                    }
+                    Some(Kind::File) => {
+                        let (mut from, _) = from_dir
+                            .open_read(&name)
+                            .map_err(inroot)?
+                            .ok_or_else(|| io::Error::other(format!("{path}: vanished")))?;
+                        let mut to = to_dir.create_file(&name).map_err(inroot)?;
+                        io::copy(&mut from, &mut to)?;
+                    }
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{path}: special files cannot go into an overlay layer"),
+                        ))
+                    }
                 }
-                if ft.is_symlink() {
-                    std::os::unix::fs::symlink(fs::read_link(&from)?, &target)?;
-                } else if ft.is_file() {
-                    fs::copy(&from, &target)?;
-                } else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{path}: special files cannot go into an overlay layer"),
-                    ));
-                }
-                owners.push((target, owner_of(&meta), ft.is_symlink()));
+                owners.push((path.clone(), owner_of(&meta)));
             }
         }
     }
-    for (p, o, link) in owners {
-        apply_owner(&p, o, link)?;
+    let set = |path: &str, owner: Owner| layer.set_owner(path, owner).map_err(inroot);
+    for (p, o) in owners {
+        set(&p, o)?;
     }
     // Directories' metadata last, deepest first.
     for d in dirs.iter().rev() {
-        let meta = fs::symlink_metadata(src(d))?;
-        apply_owner(&at(d), owner_of(&meta), false)?;
+        set(d, owner_of(&meta_of(d)?))?;
     }
     Ok(())
 }

@@ -132,8 +132,10 @@ impl SdistBuild<'_> {
         }
         let staging = self.root.join(&STAGING[1..]).join("sdist");
         let result = self.build(sdist, &staging, &built);
-        let _ = std::fs::remove_dir_all(&staging);
-        let _ = std::fs::remove_dir(self.root.join(&STAGING[1..]));
+        if let Ok(view) = crate::inroot::ImageRoot::open(self.root) {
+            let _ = view.remove_all(format!("{STAGING}/sdist"));
+            let _ = view.remove_empty_dir(STAGING);
+        }
         result?;
         single_wheel(&built)
             .ok_or_else(|| fail(name, format!("{}: the build stored no wheel", sdist.file)))

@@ -19,12 +19,10 @@ use super::recipe::{Kind, Overlay};
 use crate::arch::DebianArch;
 use crate::check::findings::Severity;
 use crate::check::{check_image, CheckOptions};
-use crate::compose::unpack::{
-    apply_owner, member_components, write_file, write_symlink, Owner, Root,
-};
 use crate::digest::sha256_hex;
 use crate::fetch::Cache;
 use crate::image::{ImageTree, Kind as NodeKind};
+use crate::inroot::{ImageRoot, Owner};
 use crate::layercache;
 use crate::pack::{self, LayerCompression};
 use crate::spec::Recipe;
@@ -320,18 +318,19 @@ impl Drop for OverlayMount {
     }
 }
 
-/// The host path of image path `dest` in `root`: parents resolved inside the root, missing
-/// ones created root-owned 0755 (as dpkg does), the last component not followed.
-fn resolve_in(root: &Path, dest: &str, overlay: &str) -> Result<PathBuf, OverlayError> {
-    let fail = |e: String| io_err(overlay, Path::new(dest), e);
-    let comps = member_components(dest.trim_start_matches('/').as_bytes()).map_err(fail)?;
-    let r = Root {
-        path: root,
-        create_missing: true,
-    }
-    .resolve_parent(&comps)
-    .map_err(fail)?;
-    Ok(r.parent.join(std::ffi::OsStr::from_bytes(&r.name)))
+/// The directory holding image path `dest` in `root` (resolved inside the root, missing
+/// parents created root-owned 0755 as dpkg does) and the last component, not followed.
+fn parent_in(
+    root: &Path,
+    dest: &str,
+    overlay: &str,
+) -> Result<(crate::inroot::Dir, std::ffi::OsString), OverlayError> {
+    let fail = |e: crate::inroot::InRootError| io_err(overlay, Path::new(dest), e.reason);
+    let image = ImageRoot::open(root).map_err(fail)?;
+    image
+        .parent(dest, true)
+        .map_err(fail)?
+        .ok_or_else(|| io_err(overlay, Path::new(dest), "its directory is missing"))
 }
 
 /// Writes `content` at image path `dest` of `root`, with owner and mode.
@@ -342,9 +341,9 @@ pub(super) fn put_file(
     owner: Owner,
     overlay: &str,
 ) -> Result<(), OverlayError> {
-    let at = resolve_in(root, dest, overlay)?;
-    write_file(&at, &mut &content[..]).map_err(|e| io_err(overlay, Path::new(dest), e))?;
-    apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
+    let (dir, name) = parent_in(root, dest, overlay)?;
+    dir.write(&name, content, owner)
+        .map_err(|e| io_err(overlay, Path::new(dest), e.reason))
 }
 
 /// Makes the directory at image path `dest` of `root` (empty, or as it is), with owner and mode.
@@ -354,19 +353,17 @@ pub(super) fn put_dir(
     owner: Owner,
     overlay: &str,
 ) -> Result<(), OverlayError> {
-    let at = resolve_in(root, dest, overlay)?;
-    match std::fs::symlink_metadata(&at) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(io_err(
-                overlay,
-                Path::new(dest),
-                "exists and is not a directory".to_string(),
-            ))
-        }
-        Err(_) => std::fs::create_dir(&at).map_err(|e| io_err(overlay, Path::new(dest), e))?,
+    let (dir, name) = parent_in(root, dest, overlay)?;
+    let fail = |e: crate::inroot::InRootError| io_err(overlay, Path::new(dest), e.reason);
+    match dir.kind(&name).map_err(fail)? {
+        Some(crate::inroot::Kind::Dir) => dir.set_owner(&name, owner).map_err(fail),
+        Some(_) => Err(io_err(
+            overlay,
+            Path::new(dest),
+            "exists and is not a directory".to_string(),
+        )),
+        None => dir.make_dir(&name, Some(owner)).map(drop).map_err(fail),
     }
-    apply_owner(&at, owner, false).map_err(|e| io_err(overlay, Path::new(dest), e))
 }
 
 /// Makes a symlink at image path `dest` of `root`.
@@ -376,8 +373,9 @@ pub(super) fn put_symlink(
     target: &str,
     overlay: &str,
 ) -> Result<(), OverlayError> {
-    let at = resolve_in(root, dest, overlay)?;
-    write_symlink(&at, Path::new(target)).map_err(|e| io_err(overlay, Path::new(dest), e))
+    let (dir, name) = parent_in(root, dest, overlay)?;
+    dir.symlink(&name, target)
+        .map_err(|e| io_err(overlay, Path::new(dest), e.reason))
 }
 
 /// Owned by root:root with `mode`, dated SOURCE_DATE_EPOCH: what kiln itself writes.
@@ -440,9 +438,8 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
                 root_owner(0o755),
                 "envrun",
             )?;
-            for d in ["usr/bin", "usr"] {
-                apply_owner(&dir.join(d), root_owner(0o755), false)
-                    .map_err(|e| io_err("envrun", &dir, e))?;
+            for d in ["/usr/bin", "/usr"] {
+                put_dir(&dir, d, root_owner(0o755), "envrun")?;
             }
             let layer = pack::pack_layer(&dir, input.blobs, sde, input.compression)
                 .map_err(|e| io_err("envrun", &dir, e))?;
@@ -863,8 +860,10 @@ fn install_debs(
     let mut args = vec!["--install", "--force-confold"];
     args.extend(in_view.iter().map(String::as_str));
     let ran = sandbox.run("/usr/bin/dpkg", &args, &[])?;
-    let _ = std::fs::remove_file(merged.join("usr/sbin/policy-rc.d"));
-    let _ = std::fs::remove_dir_all(merged.join(&STAGING[1..]));
+    if let Ok(view) = ImageRoot::open(merged) {
+        let _ = view.remove_file("/usr/sbin/policy-rc.d");
+        let _ = view.remove_all(STAGING);
+    }
     if !ran.status.success() {
         let text = String::from_utf8_lossy(&ran.output);
         let tail: Vec<&str> = text.lines().rev().take(4).collect();

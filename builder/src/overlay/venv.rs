@@ -102,7 +102,10 @@ pub fn probe(
     sde: u64,
 ) -> Result<Interpreter, OverlayError> {
     let exe = format!("/usr/bin/{python}");
-    if std::fs::metadata(root.join(&exe[1..])).is_err() {
+    let present = crate::inroot::ImageRoot::open(root)
+        .and_then(|image| image.kind(&exe))
+        .is_ok_and(|k| k.is_some());
+    if !present {
         return Err(fail(
             overlay,
             format!("the image has no {exe}: add the interpreter's package (python3) to [base] packages"),
@@ -319,8 +322,9 @@ pub fn install(
     for alias in [format!("python{major}"), "python".to_string()] {
         put_symlink(root, &format!("{prefix}/bin/{alias}"), &versioned, name)?;
     }
-    let site = root.join(env.site_packages().trim_start_matches('/'));
-    std::fs::create_dir_all(&site).map_err(|e| fail(name, format!("{}: {e}", site.display())))?;
+    crate::inroot::ImageRoot::open(root)
+        .and_then(|image| image.make_dir_all(env.site_packages()))
+        .map_err(|e| fail(name, e.to_string()))?;
     Ok((env, installed))
 }
 
@@ -331,30 +335,20 @@ const PYTHON2_SITE: &str = include_str!("py2site.py");
 /// /usr/lib/python2.7 must not make kiln copy a file of the build host), the file itself not a
 /// symlink (a copy must be the file).
 fn image_file(root: &Path, path: &str, overlay: &str) -> Result<Vec<u8>, OverlayError> {
-    use crate::compose::unpack::{member_components, Root};
-    use std::os::unix::ffi::OsStrExt;
-    let comps = member_components(path.trim_start_matches('/').as_bytes())
-        .map_err(|e| fail(overlay, format!("{path}: {e}")))?;
-    let inside = Root {
-        path: root,
-        create_missing: false,
-    }
-    .resolve_parent(&comps)
-    .map_err(|e| fail(overlay, format!("{path}: {e}")))?;
-    let host = inside
-        .parent
-        .join(std::ffi::OsStr::from_bytes(&inside.name));
-    match std::fs::symlink_metadata(&host) {
-        Ok(m) if m.is_file() => {
-            std::fs::read(&host).map_err(|e| fail(overlay, format!("{path}: {e}")))
-        }
-        Ok(_) => Err(fail(
-            overlay,
-            format!("{path} is not a regular file in the image"),
-        )),
-        Err(e) => Err(fail(overlay, format!("{path}: {e}"))),
-    }
+    let image = crate::inroot::ImageRoot::open(root).map_err(|e| fail(overlay, e.to_string()))?;
+    image
+        .read(path, MAX_IMAGE_FILE)
+        .map_err(|e| {
+            fail(
+                overlay,
+                format!("{path} is not a regular file in the image ({e})"),
+            )
+        })?
+        .ok_or_else(|| fail(overlay, format!("{path}: missing in the image")))
 }
+
+/// Largest image file copied into an env (an interpreter is a few MB).
+const MAX_IMAGE_FILE: u64 = 256 << 20;
 
 /// The parts of a Python 2.7 env that make the interpreter take the env as its prefix: a copy
 /// of the interpreter, the landmarks getpath looks for and kiln's site.py.
