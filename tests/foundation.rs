@@ -3,6 +3,8 @@
 //! mirrors are `file://` directories or a loopback HTTP server.
 
 mod fixture;
+#[path = "fixture/hostile_tree.rs"]
+mod hostile_tree;
 
 use fixture::{
     base_packages, build_archive, kiln, stderr, Archive, ArchiveSpec, Entry, Pkg, Signer,
@@ -849,7 +851,85 @@ fn bad_recipes_get_one_line_naming_file_line_and_key() {
     std::fs::write(&board, text.replace("[debian]", "[debian]\nmirorr = \"x\"")).unwrap();
     let o = kiln(&recipe, &cache, &["lock"]);
     assert_refused(&o, &["test.toml:6", "mirorr"]);
+    std::fs::write(recipe.join("kiln.toml"), &toml).unwrap();
+
+    // A keyring that is a device: named as what it is, and never read.
+    let keyring_line = text.lines().find(|l| l.starts_with("keyring")).unwrap();
+    std::fs::write(
+        &board,
+        text.replace(keyring_line, "keyring = \"/dev/zero\""),
+    )
+    .unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    assert_refused(
+        &o,
+        &["debian.keyring", "/dev/zero", "is not a regular file"],
+    );
+
+    // A mirror URL's credentials are never printed.
+    let mirror_line = text.lines().find(|l| l.starts_with("mirror")).unwrap();
+    std::fs::write(
+        &board,
+        text.replace(
+            mirror_line,
+            "mirror = \"http://ci-bot:s3cret-token@127.0.0.1:9/debian\"",
+        ),
+    )
+    .unwrap();
+    let o = kiln(&recipe, &cache, &["lock"]);
+    // Unreachable: an environment failure (exit 2), named without the credentials.
+    assert_eq!(o.status.code(), Some(2), "{}", text_of(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", text_of(&o));
+    assert!(!text_of(&o).contains("s3cret"), "{}", text_of(&o));
+    assert!(
+        stderr(&o).contains("http://***@127.0.0.1:9/"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&board, &text).unwrap();
+
+    // Names and versions that cannot be an OCI reference.
+    for (from, to, needles) in [
+        (
+            "name = \"fixture\"",
+            "name = \"..\"".to_string(),
+            vec!["image.name", "not an OCI repository name"],
+        ),
+        (
+            "name = \"fixture\"",
+            "name = \"-x\"".to_string(),
+            vec!["image.name"],
+        ),
+        (
+            "name = \"fixture\"",
+            "name = \"a..b\"".to_string(),
+            vec!["image.name"],
+        ),
+        (
+            "version = \"1.0\"",
+            format!("version = \"{}\"", "1".repeat(129)),
+            vec!["image.version", "at most 128 characters", "it has 129"],
+        ),
+        (
+            "version = \"1.0\"",
+            "version = \".1\"".to_string(),
+            vec!["image.version"],
+        ),
+    ] {
+        std::fs::write(recipe.join("kiln.toml"), toml.replace(from, &to)).unwrap();
+        let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+        assert_refused(&o, &needles);
+    }
     assert!(!recipe.join("out").exists());
+}
+
+/// Everything a command printed, both streams.
+fn text_of(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Generates version pairs that stress every rule of dpkg's ordering and checks each against
@@ -1082,4 +1162,587 @@ fn a_build_whose_check_finds_an_error_fails_and_keeps_the_previous_output() {
         err.contains("wrong-arch"),
         "the report names the package: {err}"
     );
+}
+
+/// The containment property over random package sets (dirs, files, symlinks absolute, relative,
+/// climbing, looping and aimed at a canary on the host, hard links, names colliding across
+/// packages and with the dpkg database): whatever compose does with them, nothing outside the
+/// staging root changes. The fuzz target `compose_tree` explores the same space with coverage.
+#[test]
+fn random_hostile_trees_never_change_anything_outside_the_root() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut accepted = 0;
+    let cases = 400;
+    for _ in 0..cases {
+        let bytes: Vec<u8> = (0..160)
+            .map(|_| {
+                // xorshift64*: deterministic, so a failure reproduces.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect();
+        if hostile_tree::compose_hostile_tree(&bytes) {
+            accepted += 1;
+        }
+    }
+    // Both outcomes are exercised: the generator is not refused wholesale.
+    assert!(
+        accepted > cases / 10 && accepted < cases,
+        "{accepted} of {cases} composed"
+    );
+}
+
+/// A `&'static str` for the fixture's link entries.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Builds the base fixture plus `extra` (the named ones requested) and asserts that the canary
+/// directory is byte-identical afterwards and that a refused build left no `out/`.
+fn contained(canary: &Path, extra: Vec<Pkg>, request: &[&str]) -> Output {
+    let before = hostile_tree::snapshot(canary);
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let mut pkgs = base_packages(ARCH);
+    pkgs.extend(extra);
+    let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, request, "");
+    let o = kiln(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
+    assert_eq!(
+        before,
+        hostile_tree::snapshot(canary),
+        "the canary outside the root changed:\n{}",
+        stderr(&o)
+    );
+    if !o.status.success() {
+        assert!(!recipe.join("out").exists(), "left behind: out/");
+    }
+    o
+}
+
+/// A canary directory outside every staging root: a file, a directory, a symlink.
+fn canary() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), "canary").unwrap();
+    std::fs::create_dir(dir.path().join("dir")).unwrap();
+    std::fs::write(dir.path().join("dir/inner"), "inner").unwrap();
+    std::os::unix::fs::symlink("file", dir.path().join("link")).unwrap();
+    let abs = dir.path().display().to_string();
+    let climb = format!("{}{}", "../".repeat(16), abs.trim_start_matches('/'));
+    (dir, abs, climb)
+}
+
+/// Items 1 of the containment issue: the dpkg database is written inside the root whatever
+/// the packages put where it lives (its directory, `status`, `info/`, a package's own list
+/// and maintainer script, `triggers/`), as absolute or climbing symlinks to the host.
+#[test]
+fn the_dpkg_database_is_written_inside_the_root_whatever_packages_plant_there() {
+    let (canary_dir, abs, climb) = canary();
+    let canary_path = canary_dir.path();
+    let link = |pkg: &str, at: &str, to: String| {
+        Pkg::new(pkg, "1", ARCH).entry(Entry::Symlink(leak(at.to_string()), leak(to)))
+    };
+    let cases: Vec<Pkg> = vec![
+        link("db-abs", "./var/lib/dpkg", abs.clone()),
+        link("db-climb", "./var/lib/dpkg", climb.clone()),
+        link("db-status", "./var/lib/dpkg/status", format!("{abs}/file")),
+        link("db-info", "./var/lib/dpkg/info", abs.clone()),
+        link("db-info-climb", "./var/lib/dpkg/info", climb.clone()),
+        link(
+            "db-list",
+            "./var/lib/dpkg/info/db-list.list",
+            format!("{abs}/file"),
+        ),
+        link(
+            "db-md5",
+            "./var/lib/dpkg/info/db-md5.md5sums",
+            format!("{abs}/file"),
+        )
+        .control_file("md5sums", "d41d8cd98f00b204e9800998ecf8427e  x\n", 0o644),
+        link(
+            "db-postinst",
+            "./var/lib/dpkg/info/db-postinst.postinst",
+            format!("{abs}/file"),
+        )
+        .control_file("postinst", "#!/bin/sh\nexit 0\n", 0o755),
+        link("db-triggers", "./var/lib/dpkg/triggers", abs.clone()).control_file(
+            "triggers",
+            "interest kiln-test-trigger\n",
+            0o644,
+        ),
+        link(
+            "db-triggers-climb",
+            "./var/lib/dpkg/triggers",
+            climb.clone(),
+        )
+        .control_file("triggers", "interest-noawait kiln-test-trigger\n", 0o644),
+        link("db-arch", "./var/lib/dpkg/arch", format!("{abs}/file")),
+        link("db-file-dir", "./var/lib/dpkg/info", format!("{abs}/file")),
+    ];
+    for pkg in cases {
+        let name = pkg.name.clone();
+        let o = contained(canary_path, vec![pkg], &[&name]);
+        eprintln!("{name}: exit {:?} {}", o.status.code(), stderr(&o).trim());
+        if !o.status.success() {
+            assert_refused(&o, &[]);
+        }
+    }
+}
+
+/// Item 2: names from Packages and control files are never path components unchecked, and a
+/// .deb carries only the members dpkg knows (a forged `list`, a second control.tar, a
+/// `data.tarball.xz` are refused as dpkg refuses them).
+#[test]
+fn hostile_names_and_members_are_refused_naming_them() {
+    let (canary_dir, _abs, climb) = canary();
+    let canary_path = canary_dir.path();
+    let second_control = {
+        let p = Pkg::new("two-controls", "1", ARCH);
+        let deb = p.build();
+        // The control.tar member of a sound package, appended again.
+        let mut a = ar::Archive::new(&deb[..]);
+        let mut control = None;
+        while let Some(m) = a.next_entry() {
+            let mut m = m.unwrap();
+            if m.header().identifier().starts_with(b"control.tar") {
+                let mut v = Vec::new();
+                m.read_to_end(&mut v).unwrap();
+                control = Some((
+                    String::from_utf8_lossy(m.header().identifier()).into_owned(),
+                    v,
+                ));
+            }
+        }
+        let mut p = p;
+        p.extra_members.push(control.unwrap());
+        p
+    };
+    let tarball = {
+        let mut p = Pkg::new("tarball", "1", ARCH).file("./usr/share/t", "t", 0o644);
+        p.data_member = Some("data.tarball.xz".into());
+        p
+    };
+    let cases: Vec<(Pkg, Vec<&str>, bool)> = vec![
+        (
+            Pkg::new(&format!("{climb}/y"), "1", ARCH).field("Priority", "required"),
+            vec!["Package", "is not a valid Debian package name"],
+            false,
+        ),
+        (
+            Pkg::new("bad-trigger", "1", ARCH).control_file(
+                "triggers",
+                &format!("interest {climb}/z\n"),
+                0o644,
+            ),
+            vec!["bad-trigger", "trigger"],
+            true,
+        ),
+        (
+            Pkg::new("forged-list", "1", ARCH)
+                .file("./usr/share/f", "f", 0o644)
+                .control_file("list", "/etc/passwd\n", 0o644),
+            vec!["forged-list", "list"],
+            true,
+        ),
+        (second_control, vec!["two-controls", "control.tar"], true),
+        (tarball, vec!["tarball", "data.tarball.xz"], true),
+    ];
+    for (pkg, needles, request) in cases {
+        let name = pkg.name.clone();
+        let requested = if request { vec![name.as_str()] } else { vec![] };
+        let o = contained(canary_path, vec![pkg], &requested);
+        eprintln!("{name}: {}", stderr(&o).trim());
+        assert_refused(&o, &needles);
+    }
+}
+
+/// Every kind of swap across packages: a directory one package ships becomes a symlink to the
+/// host in the next, a symlink becomes a directory, a hard link to a symlink, a regular file
+/// over a symlink. The later package's files land inside the root or the build is refused.
+#[test]
+fn symlink_hardlink_and_directory_swaps_across_packages_stay_inside() {
+    let (canary_dir, abs, climb) = canary();
+    let canary_path = canary_dir.path();
+    let abs: &'static str = leak(abs);
+    let climb: &'static str = leak(climb);
+    let file_in_canary: &'static str = leak(format!("{abs}/file"));
+    let sets: Vec<Vec<Pkg>> = vec![
+        vec![
+            Pkg::new("swap-a1", "1", ARCH).entry(Entry::Dir("./srv/d/", 0o755)),
+            Pkg::new("swap-a2", "1", ARCH).entry(Entry::Symlink("./srv/d", abs)),
+            Pkg::new("swap-a3", "1", ARCH).file("./srv/d/file", "pwned", 0o644),
+        ],
+        vec![
+            Pkg::new("swap-b1", "1", ARCH).entry(Entry::Symlink("./srv/s", climb)),
+            Pkg::new("swap-b2", "1", ARCH)
+                .entry(Entry::Dir("./srv/s/", 0o755))
+                .file("./srv/s/file", "pwned", 0o644),
+        ],
+        vec![
+            Pkg::new("swap-c1", "1", ARCH).entry(Entry::Symlink("./srv/l", file_in_canary)),
+            Pkg::new("swap-c2", "1", ARCH)
+                .entry(Entry::Hardlink("./srv/h", "./srv/l"))
+                .file("./srv/l", "pwned", 0o644),
+        ],
+        vec![
+            Pkg::new("swap-d1", "1", ARCH).entry(Entry::Symlink("./srv/dir", abs)),
+            Pkg::new("swap-d2", "1", ARCH).file("./srv/dir/dir/inner", "pwned", 0o644),
+        ],
+        vec![
+            Pkg::new("swap-e1", "1", ARCH)
+                .entry(Entry::Symlink("./srv/x", file_in_canary))
+                .entry(Entry::Hardlink("./srv/y", "./srv/x")),
+            Pkg::new("swap-e2", "1", ARCH).file("./srv/y", "pwned", 0o644),
+        ],
+    ];
+    for pkgs in sets {
+        let names: Vec<String> = pkgs.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let o = contained(canary_path, pkgs, &names);
+        eprintln!(
+            "{names:?}: exit {:?} {}",
+            o.status.code(),
+            stderr(&o).trim()
+        );
+        if !o.status.success() {
+            assert_refused(&o, &[]);
+        }
+    }
+}
+
+/// Runs kiln under GNU time and returns (output, peak resident set of the kiln process in KiB).
+fn kiln_peak_rss(dir: &Path, cache: &Path, args: &[&str]) -> (Output, u64) {
+    let report = dir.join("time.txt");
+    let o = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&report)
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .env("KILN_CACHE_DIR", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let kib = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap();
+    (o, kib)
+}
+
+/// The memory bound a whole build keeps whatever its packages inflate to (the issue's aim).
+const PEAK_RSS_BOUND_KIB: u64 = 512 * 1024;
+
+/// Decompression bombs: a package whose data.tar inflates to 1 GiB (built: it streams into
+/// the root and into the layer) and one whose control.tar does (refused at its 32 MiB cap).
+/// The peak resident memory of kiln stays below 512 MiB in both; CI's log keeps the figures.
+#[test]
+fn decompression_bombs_keep_peak_memory_bounded() {
+    const GIB: u64 = 1 << 30;
+    let mut data_bomb = Pkg::new("data-bomb", "1", ARCH);
+    data_bomb.data_bytes = Some((
+        "data.tar.zst".into(),
+        fixture::zstd_tar(&[], &[("./usr/share/bomb/zeros", GIB)]),
+    ));
+    let mut control_bomb = Pkg::new("control-bomb", "1", ARCH);
+    control_bomb.control_member = Some((
+        "control.tar.zst".into(),
+        fixture::zstd_tar(
+            &[("./control", &control_bomb.control_bytes())],
+            &[("./md5sums", GIB)],
+        ),
+    ));
+    for (pkg, refused) in [(data_bomb, None), (control_bomb, Some("control-bomb"))] {
+        let name = pkg.name.clone();
+        let work = tempfile::tempdir().unwrap();
+        let signer = signer();
+        let mut pkgs = base_packages(ARCH);
+        pkgs.push(pkg);
+        let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
+        let recipe = work.path().join("r");
+        archive.write_recipe(&recipe, &[&name], "");
+        let (o, kib) = kiln_peak_rss(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
+        eprintln!("{name}: kiln peak RSS {} MiB", kib / 1024);
+        match refused {
+            None => assert_ok(&o),
+            Some(needle) => assert_refused(&o, &[needle, "control.tar.zst"]),
+        }
+        assert!(
+            kib < PEAK_RSS_BOUND_KIB,
+            "{name}: kiln peaked at {} MiB, above the {} MiB bound",
+            kib / 1024,
+            PEAK_RSS_BOUND_KIB / 1024
+        );
+    }
+}
+
+/// Debian's real removed archive keys: the expiry kiln computes for each key it keeps is the one
+/// `gpg --list-keys` shows (these keys carry certifications by other keys, newer than their
+/// self-signatures and without an expiry, which must not make them live forever).
+#[test]
+fn debians_removed_keys_expire_when_gpg_says_they_do() {
+    let (compared, expired) = compare_expiries_with_gpg(Path::new(
+        "/usr/share/keyrings/debian-archive-removed-keys.gpg",
+    ));
+    eprintln!("{compared} removed keys ({expired} expired): kiln's expiry is gpg's for each");
+    assert!(compared >= 10, "only {compared} keys compared");
+    assert!(expired >= 10, "only {expired} of them expired");
+    // The live keyring too: its keys are current, so none may have expired for kiln.
+    let (compared, expired) =
+        compare_expiries_with_gpg(Path::new("/usr/share/keyrings/debian-archive-keyring.gpg"));
+    eprintln!("{compared} current keys: kiln's expiry is gpg's for each");
+    assert!(compared >= 3 && expired == 0);
+}
+
+/// Compares kiln's computed expiry of every key it keeps from `path` with gpg's listing;
+/// returns (keys compared, keys expired).
+fn compare_expiries_with_gpg(path: &Path) -> (usize, usize) {
+    let ring = kiln::trust::Keyring::load(path).unwrap();
+    let listing = Command::new("gpg")
+        .args(["--no-default-keyring", "--keyring"])
+        .arg(path)
+        .args(["--with-colons", "--fixed-list-mode", "--list-keys"])
+        .env("GNUPGHOME", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    // pub/sub lines: field 5 is the key id, field 7 the expiry (empty: never).
+    let mut gpg_expiry: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let mut primary: Option<u64> = None;
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f[0] != "pub" && f[0] != "sub" {
+            continue;
+        }
+        let own = f[6].parse::<u64>().ok();
+        let effective = if f[0] == "pub" {
+            primary = own;
+            own
+        } else {
+            // A subkey cannot outlive its primary key.
+            match (own, primary) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        gpg_expiry.insert(f[4].to_string(), effective);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (mut compared, mut expired) = (0, 0);
+    for (fingerprint, expires) in ring.expiries() {
+        let id = &fingerprint[fingerprint.len() - 16..];
+        let Some(want) = gpg_expiry.get(id) else {
+            panic!("kiln kept {fingerprint}, which gpg does not list");
+        };
+        assert_eq!(&expires, want, "expiry of {fingerprint}");
+        if expires.is_some_and(|t| t < now) {
+            expired += 1;
+        }
+        compared += 1;
+    }
+    (compared, expired)
+}
+
+/// A throw-away key that expired in 2020 but carries a newer certification by another key
+/// (without an expiry, as Debian's archive keys do): a live board refuses what it signs.
+#[test]
+fn a_certification_by_another_key_does_not_revive_an_expired_key() {
+    let work = tempfile::tempdir().unwrap();
+    let expired = Signer::new(
+        "expired archive <expired@kiln.invalid>",
+        "1y",
+        Some("20190601T000000!"),
+    );
+    let archive = standard_archive(&work.path().join("archive"), &expired, base_packages(ARCH));
+    let fingerprint = String::from_utf8(expired.gpg(&["--with-colons", "--list-keys"]))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|f| f.trim_end_matches(':').to_string())
+        .unwrap();
+    // Certified a month after the key was made (gpg will not certify an expired key today).
+    let certifier = Signer::new(
+        "release team <r@kiln.invalid>",
+        "never",
+        Some("20190701T000000!"),
+    );
+    let exported = work.path().join("expired-key.gpg");
+    expired.export(&exported);
+    certifier.gpg(&["--import", exported.to_str().unwrap()]);
+    certifier.gpg(&["--quick-sign-key", &fingerprint]);
+    std::fs::write(&archive.keyring, certifier.gpg(&["--export", &fingerprint])).unwrap();
+    let listed = certifier.gpg(&["--with-colons", "--check-sigs", &fingerprint]);
+    assert!(
+        String::from_utf8_lossy(&listed).matches("\nsig:").count() >= 2,
+        "the key carries its self-signature and the newer certification"
+    );
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &[], "");
+    let o = kiln(&recipe, &work.path().join("cache"), &["lock"]);
+    assert_refused(&o, &["had expired"]);
+}
+
+/// Signed metadata apt or gpgv would refuse: a Release dated in 2100 (not valid yet; it would
+/// become the image's creation time), one listing the same index twice with different hashes,
+/// an InRelease whose `Hash:` armor header disagrees with its signature, and one with 200 KB
+/// of bytes after the signature (one short line, not the bytes echoed back).
+#[test]
+fn signed_metadata_that_apt_or_gpgv_refuses_is_refused_in_one_short_line() {
+    type Tamper = fn(&Archive, &Signer);
+    let cases: Vec<(&str, Tamper, Vec<&str>)> = vec![
+        (
+            "future Date",
+            |a, s| {
+                let r = std::fs::read_to_string(a.dists().join("Release")).unwrap();
+                let date = r.lines().find(|l| l.starts_with("Date: ")).unwrap();
+                let r = r.replace(date, "Date: Fri, 01 Jan 2100 00:00:00 UTC");
+                let dists = a.dists();
+                std::fs::write(dists.join("Release"), r).unwrap();
+                std::fs::remove_file(dists.join("InRelease")).unwrap();
+                std::fs::remove_file(dists.join("Release.gpg")).unwrap();
+                s.clearsign(&dists.join("Release"), &dists.join("InRelease"));
+                s.detach_sign(&dists.join("Release"), &dists.join("Release.gpg"));
+            },
+            vec!["not valid yet", "2100", "in the future"],
+        ),
+        (
+            "duplicate SHA256 entry",
+            |a, s| {
+                let r = std::fs::read_to_string(a.dists().join("Release")).unwrap();
+                let entry = r
+                    .lines()
+                    .find(|l| l.ends_with("Packages.xz") && l.starts_with(' '))
+                    .unwrap()
+                    .to_string();
+                let forged = format!(" {}{}", "0".repeat(64), &entry[65..]);
+                let r = r.replace(&entry, &format!("{entry}\n{forged}"));
+                let dists = a.dists();
+                std::fs::write(dists.join("Release"), r).unwrap();
+                std::fs::remove_file(dists.join("InRelease")).unwrap();
+                std::fs::remove_file(dists.join("Release.gpg")).unwrap();
+                s.clearsign(&dists.join("Release"), &dists.join("InRelease"));
+                s.detach_sign(&dists.join("Release"), &dists.join("Release.gpg"));
+            },
+            vec!["twice", "Packages.xz"],
+        ),
+        (
+            "Hash header mismatch",
+            |a, _| {
+                let p = a.dists().join("InRelease");
+                let t = std::fs::read_to_string(&p).unwrap();
+                assert!(t.contains("Hash: SHA512"));
+                std::fs::write(&p, t.replace("Hash: SHA512", "Hash: SHA256")).unwrap();
+                std::fs::remove_file(a.dists().join("Release.gpg")).unwrap();
+            },
+            vec!["Hash armor header says SHA256", "SHA512"],
+        ),
+        (
+            "200 KB after the signature",
+            |a, _| {
+                let p = a.dists().join("InRelease");
+                let mut t = std::fs::read(&p).unwrap();
+                t.extend(std::iter::repeat_n(b'A', 200_000));
+                std::fs::write(&p, t).unwrap();
+                std::fs::remove_file(a.dists().join("Release.gpg")).unwrap();
+            },
+            vec!["data follows the signature block"],
+        ),
+        (
+            "binary bytes after the signature",
+            |a, _| {
+                let p = a.dists().join("InRelease");
+                let mut t = std::fs::read(&p).unwrap();
+                t.extend((0..200_000u32).map(|i| (i * 7 % 251) as u8 | 0x80));
+                std::fs::write(&p, t).unwrap();
+                std::fs::remove_file(a.dists().join("Release.gpg")).unwrap();
+            },
+            vec!["InRelease"],
+        ),
+    ];
+    for (name, tamper, needles) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let signer = signer();
+        let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+        tamper(&archive, &signer);
+        let recipe = work.path().join("r");
+        archive.write_recipe(&recipe, &[], "");
+        let o = kiln(&recipe, &work.path().join("cache"), &["lock"]);
+        eprintln!("{name}: {}", stderr(&o).trim());
+        assert_refused(&o, &needles);
+        assert!(stderr(&o).len() < 400, "{name}: a long reason");
+    }
+}
+
+/// `kill -9` in the middle of a build: OUT keeps the previous image, and the working
+/// directories the killed build left in OUT are swept by the next build (under OUT's lock).
+#[test]
+fn debris_of_a_killed_build_is_swept_by_the_next() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    // A package that takes seconds to unpack (1 GiB of zeros), to be killed in.
+    let mut slow = Pkg::new("slow-unpack", "1", ARCH);
+    slow.data_bytes = Some((
+        "data.tar.zst".into(),
+        fixture::zstd_tar(&[], &[("./usr/share/slow/zeros", 1 << 30)]),
+    ));
+    let mut pkgs = base_packages(ARCH);
+    pkgs.push(slow);
+    let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
+    let recipe = work.path().join("r");
+    let cache = work.path().join("cache");
+    archive.write_recipe(&recipe, &[], "");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let before = read_image(&recipe.join("out/oci")).manifest_digest;
+    let debris = |out: &Path| -> Vec<String> {
+        std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".kiln-"))
+            .collect()
+    };
+
+    archive.write_recipe(&recipe, &["slow-unpack"], "");
+    for _ in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", "-o", "out"])
+            .current_dir(&recipe)
+            .env("KILN_CACHE_DIR", &cache)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        // Killed once its root is being unpacked (a working directory with files in it).
+        while debris(&recipe.join("out")).len() < 2
+            && start.elapsed() < std::time::Duration::from_secs(60)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let left = debris(&recipe.join("out"));
+    eprintln!("left by two killed builds: {left:?}");
+    assert!(
+        left.len() >= 2,
+        "the killed builds left no working directory: {left:?}"
+    );
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
+
+    archive.write_recipe(&recipe, &[], "");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_eq!(debris(&recipe.join("out")), Vec::<String>::new());
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
 }

@@ -324,6 +324,105 @@ fn tampering_is_refused_naming_the_broken_thing() {
     }
 }
 
+/// Runs `kiln verify` with a hang guard: a verify that blocks (on a FIFO, on /dev/zero) is
+/// killed after 30 s and the test fails. Returns the output and how long it took.
+fn verify_guarded(out: &Path, key: &Path) -> (Output, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("verify")
+        .arg(out)
+        .arg("--key")
+        .arg(pub_of(key))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("kiln verify hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), start.elapsed())
+}
+
+/// What a blob is, not only what it hashes to: a FIFO, a device, a symlink (to /dev/zero, to
+/// another blob, out of the layout), a sparse file of 4 GiB and a FIFO pre-filled with the real
+/// manifest (the two-faced blob: an implementation that opens twice hashes one content and
+/// parses another) are each refused at once, with one line naming the blob.
+#[test]
+fn verify_refuses_blobs_that_are_not_plain_files_at_once() {
+    type Plant = fn(&Path, &Path);
+    let cases: Vec<(&str, usize, Plant)> = vec![
+        ("layer FIFO", 4, |p, _| {
+            std::fs::remove_file(p).unwrap();
+            let st = Command::new("mkfifo").arg(p).status().unwrap();
+            assert!(st.success());
+        }),
+        ("layer symlink to /dev/zero", 4, |p, _| {
+            std::fs::remove_file(p).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+        }),
+        ("layer character device", 4, |p, _| {
+            std::fs::remove_file(p).unwrap();
+            let st = Command::new("mknod")
+                .arg(p)
+                .args(["c", "1", "5"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }),
+        ("layer symlink out of the layout", 4, |p, dir| {
+            let copy = dir.join("elsewhere");
+            std::fs::copy(p, &copy).unwrap();
+            std::fs::remove_file(p).unwrap();
+            std::os::unix::fs::symlink(&copy, p).unwrap();
+        }),
+        ("config symlink to another blob", 3, |p, _| {
+            let copy = p.with_extension("same");
+            std::fs::copy(p, &copy).unwrap();
+            std::fs::remove_file(p).unwrap();
+            std::os::unix::fs::symlink(copy.file_name().unwrap(), p).unwrap();
+        }),
+        ("layer sparse 4 GiB", 4, |p, _| {
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(4 << 30).unwrap();
+        }),
+        ("two-faced manifest", 0, |p, _| {
+            let real = std::fs::read(p).unwrap();
+            std::fs::remove_file(p).unwrap();
+            let st = Command::new("mkfifo").arg(p).status().unwrap();
+            assert!(st.success());
+            // Held open read-write (never blocks) and pre-filled with the true bytes.
+            let mut w = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .unwrap();
+            std::io::Write::write_all(&mut w, &real).unwrap();
+            std::mem::forget(w);
+        }),
+    ];
+    for (name, which, plant) in cases {
+        let (dir, out, key) = signed_copy();
+        let d = digests(&out);
+        let hex = d[which].trim_start_matches("sha256:").to_string();
+        plant(&out.join("oci/blobs/sha256").join(&hex), dir.path());
+        let (o, took) = verify_guarded(&out, &key);
+        eprintln!(
+            "{name}: {:.2} s: {}",
+            took.as_secs_f64(),
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+        assert_rejected(&o, &[&hex[..12]]);
+    }
+}
+
 #[test]
 fn wrong_key_wrong_board_rollback_and_extra_blobs() {
     let (dir, out, key) = signed_copy();

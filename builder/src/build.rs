@@ -325,7 +325,7 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
             recipe.board.suite,
             recipe.variant,
             lock.packages.len(),
-            recipe.board.mirror,
+            crate::transport::redact_userinfo(&recipe.board.mirror),
             lock.release.inrelease_sha256
         )],
     };

@@ -268,6 +268,46 @@ impl ImageRoot {
         Ok(dir)
     }
 
+    /// The host path of directory `path` of the image, created inside the root if missing,
+    /// for tools that must be handed a path (a compiler, pip, an unpacker). Refused when
+    /// reaching it goes through a symlink anywhere (even one that stays inside the root): only
+    /// then does the host path name the same directory the in-root walk found.
+    pub fn host_dir(&self, path: impl AsRef<Path>) -> Result<PathBuf, InRootError> {
+        let path = path.as_ref();
+        let rel = relative(path).map_err(|reason| InRootError {
+            path: display(path),
+            reason,
+        })?;
+        self.make_dir_all(&rel)?;
+        let mut at = self.root_dir()?;
+        for part in rel.components() {
+            let name = part.as_os_str();
+            match at.kind(name)? {
+                Some(Kind::Dir) => {}
+                Some(Kind::Symlink) => {
+                    return Err(InRootError {
+                        path: display(path),
+                        reason: format!(
+                            "{} is a symbolic link; kiln needs a real directory there",
+                            name.to_string_lossy()
+                        ),
+                    })
+                }
+                _ => {
+                    return Err(InRootError {
+                        path: display(path),
+                        reason: "is not a directory".into(),
+                    })
+                }
+            }
+            at = at.sub(name)?.ok_or_else(|| InRootError {
+                path: display(path),
+                reason: "vanished while kiln walked to it".into(),
+            })?;
+        }
+        Ok(self.host.join(rel))
+    }
+
     /// The parent directory of `path` and its last component; the parent is created when
     /// `create` is set, otherwise None when it does not exist.
     pub fn parent(
@@ -954,5 +994,24 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let m = fs::metadata(root.join("usr/lib/a/b/c")).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn host_dir_is_refused_through_any_symlink() {
+        let (_d, root, outside) = tree();
+        let r = ImageRoot::open(&root).unwrap();
+        let ok = r.host_dir("/var/cache/kiln").unwrap();
+        assert_eq!(ok, root.join("var/cache/kiln"));
+        assert!(ok.is_dir());
+        std::os::unix::fs::symlink(&outside, root.join("srv")).unwrap();
+        let e = r.host_dir("/srv/build").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // Nothing was created on the host side of the link.
+        assert!(!outside.join("build").exists());
+        std::os::unix::fs::symlink("usr", root.join("u")).unwrap();
+        assert!(
+            r.host_dir("/u/bin").is_err(),
+            "a link inside the root is refused too"
+        );
     }
 }

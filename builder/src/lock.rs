@@ -137,7 +137,8 @@ impl LockedRecipe {
             board: recipe.board_ref.clone(),
             arch: recipe.board.arch.to_string(),
             suite: recipe.board.suite.clone(),
-            mirror: recipe.board.mirror.clone(),
+            // Credentials stay out of the lock (it is committed): the mirror as printed.
+            mirror: crate::transport::redact_userinfo(&recipe.board.mirror),
             components: recipe.board.components.clone(),
             variant: recipe.variant,
             packages: recipe.packages.clone(),

@@ -233,7 +233,10 @@ enum CertAction {
 
 /// Reports an error on one line and gives the exit code for it.
 fn error_exit(e: impl std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("kiln: error: {e}");
+    eprintln!(
+        "kiln: error: {}",
+        kiln::transport::redact_userinfo(&e.to_string())
+    );
     ExitCode::from(code)
 }
 
@@ -667,7 +670,10 @@ fn fail(e: &BuildError) -> ExitCode {
     if let BuildError::Check { report, .. } = e {
         eprint!("{report}");
     }
-    eprintln!("kiln: error: {e}");
+    eprintln!(
+        "kiln: error: {}",
+        kiln::transport::redact_userinfo(&e.to_string())
+    );
     ExitCode::from(e.exit_code() as u8)
 }
 

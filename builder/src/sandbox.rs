@@ -192,10 +192,23 @@ impl Sandbox {
             root: self.root.clone(),
             reason,
         };
+        // The mount points must be directories of the image itself: a symlink there (a package
+        // may ship one) would be followed by mount(2) on the host's side of the chroot.
+        let top = crate::inroot::ImageRoot::open(&self.root)
+            .and_then(|r| r.root_dir())
+            .map_err(|e| spawn_err(e.to_string()))?;
         for dir in ["proc", "sys", "dev", "tmp", "run"] {
-            let p = self.root.join(dir);
-            if std::fs::symlink_metadata(&p).is_err() {
-                std::fs::create_dir(&p).map_err(|e| spawn_err(format!("{}: {e}", p.display())))?;
+            match top.kind(dir).map_err(|e| spawn_err(e.to_string()))? {
+                Some(crate::inroot::Kind::Dir) => {}
+                None => {
+                    top.make_dir(dir, None)
+                        .map_err(|e| spawn_err(e.to_string()))?;
+                }
+                Some(_) => {
+                    return Err(spawn_err(format!(
+                        "/{dir} in the image is not a directory; the sandbox mounts a file system there"
+                    )))
+                }
             }
         }
         let root_c =

@@ -113,6 +113,36 @@ pub struct Board {
     pub waivers: Vec<Waiver>,
 }
 
+/// OCI's limit on a tag (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, distribution spec).
+const MAX_TAG: usize = 128;
+
+/// Whether `name` is one path component of an OCI repository name
+/// (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, distribution spec), so `..`, `.` or `-x` never become
+/// a reference or a directory name.
+fn oci_name_component(name: &str) -> bool {
+    let b = name.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || b.len() > 255 || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &name[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRecipe {
@@ -341,7 +371,25 @@ impl Recipe {
                 format!("'{name}' must use only a-z, 0-9, '.', '_' and '-' (it becomes an OCI reference)"),
             ));
         }
+        if !oci_name_component(&name) {
+            return Err(src.error(
+                image.name.span(),
+                "image.name",
+                format!("'{name}' is not an OCI repository name: it must start and end with a letter or digit, with single '.', '_' or '-' between them (OCI distribution spec)"),
+            ));
+        }
         let version = non_empty(&src, &image.version, "image.version")?;
+        if version.len() > MAX_TAG || !version.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(src.error(
+                image.version.span(),
+                "image.version",
+                format!(
+                    "'{}' must start with a letter or digit and be at most {MAX_TAG} characters (it becomes an OCI tag); it has {}",
+                    version.chars().take(40).collect::<String>(),
+                    version.len()
+                ),
+            ));
+        }
         if !version
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b))
@@ -521,15 +569,20 @@ impl Board {
             Some(dir) if !Path::new(&keyring_raw).is_absolute() => dir.join(&keyring_raw),
             _ => PathBuf::from(&keyring_raw),
         };
-        if !keyring.is_file() {
-            return Err(src.error(
-                d.keyring.span(),
-                "debian.keyring",
-                format!(
-                    "keyring '{}' does not exist (Debian's keyrings come with the debian-archive-keyring package)",
-                    keyring.display()
-                ),
-            ));
+        let not_usable = match std::fs::metadata(&keyring) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some(format!(
+                "keyring '{}' is not a regular file (a keyring is a file of OpenPGP keys)",
+                keyring.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "keyring '{}' does not exist (Debian's keyrings come with the debian-archive-keyring package)",
+                keyring.display()
+            )),
+            Err(e) => Some(format!("keyring '{}': {e}", keyring.display())),
+        };
+        if let Some(reason) = not_usable {
+            return Err(src.error(d.keyring.span(), "debian.keyring", reason));
         }
         let merged_usr = d
             .merged_usr
@@ -553,6 +606,19 @@ impl Board {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn oci_repository_name_components() {
+        for good in ["fixture", "robot-fw", "a.b", "a__b", "a--b", "x1", "0"] {
+            assert!(oci_name_component(good), "{good}");
+        }
+        for bad in [
+            "", ".", "..", "a..b", "-x", "x-", "A", "a/b", "a___b", "a._b", "_a",
+        ] {
+            assert!(!oci_name_component(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

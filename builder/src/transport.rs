@@ -195,3 +195,75 @@ impl Transport {
         Ok(buf)
     }
 }
+
+/// Where the authority part of each `scheme://` URL in `text` starts and ends.
+fn authorities(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let start = from + i + 3;
+        let end = text[start..]
+            .find(|c: char| c == '/' || c.is_whitespace() || "'\"<>`".contains(c))
+            .map_or(text.len(), |j| start + j);
+        out.push((start, end));
+        from = end;
+    }
+    out
+}
+
+/// `text` with the user-info (user name and password) of every URL in it replaced by `***`:
+/// a mirror URL may carry credentials (`https://user:token@host/debian`), and neither an error
+/// line, a log, the lock nor the image may repeat them.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in authorities(text) {
+        if let Some(amp) = text[start..end].rfind('@') {
+            out.push_str(&text[at..start]);
+            out.push_str("***");
+            at = start + amp;
+        }
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// `url` without its user-info, for places that must hold a usable URL (apt's sources.list
+/// takes credentials from auth.conf, never from the URL).
+pub fn strip_userinfo(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut at = 0;
+    for (start, end) in authorities(url) {
+        if let Some(amp) = url[start..end].rfind('@') {
+            out.push_str(&url[at..start]);
+            at = start + amp + 1;
+        }
+    }
+    out.push_str(&url[at..]);
+    out
+}
+
+#[cfg(test)]
+mod userinfo_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_survive() {
+        let e = "https://ci:s3cret@mirror.example/debian/dists/x: 401; also http://a:b@h:8080/p";
+        let r = redact_userinfo(e);
+        assert_eq!(
+            r,
+            "https://***@mirror.example/debian/dists/x: 401; also http://***@h:8080/p"
+        );
+        assert!(!r.contains("s3cret"));
+        assert_eq!(
+            strip_userinfo("https://ci:s3cret@mirror.example/debian"),
+            "https://mirror.example/debian"
+        );
+        // An '@' in the path is not user-info; a URL without any is unchanged.
+        let plain = "http://deb.debian.org/debian/pool/a@b.deb and file:///srv/m";
+        assert_eq!(redact_userinfo(plain), plain);
+        assert_eq!(strip_userinfo(plain), plain);
+        assert_eq!(redact_userinfo("no url here"), "no url here");
+    }
+}

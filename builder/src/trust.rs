@@ -103,6 +103,45 @@ fn expiry_from(created: u64, sigs: &[&Signature]) -> Option<u64> {
     }
 }
 
+/// When the primary key expires, as GnuPG computes it (RFC 9580 5.2.3.18 and GnuPG's
+/// `merge_selfsigs_main`): the newest direct-key self-signature that states an expiry wins;
+/// otherwise the newest self-signature on the primary user id (the one flagged primary, else the
+/// newest of all user ids). Direct-key signatures without an expiry (Debian's keys carry such,
+/// newer than their user-id self-signature) and certifications by other keys state nothing.
+fn primary_expiry(key: &SignedPublicKey, created: u64) -> Option<u64> {
+    let created_at = |s: &&Signature| s.created().map(|t| t.as_secs()).unwrap_or(0);
+    let direct: Vec<&Signature> = key
+        .details
+        .direct_signatures
+        .iter()
+        .filter(|s| issued_by(s, key) && s.key_expiration_time().is_some())
+        .collect();
+    if !direct.is_empty() {
+        return expiry_from(created, &direct);
+    }
+    let newest_per_user: Vec<&Signature> = key
+        .details
+        .users
+        .iter()
+        .filter_map(|u| {
+            u.signatures
+                .iter()
+                .filter(|s| issued_by(s, key))
+                .max_by_key(created_at)
+        })
+        .collect();
+    let primary: Vec<&Signature> = newest_per_user
+        .iter()
+        .copied()
+        .filter(|s| s.is_primary())
+        .collect();
+    if primary.is_empty() {
+        expiry_from(created, &newest_per_user)
+    } else {
+        expiry_from(created, &primary)
+    }
+}
+
 /// Whether a signature names `key` as its issuer (by fingerprint or key id).
 fn issued_by(sig: &Signature, key: &SignedPublicKey) -> bool {
     let fingerprint = key.fingerprint();
@@ -138,6 +177,36 @@ fn self_certified(key: &SignedPublicKey) -> bool {
     certified && direct_ok
 }
 
+/// The largest keyring read (debian-archive-keyring's files are about 100 KiB each).
+const MAX_KEYRING: u64 = 16 << 20;
+
+/// Reads the regular file `path` (symlinks followed: keyrings live behind them in
+/// /usr/share/keyrings) of at most `max` bytes; a FIFO or device is refused without reading.
+fn read_bounded_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "is {} bytes, more than a keyring's {max}",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    Ok(bytes)
+}
+
 impl Keyring {
     /// Reads a keyring (binary, as Debian ships them, or ASCII-armored) and keeps the keys whose
     /// self-signatures verify and that are not revoked.
@@ -146,7 +215,8 @@ impl Keyring {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        // Debian's whole keyring is 100 KiB; a device or FIFO here must not be read for ever.
+        let bytes = read_bounded_file(path, MAX_KEYRING).map_err(err)?;
         let armored = bytes.starts_with(b"-----BEGIN");
         let keys: Vec<SignedPublicKey> = if armored {
             let (iter, _) = SignedPublicKey::from_armor_many(&bytes[..])
@@ -176,15 +246,7 @@ impl Keyring {
             // Only the key's own self-signatures state its expiry: Debian's archive keys carry
             // certifications by other keys, newer than the self-signature and without an
             // expiry, which would otherwise make an expired key live forever.
-            let self_sigs: Vec<&Signature> = key
-                .details
-                .users
-                .iter()
-                .flat_map(|u| u.signatures.iter())
-                .chain(key.details.direct_signatures.iter())
-                .filter(|s| issued_by(s, &key))
-                .collect();
-            let expires = expiry_from(created, &self_sigs);
+            let expires = primary_expiry(&key, created);
             for sub in &key.public_subkeys {
                 if sub.verify_bindings(&key.primary_key).is_err() {
                     continue;

@@ -23,7 +23,6 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -639,31 +638,59 @@ pub fn verify_release(
         );
         return Ok(finish(tuf_checks));
     };
-    // The archive: exactly the length and hash the signed targets state.
-    let archive = dir.join("targets").join(&name);
+    // The archive: exactly the length and hash the signed targets state. Opened once (a
+    // regular file inside targets/, no symlink, FIFO or device), its size compared before
+    // hashing, and the same descriptor rewound for unpacking: the bytes unpacked are the bytes
+    // hashed.
     let want_len = entry.get("length").and_then(Value::as_u64);
     let want_hash = entry.pointer("/hashes/sha256").and_then(Value::as_str);
-    match fs::File::open(&archive).map(sha256_reader) {
-        Ok(Ok((hash, len))) if Some(len) == want_len && Some(hash.as_str()) == want_hash => {
+    let opened = crate::inroot::ImageRoot::open(&dir.join("targets"))
+        .and_then(|targets| targets.parent(&name, false))
+        .and_then(|found| match found {
+            Some((d, leaf)) => d.open_read(leaf),
+            None => Ok(None),
+        });
+    let mut archive = match opened {
+        Ok(Some((_, len))) if Some(len) != want_len => {
+            tuf_checks.push(
+                "target",
+                false,
+                format!("{name}: {len} bytes, targets.json states {want_len:?}"),
+            );
+            return Ok(finish(tuf_checks));
+        }
+        Ok(Some((file, _))) => file,
+        Ok(None) => {
+            tuf_checks.push("target", false, format!("{name}: the archive is missing"));
+            return Ok(finish(tuf_checks));
+        }
+        Err(e) => {
+            tuf_checks.push("target", false, format!("{name}: {}", e.reason));
+            return Ok(finish(tuf_checks));
+        }
+    };
+    let len = want_len.unwrap_or(0);
+    match sha256_reader(std::io::Read::by_ref(&mut archive).take(len.saturating_add(1))) {
+        Ok((hash, read)) if read == len && Some(hash.as_str()) == want_hash => {
             tuf_checks.push(
                 "target",
                 true,
                 format!("{name}: {len} bytes, sha256 as targets.json states"),
             );
         }
-        Ok(Ok((_, len))) => {
+        Ok((_, read)) => {
             tuf_checks.push(
                 "target",
                 false,
-                format!("{name}: {len} bytes whose sha256 or length differs from targets.json"),
+                format!("{name}: {read} bytes whose sha256 or length differs from targets.json"),
             );
             return Ok(finish(tuf_checks));
         }
-        _ => {
+        Err(e) => {
             tuf_checks.push(
                 "target",
                 false,
-                format!("{name}: the archive is missing or unreadable"),
+                format!("{name}: the archive is unreadable: {e}"),
             );
             return Ok(finish(tuf_checks));
         }
@@ -699,8 +726,8 @@ pub fn verify_release(
         path: std::env::temp_dir(),
         reason: e.to_string(),
     })?;
-    let unpacked = fs::File::open(&archive).and_then(|f| {
-        let mut t = tar::Archive::new(f);
+    let unpacked = std::io::Seek::rewind(&mut archive).and_then(|()| {
+        let mut t = tar::Archive::new(std::io::Read::take(&mut archive, len));
         t.set_preserve_permissions(false);
         t.set_unpack_xattrs(false);
         for entry in t.entries()? {

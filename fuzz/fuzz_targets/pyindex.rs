@@ -6,12 +6,15 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    for (_, url, sha) in kiln::overlay::wheels::parse_simple_page(&text, "https://i.example/simple/x/") {
+    for (_, url, sha) in
+        kiln::overlay::wheels::parse_simple_page(&text, "https://i.example/simple/x/")
+    {
         assert!(sha.len() == 64 && !url.is_empty());
     }
     let mut env = kiln::overlay::markers::MarkerEnv::default();
     env.values.insert("python_version".into(), "3.11".into());
-    env.values.insert("platform_machine".into(), "armv7l".into());
+    env.values
+        .insert("platform_machine".into(), "armv7l".into());
     let _ = kiln::overlay::markers::evaluate(&text, &env);
     let dir = std::env::temp_dir().join(format!("kiln-fuzz-wheel-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
@@ -21,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
             prefix: "/var/lib/python3/envs/x".into(),
             version: "3.11".into(),
         };
-        if let Ok(files) = kiln::overlay::wheelinstall::wheel_files(&wheel, "x-1-py3-none-any.whl", &layout) {
+        if let Ok(files) =
+            kiln::overlay::wheelinstall::wheel_files(&wheel, "x-1-py3-none-any.whl", &layout)
+        {
             for f in files {
                 assert!(f.path.starts_with("/var/lib/python3/envs/x/") && !f.path.contains("/../"));
             }

@@ -5,9 +5,15 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let mut parts = text.splitn(3, '\n');
-        let a = parts.next().and_then(|t| kiln::version::Version::parse(t).ok());
-        let b = parts.next().and_then(|t| kiln::version::Version::parse(t).ok());
-        let c = parts.next().and_then(|t| kiln::version::Version::parse(t).ok());
+        let a = parts
+            .next()
+            .and_then(|t| kiln::version::Version::parse(t).ok());
+        let b = parts
+            .next()
+            .and_then(|t| kiln::version::Version::parse(t).ok());
+        let c = parts
+            .next()
+            .and_then(|t| kiln::version::Version::parse(t).ok());
         if let (Some(a), Some(b)) = (&a, &b) {
             assert_eq!(a.cmp(b), b.cmp(a).reverse());
             if let Some(c) = &c {

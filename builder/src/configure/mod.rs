@@ -644,7 +644,7 @@ fn write_apt_sources(image: &ImageRoot, board: &Board) -> Result<(), ConfigureEr
     };
     let line = format!(
         "deb {} {} {}\n",
-        board.mirror,
+        crate::transport::strip_userinfo(&board.mirror),
         board.suite,
         board.components.join(" ")
     );

@@ -130,7 +130,13 @@ impl SdistBuild<'_> {
         if let Some(found) = single_wheel(&built) {
             return Ok(found);
         }
-        let staging = self.root.join(&STAGING[1..]).join("sdist");
+        let staging = crate::inroot::ImageRoot::open(self.root)
+            .and_then(|view| {
+                // Fresh and empty: nothing the image shipped there is built on or followed.
+                view.remove_all(format!("{STAGING}/sdist"))?;
+                view.host_dir(format!("{STAGING}/sdist"))
+            })
+            .map_err(|e| fail(self.overlay, e.to_string()))?;
         let result = self.build(sdist, &staging, &built);
         if let Ok(view) = crate::inroot::ImageRoot::open(self.root) {
             let _ = view.remove_all(format!("{STAGING}/sdist"));
