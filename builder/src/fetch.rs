@@ -84,15 +84,15 @@ impl Cache {
     }
 
     /// Opens (creating) a cache directory.
-    pub fn open(root: &Path) -> Result<Cache, FetchError> {
+    pub fn open(cache_dir: &Path) -> Result<Cache, FetchError> {
         for sub in ["blobs/sha256", "tmp"] {
-            std::fs::create_dir_all(root.join(sub)).map_err(|e| FetchError::Cache {
-                path: root.to_path_buf(),
+            std::fs::create_dir_all(cache_dir.join(sub)).map_err(|e| FetchError::Cache {
+                path: cache_dir.to_path_buf(),
                 reason: e.to_string(),
             })?;
         }
         Ok(Cache {
-            root: root.to_path_buf(),
+            root: cache_dir.to_path_buf(),
         })
     }
 

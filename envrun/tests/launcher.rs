@@ -154,15 +154,30 @@ fn works_from_a_shebang_line() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = Command::new(&script)
-        .args(["--verbose", "a b"])
-        .env("ENVRUN_REGISTRY", &w.registry)
-        .output()
-        .unwrap();
+    let o = run_fresh_executable(
+        Command::new(&script)
+            .args(["--verbose", "a b"])
+            .env("ENVRUN_REGISTRY", &w.registry),
+    );
     assert!(o.status.success(), "{}", err(&o));
     assert!(
         out(&o).contains(&format!("script={}\n<--verbose><a b>", script.display())),
         "{}",
         out(&o)
     );
+}
+
+/// Runs a file this process has just written. Another test thread may fork while the file's
+/// write descriptor is open; the child holds it until it execs, and meanwhile the kernel refuses
+/// to execute the file (ETXTBSY). That is the test harness racing itself, so wait it out.
+fn run_fresh_executable(command: &mut Command) -> Output {
+    for _ in 0..200 {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the script stayed busy for 2 s");
 }

@@ -13,6 +13,7 @@
 
 use super::{io_err, run_tool, ExportError, SourceImage};
 use crate::image::{ImageTree, Kind};
+use crate::inroot::{ImageRoot, Owner};
 use std::path::Path;
 use std::process::Command;
 
@@ -185,6 +186,13 @@ pub fn squashfs(dir: &Path, out: &Path, sde: u64) -> Result<(), ExportError> {
     )
 }
 
+fn in_boot(e: crate::inroot::InRootError) -> ExportError {
+    ExportError::BadImage {
+        image: "/boot".into(),
+        reason: e.to_string(),
+    }
+}
+
 /// Writes a FAT file system of `size` bytes holding the image's `/boot` (regular files and
 /// directories; a symlink is copied as the file it resolves to inside the image).
 pub fn boot_vfat(
@@ -206,37 +214,47 @@ pub fn boot_vfat(
     )?;
     let src = staging.join("boot-files");
     std::fs::create_dir(&src).map_err(io_err(&src))?;
+    // Written through the in-root API: the names come from the image.
+    let boot = ImageRoot::open(&src).map_err(in_boot)?;
     let mut top = Vec::new();
     let mut times = Vec::new();
     for (path, node) in image.tree.iter() {
         let Some(rel) = path.strip_prefix("/boot/") else {
             continue;
         };
-        let at = src.join(rel);
         let real = image
             .tree
             .resolve(path)
             .and_then(|p| image.tree.get(&p).map(|n| (p.clone(), n.kind.clone())));
-        match (&node.kind, real) {
-            (Kind::Dir, _) => std::fs::create_dir_all(&at).map_err(io_err(&at))?,
+        let mode = match (&node.kind, real) {
+            (Kind::Dir, _) => {
+                boot.make_dir_all(rel).map_err(in_boot)?;
+                0o755
+            }
             (_, Some((real, Kind::File))) => {
-                let data = image.tree.read(&real).map_err(io_err(&at))?;
-                std::fs::write(&at, &data[..]).map_err(io_err(&at))?;
+                let data = image.tree.read(&real).map_err(io_err(&src.join(rel)))?;
+                boot.write(rel, &data[..], 0o644).map_err(in_boot)?;
+                0o644
             }
             _ => continue,
-        }
-        times.push((at.clone(), node.mtime.min(image.created)));
+        };
+        let mtime = node.mtime.min(image.created) as i64;
+        times.push((
+            rel.to_string(),
+            Owner {
+                uid: 0,
+                gid: 0,
+                mode,
+                mtime,
+            },
+        ));
         if !rel.contains('/') {
-            top.push(at);
+            top.push(src.join(rel));
         }
     }
     // Deepest first: creating a directory's children changed its mtime.
-    for (at, t) in times.into_iter().rev() {
-        let ts = std::fs::FileTimes::new()
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
-        std::fs::File::open(&at)
-            .and_then(|f| f.set_times(ts))
-            .map_err(io_err(&at))?;
+    for (rel, owner) in times.into_iter().rev() {
+        boot.set_owner(&rel, owner).map_err(in_boot)?;
     }
     if top.is_empty() {
         return Ok(());

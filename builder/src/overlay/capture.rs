@@ -7,12 +7,10 @@
 //! layer.md). Files copied up without being changed (opened for writing, chmod to the same
 //! mode) are not changes and are left out.
 
-use crate::inroot::{ImageRoot, InRootError, Kind, Meta, Owner};
+use crate::inroot::{Dir, ImageRoot, InRootError, Kind, Meta, Owner};
 use std::collections::BTreeMap;
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// One changed path of the image.
@@ -36,23 +34,28 @@ pub struct Changes {
     pub parents: Vec<String>,
 }
 
-fn same_meta(a: &Meta, b: &fs::Metadata) -> bool {
-    a.mode == b.mode() && a.uid == b.uid() && a.gid == b.gid()
+fn same_meta(a: &Meta, b: &Meta) -> bool {
+    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid
 }
 
-/// Whether the upper file `a` has the contents of the lower's regular file at `image` (read in
-/// the lower root, never following a link out of it), compared in chunks.
-fn same_content(a: &Path, lower: &ImageRoot, image: &str) -> io::Result<bool> {
+fn inroot(e: InRootError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Whether the upper file `name` of `dir` has the contents of the lower's regular file at
+/// `image` (both read inside their roots, never following a link out), compared in chunks.
+fn same_content(dir: &Dir, name: &OsStr, lower: &ImageRoot, image: &str) -> io::Result<bool> {
     use std::io::Read;
-    let inroot = |e: InRootError| io::Error::other(e.to_string());
-    let Some((dir, name)) = lower.parent(image, false).map_err(inroot)? else {
+    let Some((low_dir, low_name)) = lower.parent(image, false).map_err(inroot)? else {
         return Ok(false);
     };
-    let Some((mut b, b_len)) = dir.open_read(&name).map_err(inroot)? else {
+    let Some((mut b, b_len)) = low_dir.open_read(&low_name).map_err(inroot)? else {
         return Ok(false);
     };
-    let mut a = fs::File::open(a)?;
-    if a.metadata()?.len() != b_len {
+    let Some((mut a, a_len)) = dir.open_read(name).map_err(inroot)? else {
+        return Ok(false);
+    };
+    if a_len != b_len {
         return Ok(false);
     }
     let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
@@ -68,59 +71,45 @@ fn same_content(a: &Path, lower: &ImageRoot, image: &str) -> io::Result<bool> {
     }
 }
 
-fn is_opaque(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    // SAFETY: valid C strings and a buffer of the length given.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    n == 1 && buf[0] == b'y'
+/// Whether the upper directory carries overlayfs' opaque mark.
+fn is_opaque(dir: &Dir) -> io::Result<bool> {
+    Ok(dir
+        .xattr(c"trusted.overlay.opaque")
+        .map_err(inroot)?
+        .is_some_and(|v| v == b"y"))
 }
 
-/// Reads the changes of `upper` against `lower`.
+/// Whether an upper entry is overlayfs' whiteout: a character device numbered 0/0.
+fn is_whiteout(meta: &Meta) -> bool {
+    meta.kind == Kind::Special && meta.mode & libc::S_IFMT == libc::S_IFCHR && meta.rdev == 0
+}
+
+/// Reads the changes of `upper` against `lower`, both opened as image roots.
 pub fn changes(upper: &Path, lower: &Path) -> io::Result<Changes> {
     let mut out = Changes::default();
-    let lower = ImageRoot::open(lower).map_err(|e| io::Error::other(e.to_string()))?;
-    walk(upper, &lower, "", &mut out)?;
+    let lower = ImageRoot::open(lower).map_err(inroot)?;
+    let upper = ImageRoot::open(upper).map_err(inroot)?;
+    walk(&upper.root_dir().map_err(inroot)?, &lower, "", &mut out)?;
     Ok(out)
 }
 
-fn walk(upper: &Path, lower: &ImageRoot, rel: &str, out: &mut Changes) -> io::Result<bool> {
-    let dir = if rel.is_empty() {
-        upper.to_path_buf()
-    } else {
-        upper.join(&rel[1..])
-    };
-    let mut names: Vec<_> = fs::read_dir(&dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+fn walk(dir: &Dir, lower: &ImageRoot, rel: &str, out: &mut Changes) -> io::Result<bool> {
     let mut any = false;
-    for name in names {
+    for name in dir.entries().map_err(inroot)? {
         let image = format!("{rel}/{}", name.to_string_lossy());
-        let up = dir.join(&name);
-        let meta = fs::symlink_metadata(&up)?;
-        let lower_meta = lower
-            .metadata(&image)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        let ft = meta.file_type();
-        let change = if ft.is_char_device() && meta.rdev() == 0 {
+        let vanished = || io::Error::other(format!("{image}: vanished from the overlay"));
+        let meta = dir.metadata(&name).map_err(inroot)?.ok_or_else(vanished)?;
+        let lower_meta = lower.metadata(&image).map_err(inroot)?;
+        let change = if is_whiteout(&meta) {
             // A whiteout: a change only when the lower had the path.
             lower_meta.is_some().then_some(Change::Deleted)
-        } else if ft.is_dir() {
-            if is_opaque(&up) {
-                walk(upper, lower, &image, out)?;
+        } else if meta.kind == Kind::Dir {
+            let sub = dir.sub(&name).map_err(inroot)?.ok_or_else(vanished)?;
+            if is_opaque(&sub)? {
+                walk(&sub, lower, &image, out)?;
                 Some(Change::Opaque)
             } else {
-                let children = walk(upper, lower, &image, out)?;
+                let children = walk(&sub, lower, &image, out)?;
                 let unchanged = lower_meta
                     .as_ref()
                     .is_some_and(|l| l.kind == Kind::Dir && same_meta(l, &meta));
@@ -134,25 +123,23 @@ fn walk(upper: &Path, lower: &ImageRoot, rel: &str, out: &mut Changes) -> io::Re
                     Some(Change::Written)
                 }
             }
-        } else if ft.is_file() {
+        } else if meta.kind == Kind::File {
             let unchanged = match &lower_meta {
                 Some(l) if l.kind == Kind::File && same_meta(l, &meta) => {
-                    same_content(&up, lower, &image)?
+                    same_content(dir, &name, lower, &image)?
                 }
                 _ => false,
             };
             (!unchanged).then_some(Change::Written)
-        } else if ft.is_symlink() {
+        } else if meta.kind == Kind::Symlink {
             let unchanged = match &lower_meta {
                 Some(l) if l.kind == Kind::Symlink => {
-                    let (dir, name) = lower
+                    let (low_dir, low_name) = lower
                         .parent(&image, false)
-                        .map_err(|e| io::Error::other(e.to_string()))?
+                        .map_err(inroot)?
                         .ok_or_else(|| io::Error::other(format!("{image}: vanished")))?;
-                    let low_target = dir
-                        .read_link(&name)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                    fs::read_link(&up)? == low_target && l.uid == meta.uid()
+                    let low_target = low_dir.read_link(&low_name).map_err(inroot)?;
+                    dir.read_link(&name).map_err(inroot)? == low_target && l.uid == meta.uid
                 }
                 _ => false,
             };
@@ -171,7 +158,6 @@ fn walk(upper: &Path, lower: &ImageRoot, rel: &str, out: &mut Changes) -> io::Re
 /// Builds the layer directory `dest` holding exactly `changes` of `upper` (whiteouts as
 /// `.wh.` files), ready for [`crate::pack::pack_layer`].
 pub fn layer_dir(upper: &Path, changes: &Changes, dest: &Path, sde: u64) -> io::Result<()> {
-    let inroot = |e: InRootError| io::Error::other(e.to_string());
     let source = ImageRoot::open(upper).map_err(inroot)?;
     let layer = ImageRoot::open(dest).map_err(inroot)?;
     let owner_of = |m: &Meta| Owner {
@@ -276,6 +262,7 @@ pub fn layer_dir(upper: &Path, changes: &Changes, dest: &Path, sde: u64) -> io::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn unchanged_copy_ups_are_not_changes() {
@@ -299,5 +286,64 @@ mod tests {
         assert!(layer.join("etc/changed").is_file());
         assert!(!layer.join("etc/same").exists());
         assert!(layer.join("opt/app/run").is_file());
+    }
+
+    /// Deletions and a directory replaced wholesale, as a real overlayfs records them (needs
+    /// root and overlayfs, as kiln's overlay stage does): whiteouts become `.wh.` files, the
+    /// opaque mark `.wh..wh..opq`; a symlink in upper pointing out of the tree is a change, not
+    /// a way out.
+    #[test]
+    fn whiteouts_and_opaque_directories_of_a_real_overlayfs() {
+        use std::process::Command;
+        let d = tempfile::tempdir().unwrap();
+        let [lower, upper, work, merged] = ["l", "u", "w", "m"].map(|n| d.path().join(n));
+        for p in [&lower, &upper, &work, &merged] {
+            fs::create_dir_all(p).unwrap();
+        }
+        fs::create_dir_all(lower.join("etc/old.d")).unwrap();
+        fs::write(lower.join("etc/old.d/a"), "a").unwrap();
+        fs::write(lower.join("etc/gone"), "g").unwrap();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let mounted = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting overlayfs (run as root)");
+        fs::remove_file(merged.join("etc/gone")).unwrap();
+        fs::remove_dir_all(merged.join("etc/old.d")).unwrap();
+        fs::create_dir(merged.join("etc/old.d")).unwrap();
+        fs::write(merged.join("etc/old.d/b"), "b").unwrap();
+        std::os::unix::fs::symlink("/etc", merged.join("etc/out")).unwrap();
+        assert!(Command::new("umount")
+            .arg(&merged)
+            .status()
+            .unwrap()
+            .success());
+        let c = changes(&upper, &lower).unwrap();
+        let got: Vec<(&str, &Change)> = c.changed.iter().map(|(p, c)| (p.as_str(), c)).collect();
+        assert_eq!(
+            got,
+            [
+                ("/etc/gone", &Change::Deleted),
+                ("/etc/old.d", &Change::Opaque),
+                ("/etc/old.d/b", &Change::Written),
+                ("/etc/out", &Change::Written),
+            ]
+        );
+        let layer = d.path().join("layer");
+        fs::create_dir(&layer).unwrap();
+        layer_dir(&upper, &c, &layer, 1_700_000_000).unwrap();
+        assert!(layer.join("etc/.wh.gone").is_file());
+        assert!(layer.join("etc/old.d/.wh..wh..opq").is_file());
+        assert_eq!(
+            fs::read_link(layer.join("etc/out")).unwrap(),
+            Path::new("/etc")
+        );
     }
 }

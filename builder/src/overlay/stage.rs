@@ -723,12 +723,18 @@ pub fn outside_paths<'c>(
     changes: &'c capture::Changes,
     upper: &Path,
 ) -> Vec<&'c str> {
+    let upper = crate::inroot::ImageRoot::open(upper).ok();
+    let is_dir = |p: &str| {
+        upper
+            .as_ref()
+            .is_some_and(|u| u.kind(p).ok().flatten() == Some(crate::inroot::Kind::Dir))
+    };
     changes
         .changed
         .iter()
         .filter(|(p, c)| {
             let on_the_way = **c != Change::Deleted
-                && upper.join(&p[1..]).is_dir()
+                && is_dir(p)
                 && overlay
                     .allowed
                     .iter()
@@ -832,8 +838,9 @@ fn install_debs(
             });
         }
         // Only what the package ships, not the shared directories on the way (/usr, /etc).
+        let merged_root = ImageRoot::open(merged).map_err(|e| io_err(name, merged, e))?;
         owned.extend(files.into_iter().filter(|f| {
-            std::fs::symlink_metadata(merged.join(&f[1..])).map_or(true, |m| !m.is_dir())
+            merged_root.kind(f.as_str()).ok().flatten() != Some(crate::inroot::Kind::Dir)
         }));
         owned.extend(dpkg_record_paths(&package));
         owned.extend(dpkg_record_paths(&format!("{package}:{arch}")));
