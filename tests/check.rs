@@ -941,3 +941,167 @@ fn tar_and_oci_inputs_and_waivers() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-image"));
 }
+
+/// Issue 20's stock-Debian false errors, each next to the true positive it must not hide: a
+/// documentation example and a runit service file (the image has no runit) are info; with
+/// runit present the same file is an error; `env /abs/path` is checked as that path; a plugin
+/// (a library no executable links, outside the library directories) missing a library is a
+/// warning naming the package, and the same library in a default directory stays an error.
+#[test]
+fn severity_follows_what_the_image_runs() {
+    let t = ARM64;
+    let lib = libfoo(t, "libfoo-plugin", LIBFOO, None);
+    let uses = "extern int foo(void);\nint bar(void) { return foo(); }\n";
+    let plugin = against_foo(t, "q_x", uses, &lib, &["-shared", "-fPIC"]);
+    let img = Image::new("severity", t);
+    let tc = format!("/usr/lib/{}/tc/q_x.so", t.triplet);
+    let default_dir_lib = format!("/usr/lib/{}/libneedsfoo.so.1", t.triplet);
+    img.write(
+        "/usr/share/doc/python3-yaml/examples/yaml_hl.py",
+        b"#!/usr/bin/python\n",
+        0o755,
+    )
+    .write(
+        "/etc/sv/ssh/run",
+        b"#!/usr/bin/env /lib/runit/invoke-run\nexec sshd -D\n",
+        0o755,
+    )
+    .write("/usr/bin/envabs", b"#!/usr/bin/env /opt/missing/tool\n", 0o755)
+    .write("/usr/bin/env", b"", 0o755)
+    .put(&tc, &plugin, 0o644)
+    .put(&default_dir_lib, &plugin, 0o644)
+    .write(
+        "/var/lib/dpkg/status",
+        b"Package: iproute9\nStatus: install ok installed\nVersion: 1\nRecommends: libfoo1 (>= 1), libbpf1\n\n",
+        0o644,
+    )
+    .write(
+        "/var/lib/dpkg/info/iproute9.list",
+        format!("/.\n/usr/lib/{}/tc\n{tc}\n", t.triplet).as_bytes(),
+        0o644,
+    );
+    let (code, findings) = img.check();
+    let find = |path: &str| -> &Value {
+        findings
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("no finding on {path}: {findings:?}"))
+    };
+    let doc = find("/usr/share/doc/python3-yaml/examples/yaml_hl.py");
+    assert_eq!(doc["severity"], "info", "{doc}");
+    assert!(doc["message"]
+        .as_str()
+        .unwrap()
+        .contains("documentation example"));
+    let sv = find("/etc/sv/ssh/run");
+    assert_eq!(sv["severity"], "info", "{sv}");
+    let msg = sv["message"].as_str().unwrap();
+    assert!(
+        msg.contains("/lib/runit/invoke-run is not in the image") && msg.contains("runit"),
+        "{msg}"
+    );
+    assert!(!msg.contains("PATH"), "{msg}");
+    let envabs = find("/usr/bin/envabs");
+    assert_eq!(envabs["severity"], "error", "{envabs}");
+    assert!(envabs["message"]
+        .as_str()
+        .unwrap()
+        .contains("/opt/missing/tool is not in the image"));
+    let p = find(&tc);
+    assert_eq!(p["severity"], "warning", "{p}");
+    let msg = p["message"].as_str().unwrap();
+    assert!(
+        msg.contains("plugin")
+            && msg.contains("libfoo1")
+            && msg.contains("a Recommends of iproute9")
+            && msg.contains("not installed"),
+        "{msg}"
+    );
+    assert_eq!(find(&default_dir_lib)["severity"], "error");
+    assert_eq!(code, 1);
+
+    // With runit in the image its service file is run, so its broken line is an error again.
+    img.write("/usr/bin/runsv", b"", 0o755);
+    let (_, findings) = img.check();
+    let sv = findings
+        .iter()
+        .find(|f| f["path"] == "/etc/sv/ssh/run")
+        .unwrap();
+    assert_eq!(sv["severity"], "error", "{sv}");
+}
+
+/// `baked-secret`: private keys are errors wherever they are, a program that merely names the
+/// format is not, and a key the recipe ships on purpose is waived by path with its reason.
+#[test]
+fn baked_secrets_are_errors_unless_waived() {
+    let t = ARM64;
+    let img = Image::new("secrets", t);
+    let key = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(key.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+    let ssh = work().join("secrets-ssh");
+    let _ = fs::remove_file(&ssh);
+    let _ = fs::remove_file(ssh.with_extension("pub"));
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&ssh)
+        .status()
+        .unwrap()
+        .success());
+    img.write("/etc/ssl/private/device.key", &key, 0o600)
+        .put("/etc/ssh/ssh_host_ed25519_key", &ssh, 0o600)
+        .write(
+            "/etc/wireguard/wg0.conf",
+            b"[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n",
+            0o600,
+        )
+        .write("/opt/app/test-ca.key", &key, 0o644)
+        .write(
+            "/usr/bin/keytool",
+            b"\x7fnot elf\0-----BEGIN OPENSSH PRIVATE KEY-----\n\0-----END OPENSSH PRIVATE KEY-----\n",
+            0o755,
+        );
+    let (code, findings) = img.check();
+    assert_eq!(code, 1);
+    let secrets: BTreeSet<String> = findings
+        .iter()
+        .filter(|f| f["check"] == "baked-secret" && f["severity"] == "error")
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/ssl/private/device.key",
+            "/etc/wireguard/wg0.conf",
+            "/opt/app/test-ca.key"
+        ]
+        .map(String::from)
+        .into(),
+        "{findings:?}"
+    );
+    // The explicit mechanism: a waiver naming the path, with a reason, shown in every report.
+    let board = img.board(t.arch);
+    let text = fs::read_to_string(&board).unwrap();
+    fs::write(&board, format!("{text}\n[[waiver]]\npath = \"/opt/app/test-ca.key\"\ncheck = \"baked-secret\"\nreason = \"the dev fleet's public test CA; its key is published on purpose\"\nexpires = \"2099-12-31\"\n")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("check")
+        .arg(&img.root)
+        .arg("--board")
+        .arg(&board)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let waived: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|f: &Value| f["path"] == "/opt/app/test-ca.key")
+        .collect();
+    assert!(
+        waived[0]["waived"].is_object() || waived[0]["waived"].is_string(),
+        "{waived:?}"
+    );
+}

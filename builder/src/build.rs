@@ -426,7 +426,7 @@ fn build_base_layer(
     let composed = compose::compose(&root, &recipe.board, &debs)?;
     clock.lap("compose");
     if recipe.configure {
-        configure::configure(
+        let identity = configure::configure(
             &composed,
             &recipe.board,
             &ConfigureOptions {
@@ -436,6 +436,12 @@ fn build_base_layer(
                 jobs: opts.jobs,
             },
         )?;
+        for unit in &identity.units {
+            println!("first boot: {unit} makes this device's own keys (none are in the image)");
+        }
+        for note in &identity.notes {
+            eprintln!("kiln: warning: {note}");
+        }
         clock.lap("configure");
     }
     check_layer("base", &composed.root, recipe)?;

@@ -209,6 +209,26 @@ pub fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// The largest index.json or manifest kiln reads from a layout (real ones are a few KB).
+const MAX_LAYOUT_JSON: u64 = 4 << 20;
+
+/// Reads a file given on the command line whole, refusing a FIFO or device without waiting on
+/// it (a tar given to `kiln check` or `kiln export`).
+fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("is not a regular file"));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
 impl ImageTree {
     /// Reads PATH as whatever it is: a directory, an OCI image layout (a directory holding
     /// `oci-layout`), or a tar file (optionally gzip/zstd/xz compressed).
@@ -220,7 +240,7 @@ impl ImageTree {
             }
             return ImageTree::from_dir(path);
         }
-        let data = fs::read(path).map_err(|e| image_err(path.display(), e))?;
+        let data = read_regular_file(path).map_err(|e| image_err(path.display(), e))?;
         ImageTree::from_tar_bytes(&data, &path.display().to_string())
     }
 
@@ -299,9 +319,20 @@ impl ImageTree {
     /// images is refused: say which one by giving a layout with one), each layer verified
     /// against its digest and applied in order.
     pub fn from_oci_layout(dir: &Path) -> Result<ImageTree, ImageError> {
+        // Every file of the layout is read inside it, once, as a regular file of bounded size:
+        // a FIFO, device or symlink out of the layout is refused, never waited on.
+        let layout =
+            crate::inroot::ImageRoot::open(dir).map_err(|e| image_err(dir.display(), e))?;
+        let read_in_layout = |rel: &str, max: u64| -> Result<Vec<u8>, ImageError> {
+            let p = dir.join(rel);
+            layout
+                .read(rel, max)
+                .map_err(|e| image_err(p.display(), e.reason))?
+                .ok_or_else(|| image_err(p.display(), "is missing"))
+        };
         let read_json = |rel: &str| -> Result<serde_json::Value, ImageError> {
             let p = dir.join(rel);
-            let bytes = fs::read(&p).map_err(|e| image_err(p.display(), e))?;
+            let bytes = read_in_layout(rel, MAX_LAYOUT_JSON)?;
             serde_json::from_slice(&bytes).map_err(|e| image_err(p.display(), e))
         };
         let index = read_json("index.json")?;
@@ -344,7 +375,16 @@ impl ImageTree {
                     image_err(dir.display(), format!("unsupported digest '{digest}'"))
                 })?;
             let p = dir.join("blobs/sha256").join(hex);
-            let bytes = fs::read(&p).map_err(|e| image_err(p.display(), e))?;
+            let size = desc["size"]
+                .as_u64()
+                .ok_or_else(|| image_err(p.display(), "its descriptor has no size"))?;
+            let bytes = read_in_layout(&format!("blobs/sha256/{hex}"), size)?;
+            if bytes.len() as u64 != size {
+                return Err(image_err(
+                    p.display(),
+                    format!("is {} bytes, its descriptor says {size}", bytes.len()),
+                ));
+            }
             if sha256_hex(&bytes) != hex {
                 return Err(image_err(p.display(), "content does not match its digest"));
             }

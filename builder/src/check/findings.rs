@@ -91,6 +91,7 @@ checks! {
     VenvHostPath => "venv-host-path", Error, "a file of a Python env names a path of the build host";
     VenvDirSymlink => "venv-dir-symlink", Error, "a symlink inside a Python env resolves to a directory";
     VenvSysPath => "venv-sys-path", Error, "a Python env's interpreter, started under qemu, has more than the stdlib and the env on sys.path";
+    BakedSecret => "baked-secret", Error, "private key material (PEM, OpenSSH, OpenPGP, WireGuard) in the image: every unit flashed from it shares the key";
     Textrel => "textrel", Warning, "text relocations (DT_TEXTREL)";
     Execstack => "execstack", Warning, "asks for an executable stack (PT_GNU_STACK with X)";
     NoGnuHash => "no-gnu-hash", Warning, "dynamic symbols without DT_GNU_HASH";

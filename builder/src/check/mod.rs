@@ -20,6 +20,7 @@ pub mod pyext;
 pub mod report;
 pub mod rpath;
 pub mod scripts;
+pub mod secrets;
 pub mod syspath;
 pub mod venv;
 pub mod waiver;
@@ -99,25 +100,29 @@ enum Classified {
     Other,
 }
 
-fn classify(image: &ImageTree, path: &str, executable: bool) -> Classified {
+fn classify(image: &ImageTree, path: &str, executable: bool) -> (Classified, Option<String>) {
     let head = match image.read_head(path, scripts::HEAD) {
         Ok(h) => h,
-        Err(e) => return Classified::Corrupt(format!("cannot read: {e}")),
+        Err(e) => return (Classified::Corrupt(format!("cannot read: {e}")), None),
     };
     if elf::has_magic(&head) {
         let data = match image.read(path) {
             Ok(d) => d,
-            Err(e) => return Classified::Corrupt(format!("cannot read: {e}")),
+            Err(e) => return (Classified::Corrupt(format!("cannot read: {e}")), None),
         };
         return match elf::parse(&data) {
-            Ok(f) => Classified::Elf(Arc::new(f)),
-            Err(e) => Classified::Corrupt(e.0),
+            Ok(f) => (Classified::Elf(Arc::new(f)), None),
+            Err(e) => (Classified::Corrupt(e.0), None),
         };
     }
+    let secret = image
+        .read(path)
+        .ok()
+        .and_then(|data| secrets::private_key_in(&data));
     if executable && head.starts_with(b"#!") {
-        return Classified::Script(head);
+        return (Classified::Script(head), secret);
     }
-    Classified::Other
+    (Classified::Other, secret)
 }
 
 /// Checks a whole image.
@@ -141,7 +146,7 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
         .unwrap_or(1)
         .min(8);
     let chunk = files.len().div_ceil(workers).max(1);
-    let classified: Vec<(&str, Classified)> = std::thread::scope(|s| {
+    let classified: Vec<(&str, (Classified, Option<String>))> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
@@ -161,7 +166,14 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
     let mut findings = Vec::new();
     let mut all_elf: BTreeMap<String, Arc<ElfFacts>> = BTreeMap::new();
     let mut scripts_found = Vec::new();
-    for (path, c) in classified {
+    for (path, (c, secret)) in classified {
+        if let Some(what) = secret {
+            findings.push(Finding::new(
+                Check::BakedSecret,
+                path,
+                format!("holds {what}: every unit flashed from this image would share it; make it on the device (first boot) or waive it by path with a reason"),
+            ));
+        }
         match c {
             Classified::Elf(f) => {
                 all_elf.insert(path.to_string(), f);
@@ -206,7 +218,11 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
         userland.insert(path.clone(), facts.clone());
     }
     let res = needed::resolve_all(image, &rules, &userland, &privileged, &facts_of);
-    needed::needed_findings(&res, &mut findings);
+    let owners = packages::Owners::read(image);
+    let relations = packages::Relations::read(image);
+    let provider =
+        |object: &str, soname: &str| relations.provider_note(owners.owner(object), soname);
+    needed::needed_findings(&res, &rules.default_dirs(), &provider, &mut findings);
     needed::symbol_version_findings(&userland, &res, &facts_of, &mut findings);
     let pending = packages::pending_alternatives(image);
     for (path, head) in &scripts_found {
@@ -218,7 +234,6 @@ pub fn check_image(image: &ImageTree, opts: &CheckOptions) -> Report {
     }
 
     let glibc = image_glibc(image, &rules, &facts_of);
-    let owners = packages::Owners::read(image);
     for f in &mut findings {
         f.package = owners.owner(&f.path).map(str::to_string);
         if let Some(a) = aliases.get(&f.path) {

@@ -169,8 +169,16 @@ pub fn resolve_all(
     res
 }
 
-/// Turns failed resolutions into `needed` findings.
-pub fn needed_findings(res: &Resolutions, out: &mut Vec<Finding>) {
+/// Turns failed resolutions into `needed` findings. A shared object that no executable loads
+/// and that lies outside the loader's default directories is a plugin (tc's `q_atm.so`, a
+/// PAM or NSS module): it is loaded only when a program asks for it by path, so its missing
+/// library is a warning, with `provider` saying which package would bring the library.
+pub fn needed_findings(
+    res: &Resolutions,
+    default_dirs: &[String],
+    provider: &dyn Fn(&str, &str) -> String,
+    out: &mut Vec<Finding>,
+) {
     for ((object, name), (s, ctx)) in &res.failed {
         let mut message = format!("needs {name}, which does not resolve");
         if let Some(exe) = ctx {
@@ -178,10 +186,18 @@ pub fn needed_findings(res: &Resolutions, out: &mut Vec<Finding>) {
                 message.push_str(&format!(" when {exe} loads it"));
             }
         }
-        out.push(
-            Finding::new(Check::Needed, object, message)
-                .evidence([format!("search: {}", s.trace_line())]),
-        );
+        let dir = crate::image::parent(object);
+        let plugin = ctx.is_none() && !default_dirs.iter().any(|d| d == dir);
+        let mut finding = Finding::new(Check::Needed, object, message)
+            .evidence([format!("search: {}", s.trace_line())]);
+        if plugin {
+            finding.message.push_str(&format!(
+                "; no executable links it and it is outside the library directories, so it is a plugin loaded only when asked for: {}",
+                provider(object, name)
+            ));
+            finding = finding.severity(Severity::Warning);
+        }
+        out.push(finding);
     }
 }
 

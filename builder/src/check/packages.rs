@@ -107,3 +107,116 @@ pub fn pending_alternatives(image: &ImageTree) -> BTreeMap<String, String> {
     }
     links
 }
+
+/// The Recommends and Suggests of each installed package, from the image's dpkg status (the
+/// fields as the archive's Packages index gave them), to tell a team whether a missing library
+/// is one its packages merely recommend.
+#[derive(Debug, Default)]
+pub struct Relations {
+    by_package: BTreeMap<String, (Vec<String>, Vec<String>)>,
+}
+
+/// The names a relation field lists (`a (>= 1) | b:any, c` -> a, b, c).
+fn relation_names(field: &str) -> Vec<String> {
+    field
+        .split([',', '|'])
+        .filter_map(|alt| {
+            let name = alt.split(['(', '[', '<']).next()?.trim();
+            let name = name.split(':').next()?.trim();
+            (!name.is_empty()).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// The binary package that ships a library by Debian's naming rule for shared libraries
+/// (Debian Policy 8.1: `libfoo.so.1` is in `libfoo1`, `libfoo2.so.3` in `libfoo2-3`,
+/// lower case with `_` as `-`).
+pub fn library_package(soname: &str) -> String {
+    let (name, version) = match soname.split_once(".so") {
+        Some((name, rest)) => (name, rest.trim_start_matches('.')),
+        None => (soname, ""),
+    };
+    let name = name.to_lowercase().replace('_', "-");
+    match version {
+        "" => name,
+        v if name.ends_with(|c: char| c.is_ascii_digit()) => format!("{name}-{v}"),
+        v => format!("{name}{v}"),
+    }
+}
+
+impl Relations {
+    /// Reads /var/lib/dpkg/status.
+    pub fn read(image: &ImageTree) -> Relations {
+        let mut by_package = BTreeMap::new();
+        let Ok(status) = image.read("/var/lib/dpkg/status") else {
+            return Relations { by_package };
+        };
+        for para in String::from_utf8_lossy(&status).split("\n\n") {
+            let field = |name: &str| {
+                para.lines()
+                    .find_map(|l| l.strip_prefix(name).map(str::trim))
+                    .unwrap_or("")
+            };
+            let package = field("Package:");
+            if !package.is_empty() {
+                by_package.insert(
+                    package.to_string(),
+                    (
+                        relation_names(field("Recommends:")),
+                        relation_names(field("Suggests:")),
+                    ),
+                );
+            }
+        }
+        Relations { by_package }
+    }
+
+    /// One phrase on which package would bring `soname` and how `owner` relates to it.
+    pub fn provider_note(&self, owner: Option<&str>, soname: &str) -> String {
+        let package = library_package(soname);
+        let installed = self.by_package.contains_key(&package);
+        let relation = owner.and_then(|o| {
+            let (recommends, suggests) = self.by_package.get(o)?;
+            if recommends.contains(&package) {
+                Some(format!("a Recommends of {o}"))
+            } else if suggests.contains(&package) {
+                Some(format!("a Suggests of {o}"))
+            } else {
+                None
+            }
+        });
+        match (relation, owner) {
+            (Some(r), _) => format!(
+                "{soname} is in {package} (Debian's library naming), {r}{}",
+                if installed { "" } else { ", not installed" }
+            ),
+            (None, Some(o)) => format!(
+                "{soname} would be in {package} (Debian's library naming), which {o} neither recommends nor suggests"
+            ),
+            (None, None) => format!("{soname} would be in {package} (Debian's library naming)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_packages_by_debian_policy() {
+        assert_eq!(library_package("libatm.so.1"), "libatm1");
+        assert_eq!(library_package("libfoo2.so.3"), "libfoo2-3");
+        assert_eq!(library_package("libgtk-3.so.0"), "libgtk-3-0");
+        assert_eq!(library_package("libSDL2-2.0.so.0"), "libsdl2-2.0-0");
+        assert_eq!(library_package("libdb-5.3.so"), "libdb-5.3");
+        assert_eq!(library_package("libxml_2.so.2"), "libxml-2-2");
+    }
+
+    #[test]
+    fn relation_fields_name_every_alternative() {
+        assert_eq!(
+            relation_names("libatm1 (>= 2.5.1), libelf1 | libbpf1:any [arm64], foo <!nocheck>"),
+            ["libatm1", "libelf1", "libbpf1", "foo"]
+        );
+    }
+}

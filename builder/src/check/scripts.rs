@@ -1,7 +1,12 @@
 //! The `script-interp` check: an executable file starting with `#!` runs only if the kernel can
 //! read the whole interpreter line (BINPRM_BUF_SIZE: 256 bytes since Linux 5.1, 128 before) and
 //! the interpreter exists and is executable in the image; `#!/usr/bin/env NAME` also needs
-//! NAME on the default PATH.
+//! NAME on the default PATH (or, when NAME is a path, NAME itself).
+//!
+//! Severity follows what runs: a script the image never runs is reported for the record only
+//! ([`not_run_because`]): documentation examples (Debian Policy 12.6: `/usr/share/doc` must
+//! not be needed for a program to work), and service files of an init system the image does
+//! not have (openssh-server ships runit's `/etc/sv/ssh/run` to every image).
 
 use super::findings::{Check, Finding, Severity};
 use crate::image::{ImageTree, Kind};
@@ -37,9 +42,46 @@ fn is_executable(image: &ImageTree, path: &str) -> Result<(), String> {
     }
 }
 
+/// Init systems whose service files packages ship whatever the init: (where their files live,
+/// the program that would run them, the init's name).
+const OTHER_INITS: &[(&str, &str, &str)] = &[
+    ("/etc/sv/", "/usr/bin/runsv", "runit"),
+    ("/etc/runit/", "/usr/bin/runsv", "runit"),
+    ("/etc/init/", "/sbin/initctl", "upstart"),
+];
+
+/// Why the image never runs the script at `path`, if it never does.
+pub fn not_run_because(path: &str, image: &ImageTree) -> Option<String> {
+    if path.starts_with("/usr/share/doc/") {
+        return Some("a documentation example (/usr/share/doc), never run by the image".into());
+    }
+    OTHER_INITS.iter().find_map(|(dir, runner, init)| {
+        (path.starts_with(dir) && image.lookup(runner).is_none())
+            .then(|| format!("a service file for {init}, an init system the image does not have"))
+    })
+}
+
 /// Checks one executable file whose first bytes are `head`. `pending` holds the alternatives
 /// links that postinsts not yet run will create (link -> package).
 pub fn check_script(
+    path: &str,
+    head: &[u8],
+    image: &ImageTree,
+    pending: &BTreeMap<String, String>,
+    out: &mut Vec<Finding>,
+) {
+    let mut found = Vec::new();
+    check_interpreter_line(path, head, image, pending, &mut found);
+    if let Some(why) = not_run_because(path, image) {
+        for f in &mut found {
+            f.message.push_str(&format!(" ({why})"));
+            f.severity = Severity::Info;
+        }
+    }
+    out.extend(found);
+}
+
+fn check_interpreter_line(
     path: &str,
     head: &[u8],
     image: &ImageTree,
@@ -102,7 +144,17 @@ pub fn check_script(
         if name.starts_with('-') || name.contains('=') {
             return;
         }
-        let found = if name.contains('/') {
+        let found = if name.starts_with('/') {
+            // `env /abs/path` runs that path: no PATH lookup.
+            if let Err(why) = is_executable(image, name) {
+                out.push(Finding::new(
+                    Check::ScriptInterp,
+                    path,
+                    format!("'{interp} {name}': {name} {why}"),
+                ));
+            }
+            true
+        } else if name.contains('/') {
             is_executable(image, name).is_ok()
         } else {
             DEFAULT_PATH

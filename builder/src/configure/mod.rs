@@ -16,6 +16,7 @@
 //! afterwards everything that differs from run to run is removed or normalised
 //! ([`RUN_TO_RUN_DEBRIS`]), so the layer is reproducible.
 
+pub mod identity;
 pub mod maintscript;
 pub mod schedule;
 
@@ -285,12 +286,13 @@ fn dpkg_failure(out: &Ran) -> ConfigureError {
     }
 }
 
-/// Configures every unpacked package of `composed` inside its root.
+/// Configures every unpacked package of `composed` inside its root; says what per-device
+/// identity it removed and which first-boot units make it on the device.
 pub fn configure(
     composed: &Composed,
     board: &Board,
     opts: &ConfigureOptions,
-) -> Result<(), ConfigureError> {
+) -> Result<identity::Arranged, ConfigureError> {
     sandbox::check_emulation(board.arch)?;
     let root = &composed.root;
     let sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
@@ -327,6 +329,8 @@ pub fn configure(
         swapped.push((dir, name));
     }
 
+    let names = composed.packages.iter().map(|p| p.name.as_str());
+    identity::hold_back(&image, names.clone())?;
     let result =
         preseed(&sandbox, &opts.debconf).and_then(|()| run_scripts(composed, &sandbox, opts));
 
@@ -336,8 +340,9 @@ pub fn configure(
     }
     result?;
     clean(&image)?;
+    let arranged = identity::remove_and_arrange(&image, names)?;
     write_apt_sources(&image, board)?;
-    Ok(())
+    Ok(arranged)
 }
 
 /// Feeds the recipe's debconf answers to the target's own `debconf-set-selections`, so the
