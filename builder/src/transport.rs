@@ -215,31 +215,27 @@ fn authorities(text: &str) -> Vec<(usize, usize)> {
 /// a mirror URL may carry credentials (`https://user:token@host/debian`), and neither an error
 /// line, a log, the lock nor the image may repeat them.
 pub fn redact_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for (start, end) in authorities(text) {
-        if let Some(amp) = text[start..end].rfind('@') {
-            out.push_str(&text[at..start]);
-            out.push_str("***");
-            at = start + amp;
-        }
-    }
-    out.push_str(&text[at..]);
-    out
+    replace_userinfo(text, "***@")
 }
 
 /// `url` without its user-info, for places that must hold a usable URL (apt's sources.list
 /// takes credentials from auth.conf, never from the URL).
 pub fn strip_userinfo(url: &str) -> String {
-    let mut out = String::with_capacity(url.len());
+    replace_userinfo(url, "")
+}
+
+/// `text` with each URL's `user:password@` replaced by `with`.
+fn replace_userinfo(text: &str, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    for (start, end) in authorities(url) {
-        if let Some(amp) = url[start..end].rfind('@') {
-            out.push_str(&url[at..start]);
+    for (start, end) in authorities(text) {
+        if let Some(amp) = text[start..end].rfind('@') {
+            out.push_str(&text[at..start]);
+            out.push_str(with);
             at = start + amp + 1;
         }
     }
-    out.push_str(&url[at..]);
+    out.push_str(&text[at..]);
     out
 }
 
