@@ -426,7 +426,7 @@ fn build_base_layer(
     let composed = compose::compose(&root, &recipe.board, &debs)?;
     clock.lap("compose");
     if recipe.configure {
-        let identity = configure::configure(
+        let configured = configure::configure(
             &composed,
             &recipe.board,
             &ConfigureOptions {
@@ -436,11 +436,23 @@ fn build_base_layer(
                 jobs: opts.jobs,
             },
         )?;
-        for unit in &identity.units {
+        for unit in &configured.identity.units {
             println!("first boot: {unit} makes this device's own keys (none are in the image)");
         }
-        for note in &identity.notes {
+        for note in &configured.identity.notes {
             eprintln!("kiln: warning: {note}");
+        }
+        for c in &configured.bytecode {
+            println!(
+                "python{}: {} modules byte-compiled, the same in every build",
+                c.version, c.modules
+            );
+            for failed in &c.failed {
+                eprintln!(
+                    "kiln: note: python{} cannot compile {failed}; it has no pyc",
+                    c.version
+                );
+            }
         }
         clock.lap("configure");
     }

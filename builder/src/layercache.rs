@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bump when anything changes how a layer's bytes come out of the same inputs.
-pub const LAYER_FORMAT: &str = "kiln-layer-format-1";
+/// 2: per-device identity moved to first boot; the system Python's bytecode compiled once.
+pub const LAYER_FORMAT: &str = "kiln-layer-format-2";
 
 /// Why the layer cache failed (a miss is not an error).
 #[derive(Debug, thiserror::Error)]

@@ -9,16 +9,20 @@
 //!    disjoint state ([`maintscript`] reads what each script touches, [`schedule`] keeps the
 //!    result that of a one-by-one run), with kiln writing the status file as dpkg would;
 //! 3. the target's own `dpkg --configure -a`, which incorporates and runs the triggers the
-//!    scripts activated and finds nothing else to do.
+//!    scripts activated and finds nothing else to do;
+//! 4. the system Python's bytecode, once, deterministically ([`bytecode`]).
 //!
 //! Unpacking stays native (the compose stage). During the run services are kept from starting
-//! (`policy-rc.d` answers 101; `start-stop-daemon` is swapped for a no-op and restored);
+//! (`policy-rc.d` answers 101; `start-stop-daemon` is swapped for a no-op and restored, as are
+//! the byte-compilers, see [`stubs`]);
 //! afterwards everything that differs from run to run is removed or normalised
 //! ([`RUN_TO_RUN_DEBRIS`]), so the layer is reproducible.
 
+pub mod bytecode;
 pub mod identity;
 pub mod maintscript;
 pub mod schedule;
+pub mod stubs;
 
 use crate::compose::dpkgdb;
 use crate::compose::Composed;
@@ -232,7 +236,7 @@ fn tail(lines: &[&str]) -> String {
     lines[start..].join(" | ")
 }
 
-fn tail_of(out: &Ran) -> String {
+pub(crate) fn tail_of(out: &Ran) -> String {
     let text = String::from_utf8_lossy(&out.output);
     tail(&text.lines().collect::<Vec<_>>())
 }
@@ -287,12 +291,13 @@ fn dpkg_failure(out: &Ran) -> ConfigureError {
 }
 
 /// Configures every unpacked package of `composed` inside its root; says what per-device
-/// identity it removed and which first-boot units make it on the device.
+/// identity it removed, which first-boot units make it on the device, and what bytecode it
+/// compiled.
 pub fn configure(
     composed: &Composed,
     board: &Board,
     opts: &ConfigureOptions,
-) -> Result<identity::Arranged, ConfigureError> {
+) -> Result<Configured, ConfigureError> {
     sandbox::check_emulation(board.arch)?;
     let root = &composed.root;
     let sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
@@ -301,48 +306,50 @@ pub fn configure(
     // Keep services from starting while scripts run (invoke-rc.d asks policy-rc.d).
     image.write("/usr/sbin/policy-rc.d", b"#!/bin/sh\nexit 101\n", 0o755)?;
     // start-stop-daemon is replaced by a no-op; with merged /usr both paths are one file.
-    // Both paths are found before either is swapped: the stub written for the first is a new
-    // file, so looking the second up afterwards would not see that they were one.
-    let mut found: Vec<(inroot::Dir, std::ffi::OsString)> = Vec::new();
-    let mut seen = Vec::new();
-    for ssd in ["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"] {
-        let Some((dir, name)) = image.parent(ssd, false)? else {
-            continue;
-        };
-        let Some(id) = dir.file_identity(&name)? else {
-            continue;
-        };
-        if !seen.contains(&id) {
-            seen.push(id);
-            found.push((dir, name));
-        }
-    }
-    let mut swapped: Vec<(inroot::Dir, std::ffi::OsString)> = Vec::new();
-    for (dir, name) in found {
-        let real = format!("{}.REAL", name.to_string_lossy());
-        dir.rename(&name, &real)?;
-        dir.write_file(
-            &name,
-            b"#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
-            0o755,
-        )?;
-        swapped.push((dir, name));
-    }
-
+    let swapped = stubs::swap(
+        &image,
+        &["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"],
+        b"#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
+    )?;
+    let held = bytecode::hold(&image);
     let names = composed.packages.iter().map(|p| p.name.as_str());
     identity::hold_back(&image, names.clone())?;
-    let result =
-        preseed(&sandbox, &opts.debconf).and_then(|()| run_scripts(composed, &sandbox, opts));
-
-    for (dir, name) in swapped {
-        let real = format!("{}.REAL", name.to_string_lossy());
-        dir.rename(&real, &name)?;
-    }
+    let result = held.map_err(ConfigureError::from).and_then(|held| {
+        let ran =
+            preseed(&sandbox, &opts.debconf).and_then(|()| run_scripts(composed, &sandbox, opts));
+        let released = bytecode::release(held);
+        ran.and(released.map_err(ConfigureError::from))
+    });
+    let restored = stubs::restore(swapped);
     result?;
+    restored?;
     clean(&image)?;
-    let arranged = identity::remove_and_arrange(&image, names)?;
+    let started = std::time::Instant::now();
+    let bytecode = bytecode::compile(&sandbox, &image, opts.jobs)?;
+    if opts.timings {
+        for c in &bytecode {
+            eprintln!(
+                "kiln:   python{}: {} modules byte-compiled ({}) {:>7.2} s",
+                c.version,
+                c.modules,
+                c.dirs.join(", "),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let identity = identity::remove_and_arrange(&image, names)?;
     write_apt_sources(&image, board)?;
-    Ok(arranged)
+    Ok(Configured { identity, bytecode })
+}
+
+/// What configuring did beyond running the scripts: the per-device identity it moved to first
+/// boot, and the Python bytecode it compiled.
+#[derive(Debug)]
+pub struct Configured {
+    /// Identity removed and the first-boot units that make it on the device.
+    pub identity: identity::Arranged,
+    /// Bytecode compiled, per Python 3 interpreter.
+    pub bytecode: Vec<bytecode::Compiled>,
 }
 
 /// Feeds the recipe's debconf answers to the target's own `debconf-set-selections`, so the
@@ -432,13 +439,16 @@ fn run_scripts(
             opts.jobs.max(1),
             started.elapsed().as_secs_f64()
         );
-        took.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let slowest: Vec<String> = took
-            .iter()
-            .take(6)
-            .map(|(secs, name)| format!("{name} {secs:.2}"))
-            .collect();
-        eprintln!("kiln:     slowest: {}", slowest.join(", "));
+        // The per-script table: every script of a second or more, slowest first.
+        took.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let quick = took.iter().filter(|(secs, _)| *secs < 1.0).count();
+        for (secs, name) in took.iter().filter(|(secs, _)| *secs >= 1.0) {
+            eprintln!("kiln:     {secs:>7.2} s  {name}");
+        }
+        if quick > 0 {
+            let sum: f64 = took.iter().filter(|(s, _)| *s < 1.0).map(|(s, _)| s).sum();
+            eprintln!("kiln:     {sum:>7.2} s  {quick} scripts of under a second each");
+        }
     }
 
     // Everything is configured now; dpkg itself incorporates and runs the triggers the
@@ -608,8 +618,8 @@ fn write_status(
     Ok(dpkg_dir.rename("status.kiln-new", "status")?)
 }
 
-/// Removes [`RUN_TO_RUN_DEBRIS`], empties [`EMPTIED`], and drops `__pycache__` directories that
-/// build-time runs of Python left (their bytes depend on the run).
+/// Removes [`RUN_TO_RUN_DEBRIS`] and empties [`EMPTIED`]. (Bytecode left by build-time runs
+/// of Python is replaced by [`bytecode::compile`].)
 fn clean(image: &ImageRoot) -> Result<(), ConfigureError> {
     for p in RUN_TO_RUN_DEBRIS {
         image.remove_file(p)?;
@@ -619,23 +629,6 @@ fn clean(image: &ImageRoot) -> Result<(), ConfigureError> {
             if dir.kind(&name)? == Some(inroot::Kind::File) {
                 dir.truncate(&name)?;
             }
-        }
-    }
-    if let Some(usr_lib) = image.dir("usr/lib")? {
-        remove_pycache(&usr_lib)?;
-    }
-    Ok(())
-}
-
-fn remove_pycache(dir: &inroot::Dir) -> Result<(), ConfigureError> {
-    for name in dir.entries()? {
-        if dir.kind(&name)? != Some(inroot::Kind::Dir) {
-            continue;
-        }
-        if name == "__pycache__" {
-            dir.remove_all(&name)?;
-        } else if let Some(sub) = dir.sub(&name)? {
-            remove_pycache(&sub)?;
         }
     }
     Ok(())
