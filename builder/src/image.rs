@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Why an image could not be read.
@@ -48,8 +48,24 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 enum Content {
     None,
-    Host(PathBuf),
+    /// A file of a directory input, opened through the root at each read (never a host path
+    /// joined and followed: see `inroot`).
+    InRoot(Arc<crate::inroot::ImageRoot>, String),
     Memory(Arc<[u8]>),
+}
+
+/// Opens the regular file `path` of `root` for reading, inside the root (no final symlink).
+fn open_in_root(root: &crate::inroot::ImageRoot, path: &str) -> io::Result<fs::File> {
+    let not_found = || io::Error::from(io::ErrorKind::NotFound);
+    let (dir, name) = root
+        .parent(path, false)
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .ok_or_else(not_found)?;
+    let (file, _) = dir
+        .open_read(&name)
+        .map_err(|e| io::Error::other(e.reason))?
+        .ok_or_else(not_found)?;
+    Ok(file)
 }
 
 /// One path of the image.
@@ -118,7 +134,7 @@ impl Node {
             return true;
         }
         match &self.content {
-            Content::Host(p) => has_capability_xattr(p),
+            Content::InRoot(root, path) => has_capability_xattr(root, path),
             _ => false,
         }
     }
@@ -267,9 +283,15 @@ impl ImageTree {
         let mut root = Node::new(Kind::Dir, meta.mode() & 0o7777);
         root.uid = meta.uid().into();
         root.gid = meta.gid().into();
+        // Every entry is listed, stat'ed and later read through the root (openat2 inside it),
+        // never through a joined host path that a swapped directory could redirect.
+        let image =
+            Arc::new(crate::inroot::ImageRoot::open(dir).map_err(|e| image_err(dir.display(), e))?);
+        let top = image.root_dir().map_err(|e| image_err(dir.display(), e))?;
         let walk = DirWalk {
-            queue: std::sync::Mutex::new((vec![(dir.to_path_buf(), String::new())], 0)),
+            queue: std::sync::Mutex::new((vec![(top, String::new())], 0)),
             more: std::sync::Condvar::new(),
+            image: image.clone(),
         };
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -622,8 +644,8 @@ impl ImageTree {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         match &node.content {
             Content::Memory(b) => Ok(FileData::Shared(b.clone())),
-            Content::Host(p) => {
-                let file = fs::File::open(p)?;
+            Content::InRoot(root, p) => {
+                let file = open_in_root(root, p)?;
                 if file.metadata()?.len() == 0 {
                     return Ok(FileData::Shared(Arc::from(&[][..])));
                 }
@@ -649,7 +671,7 @@ impl ImageTree {
         let first = self.nodes.get(leader)?;
         let same = match (&node.content, &first.content) {
             (Content::Memory(a), Content::Memory(b)) => Arc::ptr_eq(a, b),
-            (Content::Host(a), Content::Host(b)) => a == b,
+            (Content::InRoot(ra, a), Content::InRoot(rb, b)) => Arc::ptr_eq(ra, rb) && a == b,
             _ => false,
         };
         (same && first.kind == Kind::File && first.alias_of.is_none()).then_some(leader)
@@ -663,9 +685,11 @@ impl ImageTree {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         match &node.content {
             Content::Memory(b) => Ok(b[..n.min(b.len())].to_vec()),
-            Content::Host(p) => {
+            Content::InRoot(root, p) => {
                 let mut buf = Vec::with_capacity(n);
-                fs::File::open(p)?.take(n as u64).read_to_end(&mut buf)?;
+                open_in_root(root, p)?
+                    .take(n as u64)
+                    .read_to_end(&mut buf)?;
                 Ok(buf)
             }
             Content::None => Err(io::Error::new(
@@ -750,8 +774,9 @@ impl ImageTree {
 /// The shared state of a parallel directory walk: directories still to list, and how many
 /// workers are listing one (the walk ends when both are zero).
 struct DirWalk {
-    queue: std::sync::Mutex<(Vec<(PathBuf, String)>, usize)>,
+    queue: std::sync::Mutex<(Vec<(crate::inroot::Dir, String)>, usize)>,
     more: std::sync::Condvar,
+    image: Arc<crate::inroot::ImageRoot>,
 }
 
 /// What one worker of a [`DirWalk`] found.
@@ -762,7 +787,7 @@ struct WalkPart {
 }
 
 impl DirWalk {
-    fn next(&self) -> Option<(PathBuf, String)> {
+    fn next(&self) -> Option<(crate::inroot::Dir, String)> {
         let mut q = self.queue.lock().ok()?;
         loop {
             if let Some(d) = q.0.pop() {
@@ -776,7 +801,7 @@ impl DirWalk {
         }
     }
 
-    fn done(&self, found: Vec<(PathBuf, String)>) {
+    fn done(&self, found: Vec<(crate::inroot::Dir, String)>) {
         if let Ok(mut q) = self.queue.lock() {
             q.0.extend(found);
             q.1 -= 1;
@@ -786,9 +811,9 @@ impl DirWalk {
 
     fn work(&self) -> Result<WalkPart, ImageError> {
         let mut part = WalkPart::default();
-        while let Some((host, image)) = self.next() {
+        while let Some((dir, image)) = self.next() {
             let mut subdirs = Vec::new();
-            let listed = list_dir(&host, &image, &mut part, &mut subdirs);
+            let listed = list_dir(&self.image, &dir, &image, &mut part, &mut subdirs);
             self.done(subdirs);
             listed?;
         }
@@ -797,81 +822,75 @@ impl DirWalk {
 }
 
 fn list_dir(
-    host: &Path,
+    root: &Arc<crate::inroot::ImageRoot>,
+    dir: &crate::inroot::Dir,
     image: &str,
     part: &mut WalkPart,
-    subdirs: &mut Vec<(PathBuf, String)>,
+    subdirs: &mut Vec<(crate::inroot::Dir, String)>,
 ) -> Result<(), ImageError> {
-    for entry in fs::read_dir(host).map_err(|e| image_err(host.display(), e))? {
-        let entry = entry.map_err(|e| image_err(host.display(), e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let host_path = entry.path();
-        let image_path = format!("{image}/{name}");
+    use crate::inroot::Kind as On;
+    let fail = |path: &str, e: crate::inroot::InRootError| {
+        image_err(
+            root.host().join(path.trim_start_matches('/')).display(),
+            e.reason,
+        )
+    };
+    for name in dir.entries().map_err(|e| fail(image, e))? {
+        let image_path = format!("{image}/{}", name.to_string_lossy());
         // Relative to the open directory (fstatat), not a walk of the whole path again.
-        let meta = entry
-            .metadata()
-            .map_err(|e| image_err(host_path.display(), e))?;
-        let ft = meta.file_type();
-        let mut node = if ft.is_dir() {
-            subdirs.push((host_path.clone(), image_path.clone()));
-            Node::new(Kind::Dir, meta.mode() & 0o7777)
-        } else if ft.is_symlink() {
-            let target =
-                fs::read_link(&host_path).map_err(|e| image_err(host_path.display(), e))?;
-            Node::new(
-                Kind::Symlink(target.to_string_lossy().into_owned()),
-                meta.mode() & 0o7777,
-            )
-        } else if ft.is_file() {
-            let mut n = Node::new(Kind::File, meta.mode() & 0o7777);
-            if meta.nlink() > 1 {
-                part.inodes
-                    .push(((meta.dev(), meta.ino()), image_path.clone()));
-            }
-            n.content = Content::Host(host_path);
-            n
-        } else {
-            use std::os::unix::fs::FileTypeExt;
-            let mut n = Node::new(Kind::Special, meta.mode() & 0o7777);
-            let kind = if ft.is_char_device() {
-                Some(DeviceKind::Char)
-            } else if ft.is_block_device() {
-                Some(DeviceKind::Block)
-            } else if ft.is_fifo() {
-                Some(DeviceKind::Fifo)
-            } else {
-                None
-            };
-            n.device = kind.map(|kind| Device {
-                kind,
-                major: libc::major(meta.rdev()),
-                minor: libc::minor(meta.rdev()),
-            });
-            n
+        let Some(meta) = dir.metadata(&name).map_err(|e| fail(&image_path, e))? else {
+            continue; // removed while listed
         };
-        node.uid = meta.uid().into();
-        node.gid = meta.gid().into();
-        node.mtime = meta.mtime().max(0) as u64;
+        let perm = meta.mode & 0o7777;
+        let mut node = match meta.kind {
+            On::Dir => {
+                if let Some(sub) = dir.sub(&name).map_err(|e| fail(&image_path, e))? {
+                    subdirs.push((sub, image_path.clone()));
+                }
+                Node::new(Kind::Dir, perm)
+            }
+            On::Symlink => {
+                let target = dir.read_link(&name).map_err(|e| fail(&image_path, e))?;
+                Node::new(Kind::Symlink(target.to_string_lossy().into_owned()), perm)
+            }
+            On::File => {
+                let mut n = Node::new(Kind::File, perm);
+                if meta.nlink > 1 {
+                    part.inodes.push((meta.identity, image_path.clone()));
+                }
+                n.content = Content::InRoot(root.clone(), image_path.clone());
+                n
+            }
+            On::Special => {
+                let mut n = Node::new(Kind::Special, perm);
+                let kind = match meta.mode & libc::S_IFMT {
+                    libc::S_IFCHR => Some(DeviceKind::Char),
+                    libc::S_IFBLK => Some(DeviceKind::Block),
+                    libc::S_IFIFO => Some(DeviceKind::Fifo),
+                    _ => None,
+                };
+                n.device = kind.map(|kind| Device {
+                    kind,
+                    major: libc::major(meta.rdev),
+                    minor: libc::minor(meta.rdev),
+                });
+                n
+            }
+        };
+        node.uid = meta.uid.into();
+        node.gid = meta.gid.into();
+        node.mtime = meta.mtime.max(0) as u64;
         part.nodes.push((image_path, node));
     }
     Ok(())
 }
 
-fn has_capability_xattr(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+fn has_capability_xattr(root: &crate::inroot::ImageRoot, path: &str) -> bool {
+    let Ok(Some((dir, name))) = root.parent(path, false) else {
         return false;
     };
-    // SAFETY: valid NUL-terminated strings; a NULL buffer with size 0 only asks for the size.
-    let rc = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    rc > 0
+    dir.file_xattr(&name, c"security.capability")
+        .is_ok_and(|v| v.is_some_and(|v| !v.is_empty()))
 }
 
 /// Undoes gzip/zstd/xz around a tar given to `kiln check`, recognised by magic bytes.
@@ -966,5 +985,54 @@ mod tests {
         assert!(t.get("/a/y").is_some());
         assert!(t.get("/b/z").is_none());
         assert_eq!(&*t.read("/b/w").expect("w"), b"4");
+    }
+}
+
+#[cfg(test)]
+mod directory_input_tests {
+    use super::*;
+
+    /// A directory input is read inside its root: a directory swapped for a symlink out of the
+    /// tree after the walk (or a file swapped for a symlink) is never followed to the host.
+    #[test]
+    fn files_of_a_directory_input_are_read_inside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(outside.join("etc")).unwrap();
+        fs::write(root.join("etc/hostname"), b"inside\n").unwrap();
+        fs::write(root.join("etc/motd"), b"motd\n").unwrap();
+        fs::write(outside.join("etc/hostname"), b"HOST SECRET\n").unwrap();
+        fs::hard_link(root.join("etc/motd"), root.join("etc/motd2")).unwrap();
+        std::os::unix::fs::symlink("../outside/etc", root.join("link")).unwrap();
+
+        let tree = ImageTree::from_dir(&root).unwrap();
+        assert_eq!(&tree.read("/etc/hostname").unwrap()[..], b"inside\n");
+        assert_eq!(
+            tree.nodes
+                .get("/etc/motd2")
+                .and_then(|n| n.alias_of.as_deref()),
+            Some("/etc/motd")
+        );
+        assert!(matches!(
+            tree.nodes.get("/link").map(|n| &n.kind),
+            Some(Kind::Symlink(t)) if t == "../outside/etc"
+        ));
+
+        // Swapped after the walk: etc becomes a symlink to the host's copy.
+        fs::rename(root.join("etc"), tmp.path().join("etc-moved")).unwrap();
+        std::os::unix::fs::symlink(outside.join("etc"), root.join("etc")).unwrap();
+        match tree.read("/etc/hostname") {
+            Ok(data) => assert_ne!(&data[..], b"HOST SECRET\n", "followed a symlink out"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}"),
+        }
+        // A file swapped for a symlink is refused, not followed.
+        fs::remove_file(root.join("etc")).unwrap();
+        fs::create_dir(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.join("etc/hostname"), root.join("etc/hostname"))
+            .unwrap();
+        assert!(tree.read("/etc/hostname").is_err());
+        assert!(tree.read_head("/etc/hostname", 4).is_err());
     }
 }

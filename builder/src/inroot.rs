@@ -82,6 +82,10 @@ pub struct Meta {
     pub size: u64,
     /// Device number of a device node.
     pub rdev: u64,
+    /// Number of hard links.
+    pub nlink: u64,
+    /// Device and inode (to tell hard links apart from copies).
+    pub identity: (u64, u64),
 }
 
 fn meta_of(st: &rustix::fs::Stat) -> Meta {
@@ -93,6 +97,8 @@ fn meta_of(st: &rustix::fs::Stat) -> Meta {
         mtime: st.st_mtime,
         size: st.st_size as u64,
         rdev: st.st_rdev,
+        nlink: st.st_nlink,
+        identity: (st.st_dev, st.st_ino),
     }
 }
 
@@ -718,6 +724,28 @@ impl Dir {
             }
             Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
             Err(e) => Err(self.err(OsStr::new("."), e)),
+        }
+    }
+
+    /// The extended attribute `attr` of the regular file `name` (not followed); None when it
+    /// has none or is missing.
+    pub fn file_xattr(
+        &self,
+        name: impl AsRef<OsStr>,
+        attr: &std::ffi::CStr,
+    ) -> Result<Option<Vec<u8>>, InRootError> {
+        let name = name.as_ref();
+        let Some((file, _)) = self.open_read(name)? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; 256];
+        match rustix::fs::fgetxattr(&file, attr, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
+            Err(e) => Err(self.err(name, e)),
         }
     }
 

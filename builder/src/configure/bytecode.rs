@@ -252,9 +252,7 @@ pub fn compile(
         }
         work.extend(noted.iter().map(|d| (k, d.clone())));
     }
-    let mut env = Vec::new();
-    env.push(("PYTHONHASHSEED", "0"));
-    env.push(("PYTHONDONTWRITEBYTECODE", "1"));
+    let env = [("PYTHONHASHSEED", "0"), ("PYTHONDONTWRITEBYTECODE", "1")];
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
