@@ -11,11 +11,13 @@
 //! script are stand-ins that do nothing ([`hold`]; the directories `py3compile` was asked for
 //! are noted), nothing is compiled twice, and afterwards [`compile`] byte-compiles under qemu:
 //! every `/usr/lib/python3.X` with its own interpreter, `/usr/lib/python3/dist-packages` and the
-//! noted private directories with each, one process per directory, files in sorted order,
-//! `PYTHONHASHSEED=0` (frozenset constants are ordered by hash), hash-based pycs that check
-//! their source (PEP 552; timestamp pycs before 3.7, whose source mtimes the layer keeps since
-//! they predate SOURCE_DATE_EPOCH). The partition into processes does not depend on `-j`, so
-//! the bytes do not either. Python 2's pycs (beside their sources) are left as its postinst
+//! noted private directories with each, one process per directory, the processes one after
+//! another in a fixed order (stdlib first), files in sorted order, `PYTHONHASHSEED=0`
+//! (frozenset constants are ordered by hash), hash-based pycs that check their source (PEP 552;
+//! timestamp pycs before 3.7, whose source mtimes the layer keeps since they predate
+//! SOURCE_DATE_EPOCH). Neither the partition nor the order depends on `-j`, so the bytes do
+//! not either: a process run while another writes the stdlib's pycs would find some of them
+//! and not others, and marshal's output depends on what the process holds. Python 2's pycs (beside their sources) are left as its postinst
 //! wrote them.
 
 use super::stubs::{self, Swapped};
@@ -225,12 +227,8 @@ fn noted_dirs(image: &ImageRoot) -> Result<Vec<String>, InRootError> {
 
 /// Replaces whatever bytecode the build's Python runs left in `/usr/lib` and in the private
 /// directories noted by the `py3compile` stand-in with freshly compiled, deterministic pycs
-/// (see the module doc), running up to `jobs` compiler processes at once.
-pub fn compile(
-    sandbox: &Sandbox,
-    image: &ImageRoot,
-    jobs: usize,
-) -> Result<Vec<Compiled>, ConfigureError> {
+/// (see the module doc).
+pub fn compile(sandbox: &Sandbox, image: &ImageRoot) -> Result<Vec<Compiled>, ConfigureError> {
     let noted = noted_dirs(image)?;
     if let Some(usr_lib) = image.dir("usr/lib")? {
         remove_pycache(&usr_lib)?;
@@ -242,8 +240,7 @@ pub fn compile(
     }
     let pythons = interpreters(image)?;
     let dist_packages = image.kind("usr/lib/python3/dist-packages")? == Some(Kind::Dir);
-    // One process per (interpreter, directory): the partition, and so every byte, is the same
-    // whatever `jobs` is.
+    // One process per (interpreter, directory), the same partition in every build.
     let mut work: Vec<(usize, String)> = Vec::new();
     for (k, python) in pythons.iter().enumerate() {
         work.push((k, format!("/usr/lib/python{}", python.version)));
@@ -253,34 +250,24 @@ pub fn compile(
         work.extend(noted.iter().map(|d| (k, d.clone())));
     }
     let env = [("PYTHONHASHSEED", "0"), ("PYTHONDONTWRITEBYTECODE", "1")];
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, work.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((k, dir)) = work.get(i) else {
-                    break;
-                };
-                let python = &pythons[*k];
-                let mode = if python.hash_based {
-                    "hash"
-                } else {
-                    "timestamp"
-                };
-                let ran = sandbox.run(
-                    &python.program(),
-                    &["-S", "-c", COMPILE_SCRIPT, mode, dir],
-                    &env,
-                );
-                if let Ok(mut r) = results.lock() {
-                    r.push((i, ran));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _)| *i);
+    // One after another, in this order, whatever `-j` is: each process imports part of the
+    // stdlib, and whether it finds the stdlib's new pycs already written changes the objects it
+    // holds and so the bytes marshal writes for what it compiles.
+    let mut results = Vec::new();
+    for (i, (k, dir)) in work.iter().enumerate() {
+        let python = &pythons[*k];
+        let mode = if python.hash_based {
+            "hash"
+        } else {
+            "timestamp"
+        };
+        let ran = sandbox.run(
+            &python.program(),
+            &["-S", "-c", COMPILE_SCRIPT, mode, dir],
+            &env,
+        );
+        results.push((i, ran));
+    }
     let mut compiled: Vec<Compiled> = pythons
         .iter()
         .map(|p| Compiled {

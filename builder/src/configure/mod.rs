@@ -325,7 +325,7 @@ pub fn configure(
     restored?;
     clean(&image)?;
     let started = std::time::Instant::now();
-    let bytecode = bytecode::compile(&sandbox, &image, opts.jobs)?;
+    let bytecode = bytecode::compile(&sandbox, &image)?;
     if opts.timings {
         for c in &bytecode {
             eprintln!(
