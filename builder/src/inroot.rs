@@ -88,6 +88,23 @@ pub struct Meta {
     pub identity: (u64, u64),
 }
 
+/// The extended attribute `attr` (at most 256 bytes) of an open file; None when it has none or
+/// the filesystem has no xattrs.
+fn fd_xattr(
+    fd: impl rustix::fd::AsFd,
+    attr: &std::ffi::CStr,
+) -> Result<Option<Vec<u8>>, rustix::io::Errno> {
+    let mut buf = vec![0u8; 256];
+    match rustix::fs::fgetxattr(fd, attr, &mut buf[..]) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn meta_of(st: &rustix::fs::Stat) -> Meta {
     Meta {
         kind: kind_of(st.st_mode),
@@ -716,15 +733,7 @@ impl Dir {
     /// The extended attribute `attr` of this directory itself; None when it has none.
     pub fn xattr(&self, attr: &std::ffi::CStr) -> Result<Option<Vec<u8>>, InRootError> {
         let fd = self.open_self()?;
-        let mut buf = vec![0u8; 256];
-        match rustix::fs::fgetxattr(&fd, attr, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(Some(buf))
-            }
-            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
-            Err(e) => Err(self.err(OsStr::new("."), e)),
-        }
+        fd_xattr(&fd, attr).map_err(|e| self.err(OsStr::new("."), e))
     }
 
     /// The extended attribute `attr` of the regular file `name` (not followed); None when it
@@ -738,15 +747,7 @@ impl Dir {
         let Some((file, _)) = self.open_read(name)? else {
             return Ok(None);
         };
-        let mut buf = vec![0u8; 256];
-        match rustix::fs::fgetxattr(&file, attr, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(Some(buf))
-            }
-            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
-            Err(e) => Err(self.err(name, e)),
-        }
+        fd_xattr(&file, attr).map_err(|e| self.err(name, e))
     }
 
     /// The target of the symlink `name`, as stored.

@@ -253,8 +253,16 @@ pub fn compile(sandbox: &Sandbox, image: &ImageRoot) -> Result<Vec<Compiled>, Co
     // One after another, in this order, whatever `-j` is: each process imports part of the
     // stdlib, and whether it finds the stdlib's new pycs already written changes the objects it
     // holds and so the bytes marshal writes for what it compiles.
-    let mut results = Vec::new();
-    for (i, (k, dir)) in work.iter().enumerate() {
+    let mut compiled: Vec<Compiled> = pythons
+        .iter()
+        .map(|p| Compiled {
+            version: p.version.clone(),
+            modules: 0,
+            dirs: Vec::new(),
+            failed: Vec::new(),
+        })
+        .collect();
+    for (k, dir) in &work {
         let python = &pythons[*k];
         let mode = if python.hash_based {
             "hash"
@@ -265,21 +273,7 @@ pub fn compile(sandbox: &Sandbox, image: &ImageRoot) -> Result<Vec<Compiled>, Co
             &python.program(),
             &["-S", "-c", COMPILE_SCRIPT, mode, dir],
             &env,
-        );
-        results.push((i, ran));
-    }
-    let mut compiled: Vec<Compiled> = pythons
-        .iter()
-        .map(|p| Compiled {
-            version: p.version.clone(),
-            modules: 0,
-            dirs: Vec::new(),
-            failed: Vec::new(),
-        })
-        .collect();
-    for (i, ran) in results {
-        let (k, dir) = &work[i];
-        let ran = ran?;
+        )?;
         let text = String::from_utf8_lossy(&ran.output);
         let count = text
             .lines()
@@ -287,7 +281,7 @@ pub fn compile(sandbox: &Sandbox, image: &ImageRoot) -> Result<Vec<Compiled>, Co
             .and_then(|n| n.trim().parse::<usize>().ok());
         let (Some(count), true) = (count, ran.status.success()) else {
             return Err(ConfigureError::Script {
-                package: format!("python{}", pythons[*k].version),
+                package: format!("python{}", python.version),
                 script: format!("byte-compiling {dir}"),
                 status: super::exit_description(ran.status),
                 tail: super::tail_of(&ran),
