@@ -162,17 +162,13 @@ pub fn write_database(
             let mode = if f.mode & 0o111 != 0 { 0o755 } else { 0o644 };
             file(&info_dir, &format!("{info}.{name}"), &f.data, mode)?;
         }
-        if let Some(triggers) = pkg.control.files.get("triggers") {
+        {
             // deb-triggers(5): `interest[-await|-noawait] NAME`; a NAME starting with '/' is a
             // file trigger recorded in triggers/File, any other an explicit trigger file.
             let plain = pkg.name.clone();
-            for line in String::from_utf8_lossy(&triggers.data).lines() {
-                let line = line.split('#').next().unwrap_or("").trim();
-                let mut words = line.split_whitespace();
-                let (Some(kind), Some(name)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let who = match kind {
+            for (kind, name) in trigger_directives(pkg) {
+                let name = name.as_str();
+                let who = match kind.as_str() {
                     "interest" | "interest-await" => plain.clone(),
                     "interest-noawait" => format!("{plain}/noawait"),
                     _ => continue,
@@ -213,6 +209,73 @@ pub fn write_database(
     Ok(())
 }
 
+/// The `(directive, name)` lines of a package's `triggers` control member (deb-triggers(5)),
+/// comments and blank lines left out.
+fn trigger_directives(pkg: &Unpacked) -> Vec<(String, String)> {
+    let Some(triggers) = pkg.control.files.get("triggers") else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&triggers.data)
+        .lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let mut words = line.split_whitespace();
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The triggers dpkg itself would have activated while unpacking these packages, which kiln
+/// unpacks natively: each explicit trigger a package names in an `activate*` directive, and
+/// each file trigger under which a package ships a path (dpkg's tarobject activates the
+/// interests at a file's path and every parent directory of it, lib/dpkg/triglib.c,
+/// `trig_file_activate_parents`). Only interests of *another* package count: dpkg drops an
+/// activation of a package that is not yet installed (`trig_record_activation`, "not
+/// interested then"), and a package is never installed while it is being unpacked itself.
+///
+/// Configure hands these to the target's dpkg (triggers/Unincorp) before its final
+/// `dpkg --configure -a`, so every trigger runs once after all postinsts, as in a dpkg or
+/// mmdebstrap install: libc-bin's `ldconfig` above all, whose cache must list every library of
+/// the image however the postinsts were scheduled.
+pub fn unpack_activations(packages: &[Unpacked]) -> Vec<String> {
+    let directives: Vec<Vec<(String, String)>> = packages.iter().map(trigger_directives).collect();
+    // Trigger name (or file trigger path) → the packages interested in it.
+    let mut interests: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (pkg, lines) in packages.iter().zip(&directives) {
+        for (kind, name) in lines {
+            if kind.starts_with("interest") {
+                interests.entry(name).or_default().push(&pkg.name);
+            }
+        }
+    }
+    let by_other = |name: &str, pkg: &Unpacked| {
+        interests
+            .get(name)
+            .is_some_and(|who| who.iter().any(|q| *q != pkg.name))
+    };
+    let mut activated: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for (pkg, lines) in packages.iter().zip(&directives) {
+        for (kind, name) in lines {
+            if kind.starts_with("activate") && by_other(name, pkg) {
+                activated.insert(name.clone());
+            }
+        }
+    }
+    for interest in interests.keys().filter(|name| name.starts_with('/')) {
+        let under = |path: &String| {
+            path.strip_prefix(interest)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if packages
+            .iter()
+            .any(|pkg| by_other(interest, pkg) && pkg.paths.iter().any(under))
+        {
+            activated.insert(interest.to_string());
+        }
+    }
+    activated.into_iter().collect()
+}
+
 /// Why the dpkg database could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -235,4 +298,91 @@ pub enum DatabaseError {
         /// The trigger name (shortened).
         name: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deb::{ControlFile, DebControl};
+
+    fn package(name: &str, triggers: &str, paths: &[&str]) -> Unpacked {
+        let mut control = DebControl {
+            control: crate::control::Paragraph {
+                fields: vec![("Package".into(), name.into())],
+                line: 0,
+            },
+            files: Default::default(),
+        };
+        if !triggers.is_empty() {
+            control.files.insert(
+                "triggers".into(),
+                ControlFile {
+                    mode: 0o644,
+                    data: triggers.as_bytes().to_vec(),
+                },
+            );
+        }
+        Unpacked {
+            name: name.into(),
+            arch: "arm64".into(),
+            control,
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            conffiles: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unpack_activates_what_another_package_is_interested_in() {
+        let packages = [
+            package(
+                "libc-bin",
+                "interest-noawait ldconfig\n",
+                &["/.", "/sbin/ldconfig"],
+            ),
+            // A library activating ldconfig, as debhelper writes it, with a comment.
+            package(
+                "libblas3",
+                "# dh\nactivate-noawait ldconfig\n",
+                &["/usr/lib/libblas.so.3"],
+            ),
+            package(
+                "man-db",
+                "interest-noawait /usr/share/man\nactivate-noawait man-only\n",
+                &["/usr/share/man/man1/man.1.gz"],
+            ),
+            // Ships under man-db's interest, but under a sibling that only shares a prefix too.
+            package(
+                "less",
+                "",
+                &["/usr/share/man/man1/less.1.gz", "/usr/share/manx"],
+            ),
+            // Activates a trigger nobody is interested in, and one only it is interested in.
+            package(
+                "lonely",
+                "activate nobody\ninterest self\nactivate-await self\n",
+                &[],
+            ),
+        ];
+        assert_eq!(
+            unpack_activations(&packages),
+            vec!["/usr/share/man".to_string(), "ldconfig".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_file_interest_is_matched_at_directory_boundaries_and_not_by_its_own_package() {
+        let packages = [
+            package("watcher", "interest /usr/lib/foo\n", &["/usr/lib/foo/own"]),
+            package("near", "", &["/usr/lib/foobar/x", "/usr/lib"]),
+        ];
+        assert!(unpack_activations(&packages).is_empty());
+        let packages = [
+            package("watcher", "interest /usr/lib/foo\n", &[]),
+            package("exact", "", &["/usr/lib/foo"]),
+        ];
+        assert_eq!(
+            unpack_activations(&packages),
+            vec!["/usr/lib/foo".to_string()]
+        );
+    }
 }

@@ -439,20 +439,38 @@ fn run_scripts(
             opts.jobs.max(1),
             started.elapsed().as_secs_f64()
         );
-        // The per-script table: every script of a second or more, slowest first.
-        took.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let quick = took.iter().filter(|(secs, _)| *secs < 1.0).count();
-        for (secs, name) in took.iter().filter(|(secs, _)| *secs >= 1.0) {
-            eprintln!("kiln:     {secs:>7.2} s  {name}");
+        // The per-script table: every script of a second or more, slowest first, with when
+        // it started and what it shares; then the sum of the rest and the workers' busy share.
+        took.sort_by(|a, b| {
+            b.secs
+                .total_cmp(&a.secs)
+                .then_with(|| a.package.cmp(&b.package))
+        });
+        let quick = took.iter().filter(|t| t.secs < 1.0).count();
+        for t in took.iter().filter(|t| t.secs >= 1.0) {
+            eprintln!(
+                "kiln:     {:>7.2} s  {:<24} from {:>6.1} s  {}",
+                t.secs, t.package, t.started_at, t.claims
+            );
         }
         if quick > 0 {
-            let sum: f64 = took.iter().filter(|(s, _)| *s < 1.0).map(|(s, _)| s).sum();
+            let sum: f64 = took.iter().filter(|t| t.secs < 1.0).map(|t| t.secs).sum();
             eprintln!("kiln:     {sum:>7.2} s  {quick} scripts of under a second each");
+        }
+        let busy: f64 = took.iter().map(|t| t.secs).sum();
+        let wall = started.elapsed().as_secs_f64();
+        if wall > 0.0 {
+            eprintln!(
+                "kiln:     {busy:>7.2} s  of scripts in all: the workers were busy {:.0}% of the time",
+                100.0 * busy / (wall * opts.jobs.max(1) as f64)
+            );
         }
     }
 
     // Everything is configured now; dpkg itself incorporates and runs the triggers the
-    // scripts activated (and would configure anything left unconfigured).
+    // scripts activated and those its own unpack would have (and would configure anything
+    // left unconfigured).
+    activate_unpack_triggers(sandbox.root(), composed)?;
     let started = std::time::Instant::now();
     let out = sandbox.run("/usr/bin/dpkg", &["--configure", "-a"], &[])?;
     if opts.timings {
@@ -464,6 +482,37 @@ fn run_scripts(
     if !out.status.success() {
         return Err(dpkg_failure(&out));
     }
+    Ok(())
+}
+
+/// Where dpkg-trigger records activations for dpkg to incorporate (lib/dpkg/trigdeferred.c).
+const UNINCORP: &str = "var/lib/dpkg/triggers/Unincorp";
+
+/// Adds the triggers dpkg's unpack would have activated ([`dpkgdb::unpack_activations`]) to
+/// triggers/Unincorp, after what the postinsts' own `dpkg-trigger` calls wrote there. Each line
+/// is `NAME AWAITER…` (src/trigger/main.c); kiln's awaiter is always `-` (none): every package
+/// is configured already, and awaiting only orders configuration.
+fn activate_unpack_triggers(
+    root: &std::path::Path,
+    composed: &Composed,
+) -> Result<(), ConfigureError> {
+    let image = ImageRoot::open(root)?;
+    let existing = image.read(UNINCORP, 16 << 20)?.unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&existing).into_owned();
+    let already: BTreeSet<String> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for name in dpkgdb::unpack_activations(&composed.packages) {
+        if !already.contains(&name) {
+            text.push_str(&format!("{name} -\n"));
+        }
+    }
+    image.write(UNINCORP, text.as_bytes(), 0o644)?;
     Ok(())
 }
 
@@ -541,7 +590,7 @@ fn run_postinsts(
     profiles: &[maintscript::Profile],
     dpkg_version: &str,
     workers: usize,
-) -> Result<Vec<(f64, String)>, ConfigureError> {
+) -> Result<Vec<ScriptTime>, ConfigureError> {
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let provides = provider_index(composed);
     let jobs: Vec<schedule::Job> = order
@@ -559,6 +608,7 @@ fn run_postinsts(
         })
         .collect();
     let took = std::sync::Mutex::new(Vec::new());
+    let run_began = std::time::Instant::now();
     let image = ImageRoot::open(sandbox.root())?;
     let dpkg_dir = image.dir("var/lib/dpkg")?.ok_or_else(|| InRootError {
         path: "/var/lib/dpkg".into(),
@@ -584,13 +634,33 @@ fn run_postinsts(
             &script_environment(pkg, "postinst", dpkg_version),
         )?;
         if let Ok(mut took) = took.lock() {
-            took.push((began.elapsed().as_secs_f64(), pkg.name.clone()));
+            let mut claims: Vec<&str> = jobs[k].resources.iter().copied().collect();
+            if jobs[k].sees_all_earlier {
+                claims.push("after every earlier script");
+            }
+            took.push(ScriptTime {
+                secs: began.elapsed().as_secs_f64(),
+                started_at: began.duration_since(run_began).as_secs_f64(),
+                package: pkg.name.clone(),
+                claims: claims.join(", "),
+            });
         }
         script_outcome(pkg, "postinst", &out)
     })?;
     let everything: BTreeSet<usize> = order.iter().copied().collect();
     write_status(&dpkg_dir, composed, &everything)?;
     Ok(took.into_inner().unwrap_or_default())
+}
+
+/// One postinst's run, for `--timings`: how long it took, when it started (from the first
+/// postinst), and what it waited for (its shared state, see [`maintscript`]), which is what
+/// decides how the scripts overlap.
+#[derive(Debug, Clone)]
+struct ScriptTime {
+    secs: f64,
+    started_at: f64,
+    package: String,
+    claims: String,
 }
 
 /// Rewrites the dpkg status file with `installed` packages as "install ok installed" and the
