@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 /// Bump when anything changes how a layer's bytes come out of the same inputs.
 /// 2: per-device identity moved to first boot; the system Python's bytecode compiled once.
-pub const LAYER_FORMAT: &str = "kiln-layer-format-2";
+/// 3: unpack-time triggers run at the end of configure; postinsts ordered by a finer reading of
+///    what they share (dpkg-statoverride, dpkg-trigger, dpkg-divert, ucf).
+pub const LAYER_FORMAT: &str = "kiln-layer-format-3";
 
 /// Why the layer cache failed (a miss is not an error).
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,20 @@ use std::collections::BTreeSet;
 /// - `ldconfig`: /etc/ld.so.cache.
 /// - `pam`: /etc/pam.d/common-* written by pam-auth-update from every package's profile.
 /// - `certificates`: /etc/ssl/certs.
+/// - `statoverride`: /var/lib/dpkg/statoverride, which `dpkg-statoverride` reads and rewrites
+///   whole (src/statoverride/main.c: it reads no other part of the dpkg database, but maps
+///   user and group names, hence also `accounts`).
+/// - `triggers`: /var/lib/dpkg/triggers/Unincorp, to which `dpkg-trigger` adds a line (its
+///   order is call order, and dpkg processes the triggers in that order); it looks up only
+///   the calling package itself in the status file, which lists every package from the start.
+/// - `diversions`: /var/lib/dpkg/diversions, which `dpkg-divert` rewrites and `ucf`/`ucfr`
+///   read (`dpkg-divert --listpackage`); the file lists dpkg-divert also reads never change
+///   during configure.
+/// - `ucf`: ucf's own records (/var/lib/ucf: hashfile, registry).
+///
+/// `ucf` also claims `debconf`: it always sources debconf's confmodule when run as root
+/// (bookworm's /usr/bin/ucf, "Start up debconf") and loads its templates into the database, so it starts
+/// a frontend of its own when the calling script has none.
 const RESOURCES: &[(&str, &str)] = &[
     ("confmodule", "debconf"),
     ("debconf", "debconf"),
@@ -59,20 +73,22 @@ const RESOURCES: &[(&str, &str)] = &[
     ("ldconfig", "ldconfig"),
     ("pam-auth-update", "pam"),
     ("update-ca-certificates", "certificates"),
+    ("dpkg-statoverride", "statoverride"),
+    ("dpkg-statoverride", "accounts"),
+    ("dpkg-trigger", "triggers"),
+    ("dpkg-divert", "diversions"),
+    ("ucf", "debconf"),
+    ("ucf", "diversions"),
+    ("ucf", "ucf"),
+    ("ucfr", "diversions"),
+    ("ucfr", "ucf"),
+    ("ucfq", "ucf"),
 ];
 
-/// Commands that read the dpkg database (status, file lists, diversions, triggers), which the
+/// Commands that read the dpkg database's package states, which the
 /// configure stage rewrites as packages become installed: a script calling one starts only
 /// after every script before it, and sees exactly what a one-by-one run shows it.
-const READS_DPKG_DATABASE: &[&str] = &[
-    "dpkg-query",
-    "dpkg-divert",
-    "dpkg-statoverride",
-    "dpkg-trigger",
-    "ucf",
-    "ucfr",
-    "ucfq",
-];
+const READS_DPKG_DATABASE: &[&str] = &["dpkg-query"];
 
 /// `dpkg` actions that do not read the database; any other use of `dpkg` is taken to read it.
 const DPKG_PURE_ACTIONS: &[&str] = &[
@@ -131,7 +147,7 @@ pub fn profile(text: &[u8]) -> Profile {
     let words = words(std::str::from_utf8(text).unwrap_or(""));
     let mut p = Profile::default();
     for (i, w) in words.iter().enumerate() {
-        if let Some(&(_, r)) = RESOURCES.iter().find(|(c, _)| c == w) {
+        for &(_, r) in RESOURCES.iter().filter(|(c, _)| c == w) {
             p.resources.insert(r);
         }
         if READS_DPKG_DATABASE.contains(w) {
@@ -144,6 +160,11 @@ pub fn profile(text: &[u8]) -> Profile {
                 p.reads_dpkg_database = true;
             }
         }
+    }
+    if p.reads_dpkg_database {
+        // A dpkg that opens the database for writing incorporates triggers/Unincorp; a
+        // `dpkg-trigger` of a later script must not race it.
+        p.resources.insert("triggers");
     }
     p
 }
@@ -213,19 +234,41 @@ mod tests {
     #[test]
     fn database_readers_are_recognised() {
         for script in [
-            &b"dpkg-divert --package dash --add /bin/sh\n"[..],
-            b"if dpkg -s foo >/dev/null; then :; fi\n",
+            &b"if dpkg -s foo >/dev/null; then :; fi\n"[..],
             b"/usr/bin/dpkg-query -W -f='${Version}' libc6\n",
-            b"dpkg-trigger --no-await x\n",
-            b"ucf --three-way /usr/share/x /etc/x\n",
         ] {
-            assert!(
-                profile(script).reads_dpkg_database,
-                "{}",
-                String::from_utf8_lossy(script)
-            );
+            let p = profile(script);
+            assert!(p.reads_dpkg_database, "{}", String::from_utf8_lossy(script));
+            // A reader may be a dpkg that incorporates triggers/Unincorp: ordered with dpkg-trigger.
+            assert!(p.resources.contains("triggers"));
         }
         assert!(!profile(b"dpkg --validate-version -- 1.0\ndpkg-maintscript-helper rm_conffile /etc/x 1.0~ -- \"$@\"\n").reads_dpkg_database);
+    }
+
+    #[test]
+    fn trigger_and_statoverride_calls_claim_their_files_not_the_whole_database() {
+        // ca-certificates' postinst: these kept a 40 s script waiting for every earlier one.
+        let p = profile(b"elif ! dpkg-statoverride --list /usr/local/share/ca-certificates >/dev/null; then\ndpkg-trigger --no-await update-ca-certificates\n");
+        assert_eq!(
+            p.resources,
+            // (the trigger's name is also a command's: the coarse reading claims it too)
+            BTreeSet::from(["statoverride", "accounts", "triggers", "certificates"])
+        );
+        assert!(!p.reads_dpkg_database);
+    }
+
+    #[test]
+    fn diversions_and_ucf_claim_their_files_and_ucf_debconf() {
+        let p = profile(b"dpkg-divert --package dash --add /bin/sh\n");
+        assert_eq!(p.resources, BTreeSet::from(["diversions"]));
+        assert!(!p.reads_dpkg_database);
+        // chrony's postinst runs ucf without sourcing debconf itself.
+        let p = profile(b"ucf --three-way /usr/share/chrony/chrony.conf /etc/chrony/chrony.conf\nucfr chrony /etc/chrony/chrony.conf\n");
+        assert_eq!(
+            p.resources,
+            BTreeSet::from(["debconf", "diversions", "ucf"])
+        );
+        assert!(!p.reads_dpkg_database);
     }
 
     #[test]
