@@ -107,6 +107,10 @@ pub struct Profile {
     pub resources: BTreeSet<&'static str>,
     /// It reads the dpkg database.
     pub reads_dpkg_database: bool,
+    /// It changes what every script uses, so nothing may run beside it: a diversion moves a
+    /// file any package may own, and dash's postinst, diverting /bin/sh, removes and relinks
+    /// the shell every other script is started with (`rm -f /bin/sh` then `mv`).
+    pub runs_alone: bool,
 }
 
 /// Directories whose programs a script may name by full path.
@@ -142,6 +146,7 @@ pub fn profile(text: &[u8]) -> Profile {
         return Profile {
             resources: RESOURCES.iter().map(|&(_, r)| r).collect(),
             reads_dpkg_database: true,
+            runs_alone: true,
         };
     }
     let words = words(std::str::from_utf8(text).unwrap_or(""));
@@ -152,6 +157,9 @@ pub fn profile(text: &[u8]) -> Profile {
         }
         if READS_DPKG_DATABASE.contains(w) {
             p.reads_dpkg_database = true;
+        }
+        if *w == "dpkg-divert" {
+            p.runs_alone = true;
         }
         if *w == "dpkg" {
             // `dpkg` as a command takes an option first; "dpkg's" in prose does not.
@@ -261,7 +269,7 @@ mod tests {
     fn diversions_and_ucf_claim_their_files_and_ucf_debconf() {
         let p = profile(b"dpkg-divert --package dash --add /bin/sh\n");
         assert_eq!(p.resources, BTreeSet::from(["diversions"]));
-        assert!(!p.reads_dpkg_database);
+        assert!(p.runs_alone && !p.reads_dpkg_database);
         // chrony's postinst runs ucf without sourcing debconf itself.
         let p = profile(b"ucf --three-way /usr/share/chrony/chrony.conf /etc/chrony/chrony.conf\nucfr chrony /etc/chrony/chrony.conf\n");
         assert_eq!(

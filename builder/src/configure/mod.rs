@@ -604,6 +604,7 @@ fn run_postinsts(
                     .collect(),
                 resources: profiles[i].resources.clone(),
                 sees_all_earlier: profiles[i].reads_dpkg_database,
+                runs_alone: profiles[i].runs_alone,
             }
         })
         .collect();
@@ -619,7 +620,7 @@ fn run_postinsts(
         if !pkg.control.files.contains_key("postinst") {
             return Ok(());
         }
-        if jobs[k].sees_all_earlier {
+        if jobs[k].sees_all_earlier || jobs[k].runs_alone {
             let installed: BTreeSet<usize> = order[..k].iter().copied().collect();
             write_status(&dpkg_dir, composed, &installed)?;
         }
@@ -635,7 +636,9 @@ fn run_postinsts(
         )?;
         if let Ok(mut took) = took.lock() {
             let mut claims: Vec<&str> = jobs[k].resources.iter().copied().collect();
-            if jobs[k].sees_all_earlier {
+            if jobs[k].runs_alone {
+                claims.push("alone");
+            } else if jobs[k].sees_all_earlier {
                 claims.push("after every earlier script");
             }
             took.push(ScriptTime {

@@ -5,7 +5,10 @@
 //! A job starts only when (a) every job it depends on has finished, (b) every earlier job that
 //! claims one of its resources (a piece of shared state such as the debconf database or
 //! /etc/passwd) has finished, and (c) for a job that sees everything before it (one that reads
-//! the dpkg database), every earlier job has finished. Jobs that share no resource touch
+//! the dpkg database), every earlier job has finished, and (d) no job runs beside one that
+//! must run alone (one that changes what every job uses, such as dash's postinst replacing
+//! /bin/sh): that job waits for every earlier job and every running one, and no other job
+//! starts until it has finished. Jobs that share no resource touch
 //! disjoint state, so they commute, and every interleaving gives the state the total order
 //! gives: the layer stays bit-for-bit reproducible whatever the timing. Hand-written because
 //! this is a dozen lines of policy on top of a mutex and a condition variable; no job-graph
@@ -24,12 +27,16 @@ pub struct Job {
     pub resources: BTreeSet<&'static str>,
     /// The job starts only after every job before it has finished.
     pub sees_all_earlier: bool,
+    /// Nothing else runs while this job runs, and no later job starts before it finished.
+    pub runs_alone: bool,
 }
 
 struct State<E> {
     started: Vec<bool>,
     done: Vec<bool>,
     running: usize,
+    /// A job that must run alone is running.
+    alone: bool,
     failure: Option<(usize, E)>,
     /// A job panicked: every worker stops, and the panic continues in the caller.
     panic: Option<Box<dyn std::any::Any + Send>>,
@@ -38,13 +45,20 @@ struct State<E> {
 impl<E> State<E> {
     /// The lowest-numbered job that may start now, if any.
     fn next_ready(&self, jobs: &[Job]) -> Option<usize> {
+        if self.alone {
+            return None;
+        }
         (0..jobs.len()).find(|&i| {
             let job = &jobs[i];
+            let sees_all = job.sees_all_earlier || job.runs_alone;
             !self.started[i]
+                && (!job.runs_alone || self.running == 0)
                 && job.after.iter().all(|&d| d >= i || self.done[d])
                 && (0..i).all(|j| {
                     self.done[j]
-                        || (!job.sees_all_earlier && jobs[j].resources.is_disjoint(&job.resources))
+                        || (!sees_all
+                            && !jobs[j].runs_alone
+                            && jobs[j].resources.is_disjoint(&job.resources))
                 })
         })
     }
@@ -61,6 +75,7 @@ pub fn run_jobs<E: Send>(
         started: vec![false; jobs.len()],
         done: vec![false; jobs.len()],
         running: 0,
+        alone: false,
         failure: None,
         panic: None,
     });
@@ -79,12 +94,16 @@ pub fn run_jobs<E: Send>(
                     };
                     s.started[i] = true;
                     s.running += 1;
+                    s.alone = jobs[i].runs_alone;
                     drop(s);
                     // A panicking job must not leave the other workers waiting for it forever.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(i)));
                     s = state.lock().unwrap_or_else(PoisonError::into_inner);
                     s.done[i] = true;
                     s.running -= 1;
+                    if jobs[i].runs_alone {
+                        s.alone = false;
+                    }
                     match result {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
@@ -123,6 +142,7 @@ mod tests {
             after: after.to_vec(),
             resources: resources.iter().copied().collect(),
             sees_all_earlier,
+            runs_alone: false,
         }
     }
 
@@ -185,6 +205,38 @@ mod tests {
             "job 3 waited for job 2: {:?}",
             seen[3]
         );
+    }
+
+    #[test]
+    fn a_job_that_runs_alone_has_nothing_beside_it_and_later_jobs_wait_for_it() {
+        let mut jobs = vec![job(&[], &[], false); 7];
+        jobs[3].runs_alone = true;
+        jobs[3].after = vec![0];
+        let running = AtomicUsize::new(0);
+        let beside_alone = AtomicUsize::new(0);
+        let finished = Mutex::new(Vec::new());
+        let seen = Mutex::new(vec![Vec::new(); jobs.len()]);
+        run_jobs::<()>(&jobs, 3, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.lock().unwrap()[i] = finished.lock().unwrap().clone();
+            std::thread::sleep(Duration::from_millis(if i == 0 { 30 } else { 8 }));
+            if i == 3 {
+                beside_alone.fetch_max(now.max(running.load(Ordering::SeqCst)), Ordering::SeqCst);
+            }
+            finished.lock().unwrap().push(i);
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(beside_alone.into_inner(), 1, "another job ran beside job 3");
+        assert_eq!(seen[3].len(), 3, "job 3 waited for 0, 1, 2: {:?}", seen[3]);
+        for (later, before) in seen.iter().enumerate().skip(4) {
+            assert!(
+                before.contains(&3),
+                "job {later} started before job 3 ended"
+            );
+        }
     }
 
     #[test]
