@@ -149,13 +149,19 @@ pub fn profile(text: &[u8]) -> Profile {
             runs_alone: true,
         };
     }
-    let words = words(std::str::from_utf8(text).unwrap_or(""));
+    let text = without_heredoc_prose(std::str::from_utf8(text).unwrap_or(""));
+    let text = text.as_str();
+    let words = words(text);
     let mut p = Profile::default();
+    let state_queries = text
+        .lines()
+        .filter(|line| line.contains("dpkg-query"))
+        .any(|line| !queries_only_fixed_fields(line));
     for (i, w) in words.iter().enumerate() {
         for &(_, r) in RESOURCES.iter().filter(|(c, _)| c == w) {
             p.resources.insert(r);
         }
-        if READS_DPKG_DATABASE.contains(w) {
+        if READS_DPKG_DATABASE.contains(w) && (*w != "dpkg-query" || state_queries) {
             p.reads_dpkg_database = true;
         }
         if *w == "dpkg-divert" {
@@ -175,6 +181,115 @@ pub fn profile(text: &[u8]) -> Profile {
         p.resources.insert("triggers");
     }
     p
+}
+
+/// The script without the bodies of its here-documents, which are text for a person
+/// (passwd's postinst tells the admin to run ``dpkg --configure passwd'' in one, and otherwise
+/// waited for every script before it). A body line that can run a command (`$(`, a backtick)
+/// is kept (an empty pair of backticks, TeX-style quoting, runs nothing), and so is every body
+/// of a here-document whose marker is in backticks (Perl's command here-document).
+fn without_heredoc_prose(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let mut until: Option<(String, bool)> = None;
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, &line) in lines.iter().enumerate() {
+        if let Some((marker, tabs)) = &until {
+            let end = if *tabs {
+                line.trim_start_matches('\t')
+            } else {
+                line
+            };
+            if end == marker {
+                until = None;
+            } else if line.contains("$(") || line.replace("``", "").contains('`') {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+        // Only a here-document that ends: `<<` may also be a shift (`$((1 << n))`), and
+        // misreading one must not hide the rest of the script.
+        until = heredoc_marker(line).filter(|(marker, tabs)| {
+            lines[n + 1..].iter().any(|l| {
+                let l = if *tabs { l.trim_start_matches('\t') } else { l };
+                l == marker
+            })
+        });
+    }
+    kept
+}
+
+/// The end marker of a here-document a line opens (`<<EOF`, `<<-'EOF'`, `<< "EOF"`), and
+/// whether leading tabs are stripped (`<<-`); None for no here-document, a here-string
+/// (`<<<`) or a command here-document (a marker in backticks).
+fn heredoc_marker(line: &str) -> Option<(String, bool)> {
+    let at = line.find("<<")?;
+    let rest = &line[at + 2..];
+    if rest.starts_with('<') {
+        return None;
+    }
+    let (tabs, rest) = match rest.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let rest = rest.trim_start();
+    if rest.starts_with('`') {
+        return None;
+    }
+    let marker: String = rest
+        .trim_start_matches(['\'', '"', '\\'])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let word = marker.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    word.then_some((marker, tabs))
+}
+
+/// Fields of a package's status entry that no configure step changes: which packages exist
+/// and what they were selected for. `db:Status-Want` is `install` for every package kiln
+/// unpacks, whether unpacked or configured yet (dpkg-query(1), "db:Status-Want").
+const FIXED_FIELDS: &[&str] = &[
+    "db:Status-Want",
+    "Package",
+    "binary:Package",
+    "Version",
+    "Architecture",
+    "Source",
+];
+
+/// Whether a line's `dpkg-query` call is `-W`/`--show` with a `-f`/`--showformat` that asks only
+/// for [`FIXED_FIELDS`]: its answer is the same before and after any other script ran
+/// (locales' postinst asks `${db:Status-Want}` of locales-all, and otherwise had its 20–30 s
+/// wait for every script before it).
+fn queries_only_fixed_fields(line: &str) -> bool {
+    let Some(at) = line.find("dpkg-query") else {
+        return true;
+    };
+    let call = &line[at..];
+    // One call per line: anything chained after it could be a second query.
+    if call.matches("dpkg-query").count() > 1 || line[..at].contains("dpkg-query") {
+        return false;
+    }
+    let shows = call.contains(" -W ") || call.contains(" --show ");
+    let format = call
+        .split_once(" -f")
+        .or_else(|| call.split_once(" --showformat="))
+        .map(|(_, rest)| rest);
+    let Some(format) = format else {
+        return false;
+    };
+    let mut fields = Vec::new();
+    let mut rest = format;
+    while let Some(start) = rest.find("${") {
+        let Some(end) = rest[start..].find('}') else {
+            return false;
+        };
+        fields.push(&rest[start + 2..start + end]);
+        rest = &rest[start + end + 1..];
+    }
+    shows && !fields.is_empty() && fields.iter().all(|f| FIXED_FIELDS.contains(f))
 }
 
 /// `dpkg-maintscript-helper` commands whose preinst action is guarded by a non-empty old
@@ -243,7 +358,7 @@ mod tests {
     fn database_readers_are_recognised() {
         for script in [
             &b"if dpkg -s foo >/dev/null; then :; fi\n"[..],
-            b"/usr/bin/dpkg-query -W -f='${Version}' libc6\n",
+            b"/usr/bin/dpkg-query -W -f='${Version} ${db:Status-Status}' libc6\n",
         ] {
             let p = profile(script);
             assert!(p.reads_dpkg_database, "{}", String::from_utf8_lossy(script));
@@ -277,6 +392,53 @@ mod tests {
             BTreeSet::from(["debconf", "diversions", "ucf"])
         );
         assert!(!p.reads_dpkg_database);
+    }
+
+    #[test]
+    fn a_query_of_fields_configure_never_changes_does_not_wait_for_earlier_scripts() {
+        let locales = b"    if [ \"$(dpkg-query -W -f='${db:Status-Want}' locales-all 2>/dev/null)\" = 'install' ] ; then\n";
+        assert!(!profile(locales).reads_dpkg_database);
+        for stateful in [
+            &b"dpkg-query -W -f='${db:Status-Abbrev}' foo\n"[..],
+            b"dpkg-query -W -f='${Version} ${Status}' foo\n",
+            b"dpkg-query -l foo\n",
+            b"dpkg-query -W foo\n",
+            b"dpkg-query -W -f='${Version}' a; dpkg-query -s b\n",
+            b"dpkg-query -W -f='${Version}' a\ndpkg-query -L b\n",
+        ] {
+            assert!(
+                profile(stateful).reads_dpkg_database,
+                "{}",
+                String::from_utf8_lossy(stateful)
+            );
+        }
+    }
+
+    #[test]
+    fn here_document_prose_names_no_command_but_a_substitution_in_one_does() {
+        let passwd = b"if ! getent group shadow | grep -q '^shadow:[^:]*:42'\nthen\n\tgroupadd -g 42 shadow || (\n\t\tcat <<EOF\nPlease correct this problem and reconfigure with ``dpkg --configure passwd''.\nEOF\n\t\texit 1\n\t)\nfi\n";
+        let p = profile(passwd);
+        assert!(!p.reads_dpkg_database);
+        assert_eq!(p.resources, BTreeSet::from(["accounts"]));
+        // After the marker, words count again; `<<-` ends at a tab-indented marker.
+        assert!(
+            profile(b"cat <<-'END'\n\tdpkg-query -l x\n\tEND\ndpkg -s x\n").reads_dpkg_database
+        );
+        assert!(!profile(b"cat <<-'END'\n\tdpkg -s x\n\tEND\n").reads_dpkg_database);
+        for runs in [
+            &b"cat <<EOF\nversion: $(dpkg-query -W -f='${Status}' x)\nEOF\n"[..],
+            b"cat <<EOF\nversion: `dpkg -s x`\nEOF\n",
+            b"print <<`CMD`;\ndpkg -s x\nCMD\n",
+            b"x=$(cat <<<\"$y\")\ndpkg -s x\n",
+            b"mask=$((1 << 3))\ndpkg -s x\n3\n",
+            b"mask=$((1 << n))\ndpkg -s x\n",
+        ] {
+            assert!(
+                profile(runs).reads_dpkg_database,
+                "{}",
+                String::from_utf8_lossy(runs)
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,44 @@ pub struct ConfigureOptions {
     pub jobs: usize,
 }
 
+/// Every package's dependencies ([`dependencies`], itself left out), plus the ones Debian
+/// Policy lets a package leave undeclared: the Essential packages (Policy 3.8, "Essential
+/// packages"). A package that neither is Essential nor is needed by one waits for every
+/// Essential package, as in a dpkg/apt or mmdebstrap install, where the Essential set is
+/// configured first: python3-minimal's postinst runs `which py3compile`, and `which` exists only
+/// once debianutils' postinst has made its alternative.
+fn dependency_sets(composed: &Composed) -> Vec<BTreeSet<usize>> {
+    let provides = provider_index(composed);
+    let mut deps: Vec<BTreeSet<usize>> = composed
+        .packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            dependencies(p, &provides)
+                .into_iter()
+                .filter(|&d| d != i)
+                .collect()
+        })
+        .collect();
+    let essential: Vec<usize> = (0..composed.packages.len())
+        .filter(|&i| composed.packages[i].control.control.get("Essential") == Some("yes"))
+        .collect();
+    // The Essential packages and everything they need: these keep their declared order.
+    let mut needed = vec![false; composed.packages.len()];
+    let mut stack = essential.clone();
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut needed[i], true) {
+            stack.extend(deps[i].iter().copied());
+        }
+    }
+    for (i, d) in deps.iter_mut().enumerate() {
+        if !needed[i] {
+            d.extend(essential.iter().copied());
+        }
+    }
+    deps
+}
+
 /// Which package answers for a name: the package itself, or the one that `Provides` it.
 fn provider_index(composed: &Composed) -> BTreeMap<String, usize> {
     let mut index = BTreeMap::new();
@@ -138,29 +176,47 @@ fn dependencies(pkg: &crate::compose::Unpacked, provides: &BTreeMap<String, usiz
 
 /// The order packages are configured in: every package after its Pre-Depends and Depends;
 /// among those whose dependencies are all placed, base-passwd first (its preinst creates
-/// /etc/passwd and /etc/group that later scripts use), then packages whose postinst can start
-/// early before those that wait for everything before them (`late[i]`: the readers of the
-/// dpkg database), then by name; so those readers gather at the end and hold nothing up.
+/// /etc/passwd and /etc/group that later scripts use), then those whose postinst must run
+/// alone (early, while little else is ready), then those more packages wait for (directly or
+/// through others), then packages whose postinst can start early before those that wait for
+/// everything before them (the readers of the dpkg database), then by name: each chain of
+/// dependencies starts as early as it can (libpam0g, which every daemon's account chain waits
+/// for, goes before locales' long leaf script), and leaves gather at the end.
 /// A dependency cycle is broken at the first package in that preference, as dpkg breaks it.
-fn configure_order(composed: &Composed, late: &[bool]) -> Vec<usize> {
-    let provides = provider_index(composed);
+fn configure_order(composed: &Composed, profiles: &[maintscript::Profile]) -> Vec<usize> {
     let n = composed.packages.len();
-    let deps: Vec<BTreeSet<usize>> = composed
-        .packages
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            dependencies(p, &provides)
-                .into_iter()
-                .filter(|&d| d != i)
-                .collect()
+    let deps = dependency_sets(composed);
+    // How many packages wait, directly or through others, for each one: among the ready, the
+    // one that unblocks most goes first, so a long script of a leaf package (locales) does not
+    // hold up one that every daemon's chain starts from (passwd, then adduser).
+    let mut dependents = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let waiting: Vec<usize> = (0..n)
+        .map(|v| {
+            let mut seen = vec![false; n];
+            let mut stack = dependents[v].clone();
+            let mut count = 0;
+            while let Some(u) = stack.pop() {
+                if !std::mem::replace(&mut seen[u], true) && u != v {
+                    count += 1;
+                    stack.extend(dependents[u].iter().copied());
+                }
+            }
+            count
         })
         .collect();
     let key = |i: usize| {
         let p = &composed.packages[i];
+        let profile = profiles.get(i);
         (
             p.name != "base-passwd",
-            late.get(i).copied().unwrap_or(false),
+            !profile.is_some_and(|p| p.runs_alone),
+            std::cmp::Reverse(waiting[i]),
+            profile.is_some_and(|p| p.reads_dpkg_database),
             p.name.as_str(),
             p.arch.as_str(),
         )
@@ -393,8 +449,7 @@ fn run_scripts(
                 .unwrap_or_default()
         })
         .collect();
-    let late: Vec<bool> = profiles.iter().map(|p| p.reads_dpkg_database).collect();
-    let order = configure_order(composed, &late);
+    let order = configure_order(composed, &profiles);
     let dpkg_version = composed
         .packages
         .iter()
@@ -592,20 +647,17 @@ fn run_postinsts(
     workers: usize,
 ) -> Result<Vec<ScriptTime>, ConfigureError> {
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let provides = provider_index(composed);
+    let deps = dependency_sets(composed);
     let jobs: Vec<schedule::Job> = order
         .iter()
-        .map(|&i| {
-            let pkg = &composed.packages[i];
-            schedule::Job {
-                after: dependencies(pkg, &provides)
-                    .into_iter()
-                    .filter_map(|d| position.get(&d).copied())
-                    .collect(),
-                resources: profiles[i].resources.clone(),
-                sees_all_earlier: profiles[i].reads_dpkg_database,
-                runs_alone: profiles[i].runs_alone,
-            }
+        .map(|&i| schedule::Job {
+            after: deps[i]
+                .iter()
+                .filter_map(|d| position.get(d).copied())
+                .collect(),
+            resources: profiles[i].resources.clone(),
+            sees_all_earlier: profiles[i].reads_dpkg_database,
+            runs_alone: profiles[i].runs_alone,
         })
         .collect();
     let took = std::sync::Mutex::new(Vec::new());
