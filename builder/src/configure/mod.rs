@@ -176,12 +176,12 @@ fn dependencies(pkg: &crate::compose::Unpacked, provides: &BTreeMap<String, usiz
 
 /// The order packages are configured in: every package after its Pre-Depends and Depends;
 /// among those whose dependencies are all placed, base-passwd first (its preinst creates
-/// /etc/passwd and /etc/group that later scripts use), then those whose postinst must run
-/// alone (early, while little else is ready), then those more packages wait for (directly or
-/// through others), then packages whose postinst can start early before those that wait for
-/// everything before them (the readers of the dpkg database), then by name: each chain of
-/// dependencies starts as early as it can (libpam0g, which every daemon's account chain waits
-/// for, goes before locales' long leaf script), and leaves gather at the end.
+/// /etc/passwd and /etc/group that later scripts use), then packages whose postinst can start
+/// early before those that wait for everything before them (the readers of the dpkg database,
+/// and those that must run alone: dash's, whose add-shell needs the awk alternative on
+/// bullseye), then those more packages wait for (directly or through others), then by name:
+/// the waiting scripts gather at the end and hold nothing up, and each chain of dependencies
+/// starts as early as it can.
 /// A dependency cycle is broken at the first package in that preference, as dpkg breaks it.
 fn configure_order(composed: &Composed, profiles: &[maintscript::Profile]) -> Vec<usize> {
     let n = composed.packages.len();
@@ -214,9 +214,8 @@ fn configure_order(composed: &Composed, profiles: &[maintscript::Profile]) -> Ve
         let profile = profiles.get(i);
         (
             p.name != "base-passwd",
-            !profile.is_some_and(|p| p.runs_alone),
+            profile.is_some_and(|p| p.reads_dpkg_database || p.runs_alone),
             std::cmp::Reverse(waiting[i]),
-            profile.is_some_and(|p| p.reads_dpkg_database),
             p.name.as_str(),
             p.arch.as_str(),
         )
