@@ -183,12 +183,14 @@ fn dependencies(pkg: &crate::compose::Unpacked, provides: &BTreeMap<String, usiz
 /// the waiting scripts gather at the end and hold nothing up, and each chain of dependencies
 /// starts as early as it can.
 /// A dependency cycle is broken at the first package in that preference, as dpkg breaks it.
-fn configure_order(composed: &Composed, profiles: &[maintscript::Profile]) -> Vec<usize> {
+fn configure_order(
+    composed: &Composed,
+    deps: &[BTreeSet<usize>],
+    profiles: &[maintscript::Profile],
+) -> Vec<usize> {
     let n = composed.packages.len();
-    let deps = dependency_sets(composed);
-    // How many packages wait, directly or through others, for each one: among the ready, the
-    // one that unblocks most goes first, so a long script of a leaf package (locales) does not
-    // hold up one that every daemon's chain starts from (passwd, then adduser).
+    // How many packages wait, directly or through others, for each one: among the ready of
+    // one kind, the one that unblocks most goes first.
     let mut dependents = vec![Vec::new(); n];
     for (i, ds) in deps.iter().enumerate() {
         for &d in ds {
@@ -448,7 +450,8 @@ fn run_scripts(
                 .unwrap_or_default()
         })
         .collect();
-    let order = configure_order(composed, &profiles);
+    let deps = dependency_sets(composed);
+    let order = configure_order(composed, &deps, &profiles);
     let dpkg_version = composed
         .packages
         .iter()
@@ -482,6 +485,7 @@ fn run_scripts(
         composed,
         sandbox,
         &order,
+        &deps,
         &profiles,
         &dpkg_version,
         opts.jobs,
@@ -641,12 +645,12 @@ fn run_postinsts(
     composed: &Composed,
     sandbox: &Sandbox,
     order: &[usize],
+    deps: &[BTreeSet<usize>],
     profiles: &[maintscript::Profile],
     dpkg_version: &str,
     workers: usize,
 ) -> Result<Vec<ScriptTime>, ConfigureError> {
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let deps = dependency_sets(composed);
     let jobs: Vec<schedule::Job> = order
         .iter()
         .map(|&i| schedule::Job {
