@@ -118,6 +118,8 @@ pub struct BuildOptions {
     pub timings: bool,
     /// How many maintainer scripts may run at once (see [`ConfigureOptions::jobs`]).
     pub jobs: usize,
+    /// No generator runs natively (see [`ConfigureOptions::emulate_all`]).
+    pub emulate_all: bool,
 }
 
 /// Prints a stage's wall time when asked to.
@@ -434,6 +436,7 @@ fn build_base_layer(
                 timings: opts.timings,
                 debconf: recipe.debconf.clone(),
                 jobs: opts.jobs,
+                emulate_all: opts.emulate_all,
             },
         )?;
         for unit in &configured.identity.units {

@@ -59,6 +59,10 @@ enum Command {
         /// for every value).
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
         jobs: Option<u16>,
+        /// Run every generator the maintainer scripts call under qemu, none natively (slower;
+        /// the image is the same: CI builds this way once to prove it).
+        #[arg(long)]
+        emulate_all: bool,
     },
     /// Make an ECDSA P-256 release key pair: KEYFILE (PKCS#8 PEM, 0600), KEYFILE.der, KEYFILE.pub.
     Keygen {
@@ -705,6 +709,7 @@ fn main() -> ExitCode {
             cache,
             timings,
             jobs,
+            emulate_all,
         } => {
             let sde = match source_date_epoch() {
                 Ok(v) => v,
@@ -722,6 +727,7 @@ fn main() -> ExitCode {
                 jobs: jobs.map(usize::from).unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
                 }),
+                emulate_all,
             };
             match build::build(&dir, &opts) {
                 Ok(report) => {

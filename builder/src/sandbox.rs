@@ -131,7 +131,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub struct Sandbox {
     root: PathBuf,
     env: Vec<(String, String)>,
+    shared: Option<PathBuf>,
 }
+
+/// Where a sandbox's shared host directory appears inside it ([`Sandbox::share`]).
+pub const SHARED_DIR: &str = "/run/kiln";
 
 struct Mount {
     source: CString,
@@ -161,7 +165,16 @@ impl Sandbox {
         Sandbox {
             root: root.to_path_buf(),
             env,
+            shared: None,
         }
+    }
+
+    /// The same sandbox with the host directory `dir` bind-mounted at [`SHARED_DIR`] in every
+    /// run: how a stand-in program hands kiln a request without writing into the image (the
+    /// mount point lives in the run's own tmpfs /run, so the image is never touched).
+    pub fn share(mut self, dir: &Path) -> Sandbox {
+        self.shared = Some(dir.to_path_buf());
+        self
     }
 
     /// The host path of the sandbox's root.
@@ -264,6 +277,13 @@ impl Sandbox {
         .collect::<io::Result<_>>()
         .map_err(|e| spawn_err(e.to_string()))?;
         let shm = at("dev/shm").map_err(|e| spawn_err(e.to_string()))?;
+        let shared: Option<(CString, CString)> = match &self.shared {
+            Some(dir) => Some((
+                cstr(dir.as_os_str().as_bytes()).map_err(|e| spawn_err(e.to_string()))?,
+                at(SHARED_DIR.trim_start_matches('/')).map_err(|e| spawn_err(e.to_string()))?,
+            )),
+            None => None,
+        };
         let slash = cstr(b"/").map_err(|e| spawn_err(e.to_string()))?;
 
         let mut cmd = Command::new(program);
@@ -318,6 +338,17 @@ impl Sandbox {
                     check(libc::symlink(target.as_ptr(), link.as_ptr()))?;
                 }
                 check(libc::mkdir(shm.as_ptr(), 0o1777))?;
+                if let Some((source, target)) = &shared {
+                    // Inside the tmpfs just mounted on /run: nothing of the image changes.
+                    check(libc::mkdir(target.as_ptr(), 0o755))?;
+                    check(libc::mount(
+                        source.as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV,
+                        std::ptr::null(),
+                    ))?;
+                }
                 check(libc::chroot(root_c.as_ptr()))?;
                 check(libc::chdir(slash.as_ptr()))?;
                 Ok(())

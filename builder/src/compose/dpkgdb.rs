@@ -41,6 +41,16 @@ const FIELD_ORDER: &[&str] = &[
     "Triggers-Awaited",
 ];
 
+/// The mode of a control member written to `info/`: executable (0755) when the member is,
+/// otherwise 0644, whatever else its tar header said.
+pub fn info_file_mode(member_mode: u32) -> u32 {
+    if member_mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 /// The name dpkg files a package's info under: `pkg` or, for Multi-Arch: same, `pkg:arch`.
 pub fn info_name(control: &Paragraph) -> String {
     let name = control.get("Package").unwrap_or_default();
@@ -159,8 +169,12 @@ pub fn write_database(
             if !INFO_MEMBERS.contains(&name.as_str()) {
                 continue;
             }
-            let mode = if f.mode & 0o111 != 0 { 0o755 } else { 0o644 };
-            file(&info_dir, &format!("{info}.{name}"), &f.data, mode)?;
+            file(
+                &info_dir,
+                &format!("{info}.{name}"),
+                &f.data,
+                info_file_mode(f.mode),
+            )?;
         }
         {
             // deb-triggers(5): `interest[-await|-noawait] NAME`; a NAME starting with '/' is a

@@ -8,6 +8,9 @@
 //! 2. each `postinst configure`, as dpkg would run it, several at once where they touch
 //!    disjoint state ([`maintscript`] reads what each script touches, [`schedule`] keeps the
 //!    result that of a one-by-one run), with kiln writing the status file as dpkg would;
+//!    `update-ca-certificates` made natively ([`cacerts`]) and loops that start a program per
+//!    item (locales', ca-certificates') run in a faster form ([`rewrite`]), each only where it
+//!    provably gives the same bytes;
 //! 3. the target's own `dpkg --configure -a`, which incorporates and runs the triggers the
 //!    scripts activated and finds nothing else to do;
 //! 4. the system Python's bytecode, once, deterministically ([`bytecode`]).
@@ -19,8 +22,10 @@
 //! ([`RUN_TO_RUN_DEBRIS`]), so the layer is reproducible.
 
 pub mod bytecode;
+pub mod cacerts;
 pub mod identity;
 pub mod maintscript;
+pub mod rewrite;
 pub mod schedule;
 pub mod stubs;
 
@@ -100,6 +105,10 @@ pub struct ConfigureOptions {
     /// How many maintainer scripts may run at once (1: strictly one by one). The result is
     /// the same for every value; only the time differs.
     pub jobs: usize,
+    /// Run every generator the scripts call under emulation, none natively ([`cacerts`]), and
+    /// every script as shipped ([`rewrite`]): the tripwire build that proves the native and
+    /// faster forms give the same image.
+    pub emulate_all: bool,
 }
 
 /// Every package's dependencies ([`dependencies`], itself left out), plus the ones Debian
@@ -357,8 +366,6 @@ pub fn configure(
 ) -> Result<Configured, ConfigureError> {
     sandbox::check_emulation(board.arch)?;
     let root = &composed.root;
-    let sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
-
     let image = ImageRoot::open(root)?;
     // Keep services from starting while scripts run (invoke-rc.d asks policy-rc.d).
     image.write("/usr/sbin/policy-rc.d", b"#!/bin/sh\nexit 101\n", 0o755)?;
@@ -368,12 +375,21 @@ pub fn configure(
         &["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"],
         b"#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
     )?;
+    let mut sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
+    let (ca_swapped, native_ca, _shared) = match native_ca_setup(composed, &image, opts)? {
+        Some((swapped, shared, native)) => {
+            sandbox = sandbox.share(shared.path());
+            (swapped, Some(native), Some(shared))
+        }
+        None => (Vec::new(), None, None),
+    };
+    let swapped: Vec<stubs::Swapped> = swapped.into_iter().chain(ca_swapped).collect();
     let held = bytecode::hold(&image);
     let names = composed.packages.iter().map(|p| p.name.as_str());
     identity::hold_back(&image, names.clone())?;
     let result = held.map_err(ConfigureError::from).and_then(|held| {
-        let ran =
-            preseed(&sandbox, &opts.debconf).and_then(|()| run_scripts(composed, &sandbox, opts));
+        let ran = preseed(&sandbox, &opts.debconf)
+            .and_then(|()| run_scripts(composed, &sandbox, opts, native_ca.clone()));
         let released = bytecode::release(held);
         ran.and(released.map_err(ConfigureError::from))
     });
@@ -438,6 +454,7 @@ fn run_scripts(
     composed: &Composed,
     sandbox: &Sandbox,
     opts: &ConfigureOptions,
+    native_ca: Option<NativeCa>,
 ) -> Result<(), ConfigureError> {
     let profiles: Vec<maintscript::Profile> = composed
         .packages
@@ -488,7 +505,11 @@ fn run_scripts(
         &deps,
         &profiles,
         &dpkg_version,
-        opts.jobs,
+        RunWith {
+            workers: opts.jobs,
+            native_ca: native_ca.as_ref(),
+            rewrites: !opts.emulate_all,
+        },
     )?;
     if opts.timings {
         eprintln!(
@@ -540,7 +561,113 @@ fn run_scripts(
     if !out.status.success() {
         return Err(dpkg_failure(&out));
     }
+    if let Some(native) = &native_ca {
+        // The trigger's own call, made while dpkg ran it.
+        native.carry_out(sandbox)?;
+    }
     Ok(())
+}
+
+/// Sets up the native update-ca-certificates ([`cacerts`]) when the image's script is one kiln
+/// reproduces and `emulate_all` is off: the stand-in swapped in, and the directory outside the
+/// image (beside it) through which its requests reach kiln.
+fn native_ca_setup(
+    composed: &Composed,
+    image: &ImageRoot,
+    opts: &ConfigureOptions,
+) -> Result<Option<(Vec<stubs::Swapped>, tempfile::TempDir, NativeCa)>, ConfigureError> {
+    let Some(openssl) = composed.packages.iter().find(|p| p.name == "openssl") else {
+        return Ok(None);
+    };
+    if opts.emulate_all {
+        return Ok(None);
+    }
+    let Some(variant) = cacerts::known_variant(image)? else {
+        return Ok(None);
+    };
+    let tools = cacerts::Tools {
+        variant,
+        rehash_sorts_names: cacerts::rehash_sorts_names(
+            openssl.control.control.get("Version").unwrap_or_default(),
+        ),
+    };
+    let root = &composed.root;
+    let shared = tempfile::Builder::new()
+        .prefix(".kiln-shared-")
+        .tempdir_in(root.parent().unwrap_or(root))
+        .map_err(|e| ConfigureError::Io {
+            path: root.clone(),
+            reason: format!("cannot make the sandbox's shared directory beside it: {e}"),
+        })?;
+    let swapped = stubs::swap(image, &[cacerts::PROGRAM], cacerts::STAND_IN)?;
+    if swapped.is_empty() {
+        return Ok(None);
+    }
+    let native = NativeCa {
+        tools,
+        report: opts.timings,
+        shared: shared.path().to_path_buf(),
+    };
+    Ok(Some((swapped, shared, native)))
+}
+
+/// How the postinsts run: on how many workers, whether update-ca-certificates is made
+/// natively, and whether the known slow loops run in their faster form ([`rewrite`]).
+#[derive(Debug, Clone, Copy)]
+struct RunWith<'a> {
+    workers: usize,
+    native_ca: Option<&'a NativeCa>,
+    rewrites: bool,
+}
+
+/// update-ca-certificates made natively ([`cacerts`]), as the image's `tools` would;
+/// `report`: say on stderr (with `--timings`) when a call is left to the real program;
+/// `shared`: the host directory the stand-in writes its requests to.
+#[derive(Debug, Clone)]
+struct NativeCa {
+    tools: cacerts::Tools,
+    report: bool,
+    shared: PathBuf,
+}
+
+impl NativeCa {
+    /// Carries out the calls the stand-in recorded since the last time: natively where
+    /// [`cacerts::update`] reproduces the script exactly, otherwise by the real program under
+    /// qemu, at this same point.
+    fn carry_out(&self, sandbox: &Sandbox) -> Result<(), ConfigureError> {
+        let image = ImageRoot::open(sandbox.root())?;
+        let shared = ImageRoot::open(&self.shared)?;
+        for request in cacerts::take_requests(&shared)? {
+            let started = std::time::Instant::now();
+            let reason = match cacerts::update(&image, self.tools, request)? {
+                cacerts::Outcome::Done { added, removed } => {
+                    if self.report {
+                        eprintln!(
+                            "kiln:   update-ca-certificates {}natively: {added} added, {removed} removed {:>7.2} s",
+                            if request.fresh { "--fresh " } else { "" },
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    continue;
+                }
+                cacerts::Outcome::Unsupported(reason) => reason,
+            };
+            if self.report {
+                eprintln!("kiln:   update-ca-certificates runs under qemu: {reason}");
+            }
+            let real = format!("{}.kiln-real", cacerts::PROGRAM);
+            let out = sandbox.run(&real, &request.args(), &[])?;
+            if !out.status.success() {
+                return Err(ConfigureError::Script {
+                    package: "ca-certificates".into(),
+                    script: format!("update-ca-certificates {}", request.args().join(" ")),
+                    status: exit_description(out.status),
+                    tail: tail_of(&out),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where dpkg-trigger records activations for dpkg to incorporate (lib/dpkg/trigdeferred.c).
@@ -648,7 +775,11 @@ fn run_postinsts(
     deps: &[BTreeSet<usize>],
     profiles: &[maintscript::Profile],
     dpkg_version: &str,
-    workers: usize,
+    RunWith {
+        workers,
+        native_ca,
+        rewrites,
+    }: RunWith<'_>,
 ) -> Result<Vec<ScriptTime>, ConfigureError> {
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let jobs: Vec<schedule::Job> = order
@@ -666,6 +797,20 @@ fn run_postinsts(
     let took = std::sync::Mutex::new(Vec::new());
     let run_began = std::time::Instant::now();
     let image = ImageRoot::open(sandbox.root())?;
+    // The control members that run in a faster, equivalent form while each postinst runs
+    // (in `order`'s positions).
+    let mut faster: Vec<Vec<(&str, Vec<u8>)>> = vec![Vec::new(); order.len()];
+    if rewrites {
+        for (k, &i) in order.iter().enumerate() {
+            let pkg = &composed.packages[i];
+            let member = |name: &str| pkg.control.files.get(name).map(|f| f.data.as_slice());
+            faster[k] = rewrite::faster_members(&pkg.name, member, &image)?;
+        }
+    }
+    let info_dir = image.dir("var/lib/dpkg/info")?.ok_or_else(|| InRootError {
+        path: "/var/lib/dpkg/info".into(),
+        reason: "is missing".into(),
+    })?;
     let dpkg_dir = image.dir("var/lib/dpkg")?.ok_or_else(|| InRootError {
         path: "/var/lib/dpkg".into(),
         reason: "is missing".into(),
@@ -679,18 +824,44 @@ fn run_postinsts(
             let installed: BTreeSet<usize> = order[..k].iter().copied().collect();
             write_status(&dpkg_dir, composed, &installed)?;
         }
-        let script = format!(
-            "/var/lib/dpkg/info/{}.postinst",
-            dpkgdb::info_name(&pkg.control.control)
-        );
+        let info = dpkgdb::info_name(&pkg.control.control);
+        let script = format!("/var/lib/dpkg/info/{info}.postinst");
         let began = std::time::Instant::now();
+        // A faster form runs from the member's own path (debconf finds the config script
+        // beside the postinst), and the shipped one is put back whatever the run gave.
+        for (member, text) in &faster[k] {
+            let mode = pkg.control.files.get(*member).map_or(0o755, |f| f.mode);
+            info_dir.write_file(
+                format!("{info}.{member}"),
+                text,
+                dpkgdb::info_file_mode(mode),
+            )?;
+        }
         let out = sandbox.run(
             &script,
             &["configure", ""],
             &script_environment(pkg, "postinst", dpkg_version),
-        )?;
+        );
+        for (member, _) in &faster[k] {
+            if let Some(shipped) = pkg.control.files.get(*member) {
+                info_dir.write_file(
+                    format!("{info}.{member}"),
+                    &shipped.data,
+                    dpkgdb::info_file_mode(shipped.mode),
+                )?;
+            }
+        }
+        let out = out?;
+        if let (Some(native), "ca-certificates") = (native_ca, pkg.name.as_str()) {
+            if out.status.success() {
+                native.carry_out(sandbox)?;
+            }
+        }
         if let Ok(mut took) = took.lock() {
             let mut claims: Vec<&str> = jobs[k].resources.iter().copied().collect();
+            if !faster[k].is_empty() {
+                claims.push("faster form");
+            }
             if jobs[k].runs_alone {
                 claims.push("alone");
             } else if jobs[k].sees_all_earlier {
