@@ -345,12 +345,50 @@ fn read_following(image: &ImageRoot, path: &[u8]) -> Result<Option<Vec<u8>>, Pla
     }
 }
 
+/// The script's steps, in its order, on what the image holds now.
 fn plan(image: &ImageRoot, tools: Tools, request: Request) -> Result<Changes, Plan> {
-    let variant = tools.variant;
     let certs = match image.dir(ETC_CERTS) {
         Ok(Some(d)) => d,
         _ => return unsupported("/etc/ssl/certs is not a directory"),
     };
+    let conf = read_conf(image)?;
+    // An empty or missing configuration makes the script fresh too.
+    let fresh = request.fresh || conf.is_empty();
+    let mut entries = survey(image, &certs, fresh, request.hooks)?;
+    let mut changes = Changes {
+        remove: Vec::new(),
+        link: Vec::new(),
+        bundle: None,
+        orphans: Vec::new(),
+        hash_links: Vec::new(),
+        added: 0,
+        removed: 0,
+    };
+    let lines: Vec<&[u8]> = conf
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    deselect(&lines, &mut entries, &mut changes);
+    let bundle = enable(image, &certs, &lines, &mut entries, &mut changes)?;
+    changes.bundle = match tools.variant {
+        Variant::BundleWhenAnyEnabled => bundle,
+        Variant::AlwaysBundle => Some(bundle.unwrap_or_default()),
+    };
+    if tools.variant == Variant::AlwaysBundle {
+        // bullseye's script removes the old bundle before rehashing.
+        entries.remove(OsStr::new(BUNDLE));
+    }
+    if changes.added > 0 || changes.removed > 0 {
+        let live = without_orphans(image, &certs, &entries, &mut changes)?;
+        changes.hash_links = rehash(image, &live, tools.rehash_sorts_names)?;
+    }
+    Ok(changes)
+}
+
+/// /etc/ca-certificates.conf (empty when missing), as far as kiln reads it like the script's
+/// `sed | while read` does: no backslashes (`read` without `-r` in bookworm's script would
+/// interpret them), no NUL, and a final newline (`read` drops a last unterminated line).
+fn read_conf(image: &ImageRoot) -> Result<Vec<u8>, Plan> {
     let conf = match image.kind(CONF)? {
         None => Vec::new(),
         Some(Kind::File) => image.read(CONF, MAX_FILE)?.unwrap_or_default(),
@@ -362,10 +400,18 @@ fn plan(image: &ImageRoot, tools: Tools, request: Request) -> Result<Changes, Pl
     if !conf.is_empty() && !conf.ends_with(b"\n") {
         return unsupported("/etc/ca-certificates.conf does not end with a newline");
     }
-    let fresh = request.fresh || conf.is_empty();
+    Ok(conf)
+}
 
-    // The directory as it is now: name → kind (a subdirectory would make the script's
-    // `find` recurse; a special file is nothing a trust store holds).
+/// /etc/ssl/certs as it is now (name → kind), once the tree is known to be one kiln computes
+/// exactly: no subdirectory (the script's `find` would recurse) or special file, no symlink
+/// under `--fresh`, no bundle left half-made, no local certificates, no hooks to run.
+fn survey(
+    image: &ImageRoot,
+    certs: &crate::inroot::Dir,
+    fresh: bool,
+    hooks: bool,
+) -> Result<std::collections::BTreeMap<OsString, Kind>, Plan> {
     let mut entries: std::collections::BTreeMap<OsString, Kind> = Default::default();
     for name in certs.entries()? {
         match certs.kind(&name)? {
@@ -392,29 +438,23 @@ fn plan(image: &ImageRoot, tools: Tools, request: Request) -> Result<Changes, Pl
             return unsupported("/usr/local/share/ca-certificates holds local certificates");
         }
     }
-    if request.hooks {
+    if hooks {
         if let Some(hooks) = image.dir(HOOKS_DIR).ok().flatten() {
             if !hooks.entries()?.is_empty() {
                 return unsupported("/etc/ca-certificates/update.d holds hooks to run");
             }
         }
     }
+    Ok(entries)
+}
 
-    let mut changes = Changes {
-        remove: Vec::new(),
-        link: Vec::new(),
-        bundle: None,
-        orphans: Vec::new(),
-        hash_links: Vec::new(),
-        added: 0,
-        removed: 0,
-    };
-    let lines: Vec<&[u8]> = conf
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    // `sed -n -e '/^$/d' -e 's/^!//p'`: the deselected certificates lose their link.
-    for line in &lines {
+/// `sed -n -e '/^$/d' -e 's/^!//p'`: each deselected certificate loses its link.
+fn deselect(
+    lines: &[&[u8]],
+    entries: &mut std::collections::BTreeMap<OsString, Kind>,
+    changes: &mut Changes,
+) {
+    for line in lines {
         let Some(rest) = line.strip_prefix(b"!") else {
             continue;
         };
@@ -430,9 +470,21 @@ fn plan(image: &ImageRoot, tools: Tools, request: Request) -> Result<Changes, Pl
             changes.removed += 1;
         }
     }
-    // `sed -e '/^$/d' -e '/^#/d' -e '/^!/d'`: every enabled certificate is linked and bundled.
+}
+
+/// `sed -e '/^$/d' -e '/^#/d' -e '/^!/d'`: each enabled certificate that is a file (`test -f`;
+/// others are warned about and skipped) is linked as NAME.pem unless the link is already
+/// right, and appended to the bundle; returns the bundle (None: no certificate enabled, so no
+/// bundle was started).
+fn enable(
+    image: &ImageRoot,
+    certs: &crate::inroot::Dir,
+    lines: &[&[u8]],
+    entries: &mut std::collections::BTreeMap<OsString, Kind>,
+    changes: &mut Changes,
+) -> Result<Option<Vec<u8>>, Plan> {
     let mut bundle: Option<Vec<u8>> = None;
-    for line in &lines {
+    for line in lines {
         if line.starts_with(b"#") || line.starts_with(b"!") {
             continue;
         }
@@ -443,9 +495,9 @@ fn plan(image: &ImageRoot, tools: Tools, request: Request) -> Result<Changes, Pl
             Some((logical, Kind::File)) => image
                 .read(OsStr::from_bytes(&logical), MAX_FILE)?
                 .unwrap_or_default(),
-            // `test -f` fails: the script warns and goes on.
             _ => continue,
         };
+        // basename CERT .crt | sed -e 's/ /_/g' -e 's/[()]/=/g' -e 's/,/_/g'
         let mut name = basename(&cert, b".crt");
         for b in name.iter_mut() {
             *b = match *b {
@@ -472,41 +524,40 @@ fn plan(image: &ImageRoot, tools: Tools, request: Request) -> Result<Changes, Pl
             b.push(b'\n');
         }
     }
-    changes.bundle = match variant {
-        Variant::BundleWhenAnyEnabled => bundle,
-        Variant::AlwaysBundle => Some(bundle.unwrap_or_default()),
-    };
-    if variant == Variant::AlwaysBundle {
-        // bullseye's script removes the old bundle before rehashing.
-        entries.remove(OsStr::new(BUNDLE));
-    }
+    Ok(bundle)
+}
 
-    if changes.added > 0 || changes.removed > 0 {
-        // Orphaned symlinks go first (`find -type l ! -exec test -e`), then `openssl rehash .`.
-        let mut live = std::collections::BTreeMap::new();
-        for (name, kind) in &entries {
-            if *kind == Kind::Symlink {
-                let target = match changes.link.iter().find(|(n, _)| n == name) {
-                    Some((_, t)) => t.as_bytes().to_vec(),
-                    None => certs.read_link(name)?.into_os_string().into_vec(),
-                };
-                let absolute = if target.starts_with(b"/") {
-                    target
-                } else {
-                    [ETC_CERTS.as_bytes(), b"/", &target].concat()
-                };
-                if resolve_kind(image, &absolute)?.is_none() {
-                    changes.orphans.push(name.clone());
-                    continue;
-                }
-                live.insert(name.clone(), Some(absolute));
-            } else {
-                live.insert(name.clone(), None);
-            }
+/// `find -type l ! -exec test -e {} \;`: symlinks that resolve to nothing are removed (noted
+/// in `changes`); returns what remains for `openssl rehash`, each entry with its symlink
+/// target as an absolute image path (None: a regular file).
+fn without_orphans(
+    image: &ImageRoot,
+    certs: &crate::inroot::Dir,
+    entries: &std::collections::BTreeMap<OsString, Kind>,
+    changes: &mut Changes,
+) -> Result<std::collections::BTreeMap<OsString, Option<Vec<u8>>>, Plan> {
+    let mut live = std::collections::BTreeMap::new();
+    for (name, kind) in entries {
+        if *kind != Kind::Symlink {
+            live.insert(name.clone(), None);
+            continue;
         }
-        changes.hash_links = rehash(image, &live, tools.rehash_sorts_names)?;
+        let target = match changes.link.iter().find(|(n, _)| n == name) {
+            Some((_, t)) => t.as_bytes().to_vec(),
+            None => certs.read_link(name)?.into_os_string().into_vec(),
+        };
+        let absolute = if target.starts_with(b"/") {
+            target
+        } else {
+            [ETC_CERTS.as_bytes(), b"/", &target].concat()
+        };
+        if resolve_kind(image, &absolute)?.is_none() {
+            changes.orphans.push(name.clone());
+        } else {
+            live.insert(name.clone(), Some(absolute));
+        }
     }
-    Ok(changes)
+    Ok(live)
 }
 
 /// `openssl rehash .` over a directory with no hash links yet (apps/rehash.c): every file
