@@ -157,16 +157,12 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// Runs `loop_text` with the host's shell the way locales' postinst does, on `lg`.
-    fn run_loop(loop_text: &str, supported: &str, lg: &std::path::Path) {
-        let script = format!(
-            "set -e\nLG={lg}\nSUPPORTED_LOCALES=\"$(sed -e '/^[a-zA-Z]/!d' -e 's/ *$//g' {supported} | sort -u)\"\n{loop_text}",
-            lg = lg.display()
-        );
+    /// Runs `script` with the host's `sh -c` and `env`; its standard output.
+    fn sh(script: &str, env: &[(&str, &str)]) -> String {
         let out = Command::new("sh")
             .arg("-c")
             .arg(script)
-            .env("LC_ALL", "C")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(
@@ -174,6 +170,16 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `loop_text` with the host's shell the way locales' postinst does, on `lg`.
+    fn run_loop(loop_text: &str, supported: &str, lg: &std::path::Path) {
+        let script = format!(
+            "set -e\nLG={lg}\nSUPPORTED_LOCALES=\"$(sed -e '/^[a-zA-Z]/!d' -e 's/ *$//g' {supported} | sort -u)\"\n{loop_text}",
+            lg = lg.display()
+        );
+        sh(&script, &[("LC_ALL", "C")]);
     }
 
     #[test]
@@ -295,20 +301,14 @@ echo "$CERTS_AVAILABLE|$CERTS_ENABLED|$CERTS_NEW"
         let shipped = body(disabled, trust);
         let faster = body(disabled_fast, trust_fast);
         let run = |script: &str, disabled: &str, trust: &str, trust_new: &str| {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .env("CERTS_DISABLED", disabled)
-                .env("CERTS_TRUST", trust)
-                .env("trust_new", trust_new)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
+            sh(
+                script,
+                &[
+                    ("CERTS_DISABLED", disabled),
+                    ("CERTS_TRUST", trust),
+                    ("trust_new", trust_new),
+                ],
+            )
         };
         for (disabled, trust) in [
             ("", ""),
