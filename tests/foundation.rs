@@ -1746,3 +1746,80 @@ fn debris_of_a_killed_build_is_swept_by_the_next() {
     assert_eq!(debris(&recipe.join("out")), Vec::<String>::new());
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
 }
+
+/// A command that reads or signs OUT while a build is writing into it waits for the build
+/// (OUT's lock: shared for readers, exclusive for sign), then works on the new image: sign
+/// never adds a signature to a layout the build is about to swap away, and verify never reads
+/// a layout replaced halfway.
+#[test]
+fn sign_and_verify_wait_for_a_build_in_the_same_out() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let mut slow = Pkg::new("slow-unpack", "1", ARCH);
+    slow.data_bytes = Some((
+        "data.tar.zst".into(),
+        fixture::zstd_tar(&[], &[("./usr/share/slow/zeros", 1 << 30)]),
+    ));
+    let mut pkgs = base_packages(ARCH);
+    pkgs.push(slow);
+    let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
+    let recipe = work.path().join("r");
+    let cache = work.path().join("cache");
+    archive.write_recipe(&recipe, &[], "");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let before = read_image(&recipe.join("out/oci")).manifest_digest;
+    let key = work.path().join("release");
+    assert_ok(&kiln(
+        &recipe,
+        &cache,
+        &["keygen", "-o", &key.display().to_string()],
+    ));
+    let public = format!("{}.pub", key.display());
+
+    archive.write_recipe(&recipe, &["slow-unpack"], "");
+    let build = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "-o", "out"])
+        .current_dir(&recipe)
+        .env("KILN_CACHE_DIR", &cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The build holds OUT once its working directories exist.
+    let start = std::time::Instant::now();
+    while !std::fs::read_dir(recipe.join("out")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".kiln-rootfs-")
+    }) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no build started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sign = kiln(
+        &recipe,
+        &cache,
+        &["sign", "out", "--key", &key.display().to_string()],
+    );
+    let built = build.wait_with_output().unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert_ok(&sign);
+    assert!(
+        stderr(&sign).contains("waiting for the build in out to finish"),
+        "{}",
+        fixture::text(&sign)
+    );
+    let after = read_image(&recipe.join("out/oci")).manifest_digest;
+    assert_ne!(after, before, "the build replaced the image");
+    assert!(
+        fixture::text(&sign).contains(&after),
+        "sign signed the new image {after}: {}",
+        fixture::text(&sign)
+    );
+    assert_ok(&kiln(&recipe, &cache, &["verify", "out", "--key", &public]));
+}

@@ -297,7 +297,12 @@ fn run_sign(
             return ExitCode::from(2);
         }
     };
-    match kiln::sign::sign_layout(&layout_of(out), signer.as_ref()) {
+    let layout = layout_of(out);
+    let _hold = match kiln::output::hold(&layout, kiln::output::Access::Write) {
+        Ok(h) => h,
+        Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+    };
+    match kiln::sign::sign_layout(&layout, signer.as_ref()) {
         Ok(signed) => {
             for s in signed {
                 println!("signed {} as {} ({})", s.image, s.tag, s.signature_manifest);
@@ -332,7 +337,14 @@ fn run_verify(
     }
     let result = match root {
         Some(root) => kiln::verify::verify_release(out, root, target, &opts, now()),
-        None => kiln::verify::verify_layout(&layout_of(out), &opts),
+        None => {
+            let layout = layout_of(out);
+            let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
+                Ok(h) => h,
+                Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+            };
+            kiln::verify::verify_layout(&layout, &opts)
+        }
     };
     let v = match result {
         Ok(v) => v,
@@ -381,6 +393,10 @@ fn run_export(
 ) -> ExitCode {
     use kiln::export::ExportError;
     let layout = layout_of(out);
+    let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
+        Ok(h) => h,
+        Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+    };
     if !keys.is_empty() {
         if let Err(code) = require_signed(&layout, keys) {
             return code;
@@ -446,6 +462,10 @@ fn run_flash(
 ) -> ExitCode {
     use kiln::flash::FlashError;
     let layout = layout_of(image);
+    let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
+        Ok(h) => h,
+        Err(e) => return error_exit(format!("{}: {e}", image.display()), 2),
+    };
     if let Err(code) = require_signed(&layout, keys) {
         return code;
     }
@@ -592,7 +612,12 @@ fn run_release(
         },
         now: now(),
     };
-    match kiln::release::release(&layout_of(out), to, &key, &opts) {
+    let layout = layout_of(out);
+    let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
+        Ok(h) => h,
+        Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+    };
+    match kiln::release::release(&layout, to, &key, &opts) {
         Ok(r) => {
             println!(
                 "released {} as {} (targets version {}) in {}",
@@ -618,6 +643,11 @@ fn run_check(
     let board = match Board::load(board) {
         Ok(b) => b,
         Err(e) => return error_exit(e, 2),
+    };
+    // Held while the image is read (a path that is not a build's output is not held).
+    let _hold = match kiln::output::hold(&layout_of(path), kiln::output::Access::Read) {
+        Ok(h) => h,
+        Err(e) => return error_exit(format!("{}: {e}", path.display()), 2),
     };
     let image = match ImageTree::open(path) {
         Ok(i) => i,

@@ -42,6 +42,60 @@ pub fn claim(out: &Path) -> io::Result<OutClaim> {
     Ok(OutClaim { _dir: dir, swept })
 }
 
+/// How a command other than `build` uses the image layout in a build's output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads it (verify, export, flash, release, check).
+    Read,
+    /// Adds to it (sign: new blobs, a rewritten index.json).
+    Write,
+}
+
+/// A hold on the output directory around a layout, released when dropped.
+pub struct OutHold {
+    _dir: Option<std::fs::File>,
+}
+
+/// Holds the build output directory that contains `layout` (`OUT` of `OUT/oci`) against a
+/// build, which claims it exclusively ([`claim`]) from its start to the swap of `OUT/oci`:
+/// shared for readers, so none sees the layout replaced halfway through its reading;
+/// exclusive for writers, so sign never adds to a layout a build is about to discard, and a
+/// build never swaps away a layout while its signature is being written. A layout that is not
+/// named `oci` is no build's output and is not held. When a build holds the directory, says
+/// so on stderr and waits.
+pub fn hold(layout: &Path, access: Access) -> io::Result<OutHold> {
+    let out = match (layout.file_name(), layout.parent()) {
+        (Some(name), Some(parent)) if name == "oci" => {
+            if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            }
+        }
+        _ => return Ok(OutHold { _dir: None }),
+    };
+    let dir = match std::fs::File::open(out) {
+        Ok(d) => d,
+        // Nothing to hold: the command reports the missing layout itself.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(OutHold { _dir: None }),
+        Err(e) => return Err(e),
+    };
+    use rustix::fs::FlockOperation as Op;
+    let (now, wait) = match access {
+        Access::Read => (Op::NonBlockingLockShared, Op::LockShared),
+        Access::Write => (Op::NonBlockingLockExclusive, Op::LockExclusive),
+    };
+    match rustix::fs::flock(&dir, now) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            eprintln!("kiln: waiting for the build in {} to finish", out.display());
+            rustix::fs::flock(&dir, wait)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(OutHold { _dir: Some(dir) })
+}
+
 /// A directory being written that becomes `dest` on [`StagedDir::commit`]; removed if dropped.
 pub struct StagedDir {
     dest: PathBuf,
@@ -114,6 +168,41 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_and_signers_wait_for_a_build_and_readers_share() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir_all(out.join("oci")).unwrap();
+        let layout = out.join("oci");
+        // Two readers at once.
+        let r1 = hold(&layout, Access::Read).unwrap();
+        let r2 = hold(&layout, Access::Read).unwrap();
+        // A build (or a signer) waits for them.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out2 = out.clone();
+        let builder = std::thread::spawn(move || {
+            let claim = claim(&out2).unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(claim);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "the build waits for the readers");
+        drop((r1, r2));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the build goes on");
+        // While the build holds OUT, a signer waits until it is done.
+        let started = std::time::Instant::now();
+        let w = hold(&layout, Access::Write).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+        drop(w);
+        builder.join().unwrap();
+        // A layout that is no build's output is not held.
+        let plain = d.path().join("somewhere");
+        std::fs::create_dir_all(&plain).unwrap();
+        assert!(hold(&plain, Access::Write).unwrap()._dir.is_none());
+    }
 
     #[test]
     fn commit_replaces_and_drop_discards() {
