@@ -100,10 +100,14 @@ pub fn write_oci_archive(layout: &Path, dest: &Path, mtime: u64) -> Result<(), R
         }
     }
     paths.sort();
-    let mut tmp = dest.as_os_str().to_owned();
-    tmp.push(".kiln-new");
-    let tmp = PathBuf::from(tmp);
-    let file = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    // A new file of a random name beside `dest` (O_EXCL: nothing planted is followed).
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staged = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(dir, e))?;
+    let tmp = staged.path().to_path_buf();
+    let (file, temp_path) = staged.into_parts();
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
     for (rel, is_dir) in &paths {
         let mut h = tar::Header::new_ustar();
@@ -134,7 +138,9 @@ pub fn write_oci_archive(layout: &Path, dest: &Path, mtime: u64) -> Result<(), R
     let out = builder.into_inner().map_err(|e| io_err(&tmp, e))?;
     let file = out.into_inner().map_err(|e| io_err(&tmp, e))?;
     file.sync_all().map_err(|e| io_err(&tmp, e))?;
-    fs::rename(&tmp, dest).map_err(|e| io_err(dest, e))
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| io_err(&tmp, e))?;
+    temp_path.persist(dest).map_err(|e| io_err(dest, e.error))
 }
 
 /// Releases the signed image in `layout` into the OTA repository `dir`.

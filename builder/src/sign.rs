@@ -13,12 +13,12 @@
 //! an interrupted `kiln sign` leaves the layout as it was.
 
 use crate::digest::sha256_hex;
+use crate::inroot::ImageRoot;
 use base64::Engine;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -173,9 +173,61 @@ pub fn signature_tag(manifest_digest: &str) -> String {
     format!("{}.sig", manifest_digest.replace(':', "-"))
 }
 
-fn read_json(path: &Path) -> Result<Value, SignError> {
-    let bytes = fs::read(path).map_err(|e| layout_err(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| layout_err(path, format!("not JSON: {e}")))
+/// The largest index.json or manifest kiln reads from a layout (the OCI distribution spec's
+/// registries take manifests of up to 4 MiB).
+const MAX_JSON: u64 = 4 << 20;
+
+/// A layout given to sign may come from anywhere: every read and write in it goes through
+/// [`ImageRoot`], so a symlink planted at a blob's path (a payload's digest is predictable),
+/// at `blobs/` or at the temporary index is never followed out of the layout, a FIFO never
+/// blocks, and nothing bigger than [`MAX_JSON`] is read to see whether it is JSON.
+struct LayoutFiles<'a> {
+    path: &'a Path,
+    root: ImageRoot,
+}
+
+impl<'a> LayoutFiles<'a> {
+    fn open(path: &'a Path) -> Result<LayoutFiles<'a>, SignError> {
+        let root = ImageRoot::open(path).map_err(|e| layout_err(path, e.reason))?;
+        Ok(LayoutFiles { path, root })
+    }
+
+    /// The regular file `rel` (at most `max` bytes); an error naming it when missing.
+    fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, SignError> {
+        let path = self.path.join(rel);
+        self.root
+            .read(rel, max)
+            .map_err(|e| layout_err(&path, e.reason))?
+            .ok_or_else(|| layout_err(&path, "is missing"))
+    }
+
+    fn read_json(&self, rel: &str) -> Result<Value, SignError> {
+        let bytes = self.read(rel, MAX_JSON)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| layout_err(&self.path.join(rel), format!("not JSON: {e}")))
+    }
+
+    /// Writes `bytes` as the blob of their digest (replacing whatever entry had that name).
+    fn write_blob(&self, bytes: &[u8]) -> Result<(String, u64), SignError> {
+        let hex = sha256_hex(bytes);
+        let rel = format!("blobs/sha256/{hex}");
+        self.root
+            .write(&rel, bytes, 0o644)
+            .map_err(|e| layout_err(&self.path.join(&rel), e.reason))?;
+        Ok((format!("sha256:{hex}"), bytes.len() as u64))
+    }
+
+    /// Replaces `rel` by `bytes` in one step (a temporary file renamed over it).
+    fn replace(&self, rel: &str, bytes: &[u8]) -> Result<(), SignError> {
+        let tmp = format!(".{rel}.kiln-new");
+        let fail = |e: crate::inroot::InRootError| layout_err(&self.path.join(rel), e.reason);
+        self.root.write(&tmp, bytes, 0o644).map_err(fail)?;
+        self.root
+            .root_dir()
+            .map_err(fail)?
+            .rename(&tmp, rel)
+            .map_err(fail)
+    }
 }
 
 /// The blob file of a `sha256:` digest (64 lower-case hex digits), None for any other digest:
@@ -225,19 +277,13 @@ pub fn entry_kind(d: &Value) -> EntryKind {
     }
 }
 
-fn write_blob(layout: &Path, bytes: &[u8]) -> Result<(String, u64), SignError> {
-    let hex = sha256_hex(bytes);
-    let path = layout.join("blobs/sha256").join(&hex);
-    fs::write(&path, bytes).map_err(|e| layout_err(&path, e))?;
-    Ok((format!("sha256:{hex}"), bytes.len() as u64))
-}
-
 /// Signs every image manifest listed in the layout's index.json (not the signatures) and
 /// stores the signatures; a previous signature of the same image is replaced. The payload's
 /// `docker-reference` is the image's title annotation.
 pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, SignError> {
+    let files = LayoutFiles::open(layout)?;
     let index_path = layout.join("index.json");
-    let mut index = read_json(&index_path)?;
+    let mut index = files.read_json("index.json")?;
     let manifests = index
         .get("manifests")
         .and_then(Value::as_array)
@@ -264,7 +310,8 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
         let size = image.get("size").and_then(Value::as_u64).unwrap_or(0);
         // Never sign what is not there: the manifest must hash to the digest being signed.
         let path = blob_path(layout, digest)?;
-        let bytes = fs::read(&path).map_err(|e| layout_err(&path, e))?;
+        let rel = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        let bytes = files.read(&rel, size.min(MAX_JSON))?;
         if format!("sha256:{}", sha256_hex(&bytes)) != digest || bytes.len() as u64 != size {
             return Err(layout_err(
                 &path,
@@ -290,7 +337,7 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             .and_then(|d| d.get("digest").and_then(Value::as_str));
         let payload = payload(digest, reference, sbom);
         let signature = signer.sign(&payload)?;
-        let (payload_digest, payload_size) = write_blob(layout, &payload)?;
+        let (payload_digest, payload_size) = files.write_blob(&payload)?;
         let config = json!({
             "architecture": "",
             "config": {},
@@ -299,7 +346,7 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             "os": "",
             "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
         });
-        let (config_digest, config_size) = write_blob(layout, config.to_string().as_bytes())?;
+        let (config_digest, config_size) = files.write_blob(config.to_string().as_bytes())?;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
@@ -315,7 +362,7 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             }],
             "subject": {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": size},
         });
-        let (sig_digest, sig_size) = write_blob(layout, manifest.to_string().as_bytes())?;
+        let (sig_digest, sig_size) = files.write_blob(manifest.to_string().as_bytes())?;
         let tag = signature_tag(digest);
         kept.push(json!({
             "mediaType": MANIFEST_MEDIA_TYPE,
@@ -332,16 +379,18 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
     }
     // Signatures of images no longer in the layout are dropped with the replaced ones.
     index["manifests"] = Value::Array(kept);
-    let tmp = layout.join(".index.json.kiln-new");
-    fs::write(&tmp, index.to_string()).map_err(|e| layout_err(&tmp, e))?;
-    fs::rename(&tmp, &index_path).map_err(|e| layout_err(&index_path, e))?;
-    remove_unreferenced(layout)?;
+    files.replace("index.json", index.to_string().as_bytes())?;
+    remove_unreferenced(&files)?;
     Ok(done)
 }
 
 /// Every blob reachable from index.json (manifests, their configs, layers and subjects).
 pub fn referenced_blobs(layout: &Path) -> Result<BTreeSet<String>, SignError> {
-    let index = read_json(&layout.join("index.json"))?;
+    referenced(&LayoutFiles::open(layout)?)
+}
+
+fn referenced(files: &LayoutFiles) -> Result<BTreeSet<String>, SignError> {
+    let index = files.read_json("index.json")?;
     let mut seen = BTreeSet::new();
     let mut queue: Vec<String> = index
         .get("manifests")
@@ -354,10 +403,14 @@ pub fn referenced_blobs(layout: &Path) -> Result<BTreeSet<String>, SignError> {
         if !seen.insert(digest.clone()) {
             continue;
         }
-        let Ok(path) = blob_path(layout, &digest) else {
+        if blob_file(files.path, &digest).is_none() {
+            continue;
+        }
+        // Only what can be a manifest is read (a layer is bigger, or not JSON).
+        let rel = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        let Ok(bytes) = files.read(&rel, MAX_JSON) else {
             continue;
         };
-        let Ok(bytes) = fs::read(&path) else { continue };
         let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
             continue;
         };
@@ -386,26 +439,29 @@ pub fn referenced_blobs(layout: &Path) -> Result<BTreeSet<String>, SignError> {
 
 /// Removes blobs of earlier signatures that nothing references any more. Only small JSON blobs
 /// (manifests, configs, payloads) are candidates: a layer is never deleted here.
-fn remove_unreferenced(layout: &Path) -> Result<(), SignError> {
-    let referenced = referenced_blobs(layout)?;
-    let dir = layout.join("blobs/sha256");
-    let entries = fs::read_dir(&dir).map_err(|e| layout_err(&dir, e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if referenced.contains(&format!("sha256:{name}")) {
+fn remove_unreferenced(files: &LayoutFiles) -> Result<(), SignError> {
+    let referenced = referenced(files)?;
+    let dir_path = files.path.join("blobs/sha256");
+    let fail = |e: crate::inroot::InRootError| layout_err(&dir_path, e.reason);
+    let Some(dir) = files.root.dir("blobs/sha256").map_err(fail)? else {
+        return Ok(());
+    };
+    for name in dir.entries().map_err(fail)? {
+        let name_text = name.to_string_lossy().to_string();
+        if referenced.contains(&format!("sha256:{name_text}")) {
             continue;
         }
-        let Ok(bytes) = fs::read(entry.path()) else {
+        // A symlink, FIFO, device or big file is no signature part of kiln's: left alone.
+        let Ok(Some(bytes)) = dir.read(&name, 64 * 1024) else {
             continue;
         };
-        let is_signature_part = bytes.len() < 64 * 1024
-            && serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| {
-                v.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
-                    || v.pointer("/critical/type").and_then(Value::as_str) == Some(PAYLOAD_TYPE)
-                    || v.get("created").and_then(Value::as_str) == Some("0001-01-01T00:00:00Z")
-            });
+        let is_signature_part = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| {
+            v.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
+                || v.pointer("/critical/type").and_then(Value::as_str) == Some(PAYLOAD_TYPE)
+                || v.get("created").and_then(Value::as_str) == Some("0001-01-01T00:00:00Z")
+        });
         if is_signature_part {
-            fs::remove_file(entry.path()).map_err(|e| layout_err(&entry.path(), e))?;
+            dir.remove_file(&name).map_err(fail)?;
         }
     }
     Ok(())
@@ -414,6 +470,60 @@ fn remove_unreferenced(layout: &Path) -> Result<(), SignError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// A layout someone else made, with traps: the blob path of the payload kiln will write
+    /// (its digest is predictable) and the temporary index name are symlinks to host files,
+    /// an unreferenced blob is a FIFO, another is 5 MiB. Sign writes only inside the layout,
+    /// never blocks, and leaves the host files as they were.
+    #[test]
+    fn a_hostile_layout_cannot_make_sign_write_outside_it_or_hang() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = tmp.path().join("oci");
+        let blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":0},"layers":[]}"#;
+        let hex = sha256_hex(manifest);
+        std::fs::write(blobs.join(&hex), manifest).unwrap();
+        let index = json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": MANIFEST_MEDIA_TYPE, "digest": format!("sha256:{hex}"), "size": manifest.len()
+        }]});
+        std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+        std::fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let canary = tmp.path().join("canary");
+        std::fs::write(&canary, "host file").unwrap();
+        let payload_hex = sha256_hex(&payload(&format!("sha256:{hex}"), "kiln-image", None));
+        std::os::unix::fs::symlink(&canary, blobs.join(&payload_hex)).unwrap();
+        std::os::unix::fs::symlink(&canary, layout.join(".index.json.kiln-new")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            blobs.join("f".repeat(64)),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_bits_truncate(0o644),
+            0,
+        )
+        .unwrap();
+        std::fs::write(blobs.join("e".repeat(64)), vec![b' '; 5 << 20]).unwrap();
+
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        let signed = sign_layout(&layout, &KeySigner(key)).unwrap();
+        assert_eq!(signed.len(), 1);
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "host file");
+        let payload_file = blobs.join(&payload_hex);
+        assert!(std::fs::symlink_metadata(&payload_file).unwrap().is_file());
+        assert!(referenced_blobs(&layout)
+            .unwrap()
+            .contains(&signed[0].signature_manifest));
+        // The traps that were not in the way are left as they were.
+        assert!(std::fs::symlink_metadata(blobs.join("f".repeat(64)))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
 
     #[test]
     fn payload_is_cosigns_simple_signing_json() {

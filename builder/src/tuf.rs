@@ -111,14 +111,24 @@ fn read_json(path: &Path) -> Result<Value, TufError> {
     serde_json::from_slice(&bytes).map_err(|e| err(path, format!("not JSON: {e}")))
 }
 
+/// Replaces `path` by `value` in one step: a new file of a random name beside it (created with
+/// `O_EXCL`, so nothing planted under a predictable name is followed), renamed over it.
 fn write_atomic(path: &Path, value: &Value) -> Result<(), TufError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".kiln-new");
-    let tmp = PathBuf::from(tmp);
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| err(path, e))?;
     bytes.push(b'\n');
-    fs::write(&tmp, bytes).map_err(|e| err(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| err(path, e))
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(dir, e))?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| err(tmp.path(), e))?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(|e| err(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| err(path, e.error))?;
+    Ok(())
 }
 
 /// A release to add: its TUF target name, the archive file to hash, and kiln's custom data.
