@@ -58,9 +58,16 @@ pub fn parse_rfc2822(text: &str) -> Option<u64> {
     let s: i64 = hms.next().unwrap_or("0").parse().ok()?;
     let offset = match parts.next().unwrap_or("UTC") {
         "UTC" | "GMT" | "Z" | "UT" => 0,
-        zone if zone.len() == 5 && (zone.starts_with('+') || zone.starts_with('-')) => {
-            let hh: i64 = zone[1..3].parse().ok()?;
-            let mm: i64 = zone[3..5].parse().ok()?;
+        zone if zone.len() == 5
+            && (zone.starts_with('+') || zone.starts_with('-'))
+            && zone.bytes().skip(1).all(|b| b.is_ascii_digit()) =>
+        {
+            // Checked digits, so the slices fall on character boundaries.
+            let hh: i64 = zone.get(1..3)?.parse().ok()?;
+            let mm: i64 = zone.get(3..5)?.parse().ok()?;
+            if hh > 23 || mm > 59 {
+                return None;
+            }
             let off = hh * 3600 + mm * 60;
             if zone.starts_with('-') {
                 -off
@@ -70,7 +77,14 @@ pub fn parse_rfc2822(text: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 || year < 1970 {
+    if !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&s)
+        || year < 1970
+        // 31 February and the like do not exist.
+        || civil_from_days(days_from_civil(year, month, day)) != (year, month, day)
+    {
         return None;
     }
     let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + s - offset;
@@ -156,6 +170,15 @@ mod tests {
         );
         assert_eq!(parse_rfc2822("Sat, 10 Foo 2023 08:54:14 UTC"), None);
         assert_eq!(parse_rfc2822(""), None);
+        // A zone with a character of two bytes across the hour/minute split: refused, no panic.
+        assert_eq!(parse_rfc2822("10 Jun 2023 08:54:14 +1\u{e9}0"), None);
+        assert_eq!(parse_rfc2822("10 Jun 2023 08:54:14 +\u{e9}00"), None);
+        assert_eq!(parse_rfc2822("10 Jun 2023 08:54:14 +2400"), None);
+        // Days that do not exist, negative times.
+        assert_eq!(parse_rfc2822("31 Feb 2023 08:54:14 UTC"), None);
+        assert_eq!(parse_rfc2822("29 Feb 2023 08:54:14 UTC"), None);
+        assert!(parse_rfc2822("29 Feb 2024 08:54:14 UTC").is_some());
+        assert_eq!(parse_rfc2822("10 Jun 2023 -1:54:14 UTC"), None);
     }
 
     #[test]
