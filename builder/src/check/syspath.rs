@@ -51,8 +51,7 @@ pub fn check_sys_paths(
     if let Err(e) = crate::sandbox::check_emulation(arch) {
         return cannot_run(out, e.to_string());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return cannot_run(out, "needs root (a chroot of the image)".to_string());
     }
     let root = scratch.join("rootfs");

@@ -10,7 +10,6 @@ use super::{io_err, ExportError};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// The block size of the maps.
@@ -40,26 +39,19 @@ impl Range {
 /// The byte ranges of `file` that hold data, rounded out to whole blocks and merged.
 pub fn data_ranges(file: &File) -> std::io::Result<Vec<Range>> {
     let size = file.metadata()?.len();
-    let fd = file.as_raw_fd();
     let mut ranges: Vec<Range> = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on an open descriptor; ENXIO means no data after `pos`.
-        let start = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if start < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            return Err(e);
-        }
-        // SAFETY: as above; there is always a hole at the end of the file.
-        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
-        if end < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let first = start as u64 / BLOCK;
-        let last = (end as u64).div_ceil(BLOCK).saturating_sub(1);
+    let mut pos: u64 = 0;
+    while pos < size {
+        // ENXIO: no data after `pos`.
+        let start = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        // There is always a hole at the end of the file.
+        let end = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(start))?;
+        let first = start / BLOCK;
+        let last = end.div_ceil(BLOCK).saturating_sub(1);
         match ranges.last_mut() {
             Some(r) if r.last + 1 >= first => r.last = r.last.max(last),
             _ => ranges.push(Range { first, last }),

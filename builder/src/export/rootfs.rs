@@ -44,8 +44,7 @@ impl Staging {
         if dest.exists() {
             return Ok(dest);
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             return Err(ExportError::Usage(
                 "this format needs root: the file system must keep the image's owners and device nodes"
                     .into(),
