@@ -391,7 +391,6 @@ fn run_export(
     keys: &[PathBuf],
     rauc: Option<(&std::path::Path, &std::path::Path)>,
 ) -> ExitCode {
-    use kiln::export::ExportError;
     let layout = layout_of(out);
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
         Ok(h) => h,
@@ -446,8 +445,20 @@ fn run_export(
             );
             ExitCode::SUCCESS
         }
-        Err(e @ (ExportError::Tool { .. } | ExportError::Io { .. })) => error_exit(e, 2),
-        Err(e) => error_exit(e, 1),
+        Err(e) => {
+            let code = export_exit_code(&e);
+            error_exit(e, code)
+        }
+    }
+}
+
+/// The exit code of a failed export, the same in `export` and inside `flash`: 2 when a tool
+/// or the disk failed (kiln could not run), 1 when the image or the board is wrong.
+fn export_exit_code(e: &kiln::export::ExportError) -> u8 {
+    use kiln::export::ExportError;
+    match e {
+        ExportError::Tool { .. } | ExportError::Io { .. } => 2,
+        _ => 1,
     }
 }
 
@@ -501,7 +512,10 @@ fn run_flash(
     };
     let exported = match kiln::export::export(&layout, &opts) {
         Ok(x) => x,
-        Err(e) => return error_exit(e, 1),
+        Err(e) => {
+            let code = export_exit_code(&e);
+            return error_exit(e, code);
+        }
     };
     let target = match kiln::flash::check_device(device, exported.size, limits) {
         Ok(t) => t,
