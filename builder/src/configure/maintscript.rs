@@ -85,6 +85,17 @@ const RESOURCES: &[(&str, &str)] = &[
     ("ucfq", "ucf"),
 ];
 
+/// The pairs of [`RESOURCES`] where the command only reads the resource: scripts that only
+/// read a resource may run at the same time (neither changes what the other reads); one that
+/// changes it still runs in order with every reader. `chown`, `chgrp` and `getent` look names
+/// up in the account files; `dpkg-statoverride` maps the names it is given.
+const READ_ONLY: &[(&str, &str)] = &[
+    ("chown", "accounts"),
+    ("chgrp", "accounts"),
+    ("getent", "accounts"),
+    ("dpkg-statoverride", "accounts"),
+];
+
 /// Commands that read the dpkg database's package states, which the
 /// configure stage rewrites as packages become installed: a script calling one starts only
 /// after every script before it, and sees exactly what a one-by-one run shows it.
@@ -105,6 +116,8 @@ const DPKG_PURE_ACTIONS: &[&str] = &[
 pub struct Profile {
     /// Shared state (names as in [`RESOURCES`]).
     pub resources: BTreeSet<&'static str>,
+    /// The part of `resources` the script only reads ([`READ_ONLY`]).
+    pub reads: BTreeSet<&'static str>,
     /// It reads the dpkg database.
     pub reads_dpkg_database: bool,
     /// It changes what every script uses, so nothing may run beside it: a diversion moves a
@@ -145,6 +158,7 @@ pub fn profile(text: &[u8]) -> Profile {
     if std::str::from_utf8(text).is_err() {
         return Profile {
             resources: RESOURCES.iter().map(|&(_, r)| r).collect(),
+            reads: BTreeSet::new(),
             reads_dpkg_database: true,
             runs_alone: true,
         };
@@ -157,9 +171,15 @@ pub fn profile(text: &[u8]) -> Profile {
         .lines()
         .filter(|line| line.contains("dpkg-query"))
         .any(|line| !queries_only_fixed_fields(line));
+    let mut written = BTreeSet::new();
     for (i, w) in words.iter().enumerate() {
-        for &(_, r) in RESOURCES.iter().filter(|(c, _)| c == w) {
+        for &(c, r) in RESOURCES.iter().filter(|(c, _)| c == w) {
             p.resources.insert(r);
+            if READ_ONLY.contains(&(c, r)) {
+                p.reads.insert(r);
+            } else {
+                written.insert(r);
+            }
         }
         if READS_DPKG_DATABASE.contains(w) && (*w != "dpkg-query" || state_queries) {
             p.reads_dpkg_database = true;
@@ -180,6 +200,8 @@ pub fn profile(text: &[u8]) -> Profile {
         // `dpkg-trigger` of a later script must not race it.
         p.resources.insert("triggers");
     }
+    // Read-only only where nothing in the script also writes it.
+    p.reads.retain(|r| !written.contains(r));
     p
 }
 
@@ -351,7 +373,29 @@ mod tests {
             p.resources,
             BTreeSet::from(["debconf", "accounts", "services"])
         );
+        // getent reads the account files, adduser writes them: a writer.
+        assert!(p.reads.is_empty());
         assert!(!p.reads_dpkg_database);
+    }
+
+    #[test]
+    fn scripts_that_only_look_names_up_only_read_the_accounts() {
+        // xml-core's and ca-certificates' kind: chown/chgrp by name, dpkg-statoverride.
+        let p = profile(
+            b"chown root:root /etc/xml/catalog
+chgrp staff /usr/local/share/x
+dpkg-statoverride --list /x >/dev/null || true
+",
+        );
+        assert_eq!(p.resources, BTreeSet::from(["accounts", "statoverride"]));
+        assert_eq!(p.reads, BTreeSet::from(["accounts"]));
+        // One adding a user as well: a writer.
+        let p = profile(
+            b"getent passwd foo || adduser --system foo
+chown foo /var/lib/foo
+",
+        );
+        assert!(p.reads.is_empty());
     }
 
     #[test]

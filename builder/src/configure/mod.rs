@@ -790,6 +790,7 @@ fn run_postinsts(
                 .filter_map(|d| position.get(d).copied())
                 .collect(),
             resources: profiles[i].resources.clone(),
+            reads: profiles[i].reads.clone(),
             sees_all_earlier: profiles[i].reads_dpkg_database,
             runs_alone: profiles[i].runs_alone,
         })
@@ -858,14 +859,24 @@ fn run_postinsts(
             }
         }
         if let Ok(mut took) = took.lock() {
-            let mut claims: Vec<&str> = jobs[k].resources.iter().copied().collect();
+            let mut claims: Vec<String> = jobs[k]
+                .resources
+                .iter()
+                .map(|r| {
+                    if jobs[k].reads.contains(r) {
+                        format!("{r} (read)")
+                    } else {
+                        r.to_string()
+                    }
+                })
+                .collect();
             if !faster[k].is_empty() {
-                claims.push("faster form");
+                claims.push("faster form".into());
             }
             if jobs[k].runs_alone {
-                claims.push("alone");
+                claims.push("alone".into());
             } else if jobs[k].sees_all_earlier {
-                claims.push("after every earlier script");
+                claims.push("after every earlier script".into());
             }
             took.push(ScriptTime {
                 secs: began.elapsed().as_secs_f64(),

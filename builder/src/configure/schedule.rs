@@ -4,7 +4,7 @@
 //! Jobs come in a total order that respects the dependencies (the order dpkg could have used).
 //! A job starts only when (a) every job it depends on has finished, (b) every earlier job that
 //! claims one of its resources (a piece of shared state such as the debconf database or
-//! /etc/passwd) has finished, and (c) for a job that sees everything before it (one that reads
+//! /etc/passwd) has finished, unless both only read it, and (c) for a job that sees everything before it (one that reads
 //! the dpkg database), every earlier job has finished, and (d) no job runs beside one that
 //! must run alone (one that changes what every job uses, such as dash's postinst replacing
 //! /bin/sh): that job waits for every earlier job and every running one, and no other job
@@ -25,6 +25,9 @@ pub struct Job {
     pub after: Vec<usize>,
     /// Shared state the job touches; jobs sharing a resource run in index order.
     pub resources: BTreeSet<&'static str>,
+    /// The part of `resources` the job only reads: jobs that only read a resource may run
+    /// at once, since neither changes what the other sees.
+    pub reads: BTreeSet<&'static str>,
     /// The job starts only after every job before it has finished.
     pub sees_all_earlier: bool,
     /// Nothing else runs while this job runs, and no later job starts before it finished.
@@ -55,13 +58,17 @@ impl<E> State<E> {
                 && (!job.runs_alone || self.running == 0)
                 && job.after.iter().all(|&d| d >= i || self.done[d])
                 && (0..i).all(|j| {
-                    self.done[j]
-                        || (!sees_all
-                            && !jobs[j].runs_alone
-                            && jobs[j].resources.is_disjoint(&job.resources))
+                    self.done[j] || (!sees_all && !jobs[j].runs_alone && !conflict(&jobs[j], job))
                 })
         })
     }
+}
+
+/// Whether two jobs share a resource that at least one of them changes.
+fn conflict(a: &Job, b: &Job) -> bool {
+    a.resources
+        .intersection(&b.resources)
+        .any(|r| !(a.reads.contains(r) && b.reads.contains(r)))
 }
 
 /// Runs every job with up to `workers` at once; returns the error of the lowest-numbered job
@@ -141,9 +148,49 @@ mod tests {
         Job {
             after: after.to_vec(),
             resources: resources.iter().copied().collect(),
+            reads: BTreeSet::new(),
             sees_all_earlier,
             runs_alone: false,
         }
+    }
+
+    /// Jobs that only read a resource run together; one that changes it waits for the
+    /// readers before it, and the readers after it wait for it.
+    #[test]
+    fn readers_of_a_resource_overlap_and_a_writer_keeps_its_place() {
+        let reader = |after: &[usize]| Job {
+            reads: ["accounts"].into_iter().collect(),
+            ..job(after, &["accounts"], false)
+        };
+        let jobs = vec![
+            reader(&[]),
+            reader(&[]),
+            job(&[], &["accounts"], false),
+            reader(&[]),
+        ];
+        // Slow readers, so the two first are surely running at once.
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let finished = Mutex::new(Vec::new());
+        let seen = Mutex::new(vec![Vec::new(); jobs.len()]);
+        run_jobs::<()>(&jobs, 3, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            seen.lock().unwrap()[i] = finished.lock().unwrap().clone();
+            std::thread::sleep(Duration::from_millis(60));
+            finished.lock().unwrap().push(i);
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert!(peak.into_inner() >= 2, "the two readers overlapped");
+        assert!(
+            seen[2].contains(&0) && seen[2].contains(&1),
+            "the writer after both readers"
+        );
+        assert!(seen[3].contains(&2), "the last reader after the writer");
+        assert!(!conflict(&jobs[0], &jobs[1]) && conflict(&jobs[0], &jobs[2]));
     }
 
     /// Records, for every job, which jobs had finished when it started and how many ran with
