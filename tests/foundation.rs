@@ -1683,13 +1683,13 @@ fn signed_metadata_that_apt_or_gpgv_refuses_is_refused_in_one_short_line() {
     }
 }
 
-/// `kill -9` in the middle of a build: OUT keeps the previous image, and the working
-/// directories the killed build left in OUT are swept by the next build (under OUT's lock).
-#[test]
-fn debris_of_a_killed_build_is_swept_by_the_next() {
+/// A recipe built once into `out` from an archive that also offers `slow-unpack` (1 GiB of
+/// zeros: seconds to unpack, so a later build that includes it can be caught in the middle).
+/// Returns the working directory, the archive, the recipe and cache directories, and the
+/// first image's manifest digest.
+fn built_once_beside_a_slow_package() -> (tempfile::TempDir, Archive, PathBuf, PathBuf, String) {
     let work = tempfile::tempdir().unwrap();
     let signer = signer();
-    // A package that takes seconds to unpack (1 GiB of zeros), to be killed in.
     let mut slow = Pkg::new("slow-unpack", "1", ARCH);
     slow.data_bytes = Some((
         "data.tar.zst".into(),
@@ -1703,6 +1703,14 @@ fn debris_of_a_killed_build_is_swept_by_the_next() {
     archive.write_recipe(&recipe, &[], "");
     assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
     let before = read_image(&recipe.join("out/oci")).manifest_digest;
+    (work, archive, recipe, cache, before)
+}
+
+/// `kill -9` in the middle of a build: OUT keeps the previous image, and the working
+/// directories the killed build left in OUT are swept by the next build (under OUT's lock).
+#[test]
+fn debris_of_a_killed_build_is_swept_by_the_next() {
+    let (_work, archive, recipe, cache, before) = built_once_beside_a_slow_package();
     let debris = |out: &Path| -> Vec<String> {
         std::fs::read_dir(out)
             .unwrap()
@@ -1753,21 +1761,7 @@ fn debris_of_a_killed_build_is_swept_by_the_next() {
 /// a layout replaced halfway.
 #[test]
 fn sign_and_verify_wait_for_a_build_in_the_same_out() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let mut slow = Pkg::new("slow-unpack", "1", ARCH);
-    slow.data_bytes = Some((
-        "data.tar.zst".into(),
-        fixture::zstd_tar(&[], &[("./usr/share/slow/zeros", 1 << 30)]),
-    ));
-    let mut pkgs = base_packages(ARCH);
-    pkgs.push(slow);
-    let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
-    let recipe = work.path().join("r");
-    let cache = work.path().join("cache");
-    archive.write_recipe(&recipe, &[], "");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
-    let before = read_image(&recipe.join("out/oci")).manifest_digest;
+    let (work, archive, recipe, cache, before) = built_once_beside_a_slow_package();
     let key = work.path().join("release");
     assert_ok(&kiln(
         &recipe,
