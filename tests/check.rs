@@ -943,8 +943,9 @@ fn tar_and_oci_inputs_and_waivers() {
 }
 
 /// Issue 20's stock-Debian false errors, each next to the true positive it must not hide: a
-/// documentation example and a runit service file (the image has no runit) are info; with
-/// runit present the same file is an error; `env /abs/path` is checked as that path; a plugin
+/// documentation example, a runit service file (the image has no runit) and a module of the
+/// installed Python's standard library are info; with runit present the same file is an error,
+/// and a stdlib directory with no interpreter beside it is not excused; `env /abs/path` is checked as that path; a plugin
 /// (a library no executable links, outside the library directories) missing a library is a
 /// warning naming the package, and the same library in a default directory stays an error.
 #[test]
@@ -968,6 +969,9 @@ fn severity_follows_what_the_image_runs() {
     )
     .write("/usr/bin/envabs", b"#!/usr/bin/env /opt/missing/tool\n", 0o755)
     .write("/usr/bin/env", b"", 0o755)
+    .write("/usr/lib/python3.11/cgi.py", b"#! /usr/local/bin/python\n", 0o755)
+    .write("/usr/bin/python3.11", b"", 0o755)
+    .write("/usr/lib/python3.9/cgi.py", b"#! /usr/local/bin/python\n", 0o755)
     .put(&tc, &plugin, 0o644)
     .put(&default_dir_lib, &plugin, 0o644)
     .write(
@@ -1001,6 +1005,13 @@ fn severity_follows_what_the_image_runs() {
         "{msg}"
     );
     assert!(!msg.contains("PATH"), "{msg}");
+    let cgi = find("/usr/lib/python3.11/cgi.py");
+    assert_eq!(cgi["severity"], "info", "{cgi}");
+    assert!(cgi["message"]
+        .as_str()
+        .unwrap()
+        .contains("/usr/bin/python3.11's standard library"));
+    assert_eq!(find("/usr/lib/python3.9/cgi.py")["severity"], "error");
     let envabs = find("/usr/bin/envabs");
     assert_eq!(envabs["severity"], "error", "{envabs}");
     assert!(envabs["message"]

@@ -5,8 +5,11 @@
 //!
 //! Severity follows what runs: a script the image never runs is reported for the record only
 //! ([`not_run_because`]): documentation examples (Debian Policy 12.6: `/usr/share/doc` must
-//! not be needed for a program to work), and service files of an init system the image does
-//! not have (openssh-server ships runit's `/etc/sv/ssh/run` to every image).
+//! not be needed for a program to work), service files of an init system the image does
+//! not have (openssh-server ships runit's `/etc/sv/ssh/run` to every image), and modules of an
+//! installed Python's standard library: `/usr/lib/python3.11/cgi.py` keeps upstream's
+//! `#! /usr/local/bin/python` and its executable bit, but Python imports it (or runs it with
+//! `python3 -m`, which reads no `#!` line); nothing in Debian execs a stdlib file by its path.
 
 use super::findings::{Check, Finding, Severity};
 use crate::image::{ImageTree, Kind};
@@ -55,10 +58,32 @@ pub fn not_run_because(path: &str, image: &ImageTree) -> Option<String> {
     if path.starts_with("/usr/share/doc/") {
         return Some("a documentation example (/usr/share/doc), never run by the image".into());
     }
+    if let Some(interpreter) = stdlib_of(path) {
+        if image.lookup(&interpreter).is_some() {
+            return Some(format!(
+                "a module of {interpreter}'s standard library, imported, never run by its path"
+            ));
+        }
+    }
     OTHER_INITS.iter().find_map(|(dir, runner, init)| {
         (path.starts_with(dir) && image.lookup(runner).is_none())
             .then(|| format!("a service file for {init}, an init system the image does not have"))
     })
+}
+
+/// The interpreter whose standard library holds `path`, for a `.py` file under
+/// `/usr/lib/pythonX.Y/` (Debian's stdlib directory; packages' modules live in
+/// `/usr/lib/python3/dist-packages`, which is not matched).
+fn stdlib_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/usr/lib/python")?;
+    let (version, module) = rest.split_once('/')?;
+    let (major, minor) = version.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(major)
+        && digits(minor)
+        && module.ends_with(".py")
+        && !module.starts_with("dist-packages/"))
+    .then(|| format!("/usr/bin/python{version}"))
 }
 
 /// Checks one executable file whose first bytes are `head`. `pending` holds the alternatives
@@ -181,5 +206,34 @@ fn check_interpreter_line(
             )
             .severity(Severity::Warning),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stdlib_of;
+
+    #[test]
+    fn stdlib_modules_are_known_by_their_directory() {
+        let of = |p| stdlib_of(p);
+        assert_eq!(
+            of("/usr/lib/python3.11/cgi.py").as_deref(),
+            Some("/usr/bin/python3.11")
+        );
+        assert_eq!(
+            of("/usr/lib/python2.7/lib2to3/pgen2/token.py").as_deref(),
+            Some("/usr/bin/python2.7")
+        );
+        for not in [
+            "/usr/lib/python3/dist-packages/yaml/__init__.py",
+            "/usr/lib/python2.7/dist-packages/foo.py",
+            "/usr/lib/python3.11/runme.sh",
+            "/usr/lib/python3.x/cgi.py",
+            "/usr/lib/python3.11",
+            "/usr/lib/python.11/cgi.py",
+            "/opt/env/lib/python3.11/cgi.py",
+        ] {
+            assert_eq!(of(not), None, "{not}");
+        }
     }
 }
