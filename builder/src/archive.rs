@@ -5,7 +5,7 @@
 use crate::control::{self, parse_relations, AlternativeGroup, Dependency};
 use crate::decompress::Compression;
 use crate::digest::sha256_hex;
-use crate::spec::Board;
+use crate::recipe::Board;
 use crate::timefmt::parse_rfc2822;
 use crate::transport::{Transport, TransportError};
 use crate::trust::{self, Keyring, TimeAnchor, TrustError};

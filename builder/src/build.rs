@@ -14,7 +14,7 @@ use crate::lock::{self, Lock, LockError, LOCK_FILE};
 use crate::oci::{self, ImageMeta, ImageRef, OciError};
 use crate::output::StagedDir;
 use crate::pack::{self, LayerCompression, PackError};
-use crate::spec::{Recipe, SpecError};
+use crate::recipe::{Recipe, RecipeError};
 use crate::transport::Transport;
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub enum BuildError {
     /// Bad recipe or board.
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(#[from] RecipeError),
     /// Locking failed or the lock is unusable.
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -47,7 +47,7 @@ pub enum BuildError {
     LayerCache(#[from] crate::layercache::LayerCacheError),
     /// An overlay could not be built, or broke its rules.
     #[error(transparent)]
-    Overlay(#[from] crate::overlay::stage::OverlayError),
+    Overlay(#[from] crate::overlay::OverlayError),
     /// The output directory could not be written.
     #[error("output {path}: {reason}")]
     Output {
@@ -288,7 +288,7 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         .map_err(|e| out_err(&opts.out, e))?;
     // In memory when kiln may mount: thousands of files are created and removed per build.
     let scratch = crate::sandbox::ScratchMount::over(overlay_work.path());
-    let added = crate::overlay::stage::build_overlays(&crate::overlay::stage::StageInput {
+    let added = crate::overlay::stage::build_overlays(&crate::overlay::StageInput {
         recipe: &recipe,
         overlays: &recipe.overlays,
         base_blob: &blobs.join(&layer.digest),

@@ -1,10 +1,12 @@
 //! kiln fires signed, reproducible Debian firmware images for ARM robots.
 //!
-//! One module per pipeline stage, data flowing one way (see DESIGN.md):
-//! [`spec`] (recipe) -> [`lock`] (resolve against the signed [`archive`]) -> [`fetch`] (cache)
+//! One module per pipeline stage, data flowing one way (the README's "Architecture" names every
+//! module and the direction `ci/module-cycles` enforces):
+//! [`recipe`] -> [`lock`] (resolve against the signed [`archive`]) -> [`fetch`] (cache)
 //! -> [`compose`] (unpack + dpkg database) -> [`configure`] (maintainer scripts under qemu, in a
 //! [`sandbox`]) -> [`pack`] (layers) + [`oci`] (image layout).
-//! [`build`] runs them in order; the rest are the parts they share.
+//! [`build`] runs them in order with [`overlay`] and the [`check`] gate; [`sign`], [`verify`],
+//! [`release`], [`export`] and [`flash`] work on its output; the rest are the parts they share.
 
 pub mod arch;
 pub mod archive;
@@ -29,12 +31,13 @@ pub mod oci;
 pub mod output;
 pub mod overlay;
 pub mod pack;
+pub mod pyenv;
+pub mod recipe;
 pub mod release;
 pub mod resolve;
 pub mod sandbox;
 pub mod sbom;
 pub mod sign;
-pub mod spec;
 pub mod timefmt;
 pub mod transport;
 pub mod trust;

@@ -7,8 +7,8 @@
 //! .deb, so a lock change reads well in a diff.
 
 use crate::archive::{self, ArchiveError};
+use crate::recipe::{Recipe, Variant};
 use crate::resolve::{self, ResolveError, Universe};
-use crate::spec::{Recipe, Variant};
 use crate::transport::Transport;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -216,7 +216,7 @@ impl Lock {
         }
         for p in &lock.packages {
             let valid = p.sha256.len() == 64 && p.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            if !valid || !crate::spec::is_package_name(&p.name) {
+            if !valid || !crate::recipe::is_package_name(&p.name) {
                 return Err(err(format!("package entry '{}' is malformed", p.name)));
             }
             if p.path.starts_with('/') || p.path.split('/').any(|c| c == "..") {

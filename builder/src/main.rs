@@ -8,7 +8,7 @@ use kiln::check::{check_image, CheckOptions};
 use kiln::fetch::Cache;
 use kiln::image::ImageTree;
 use kiln::pack::LayerCompression;
-use kiln::spec::Board;
+use kiln::recipe::Board;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,7 +12,7 @@
 
 use crate::archive::PackageEntry;
 use crate::control::Dependency;
-use crate::spec::Variant;
+use crate::recipe::Variant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why no consistent package set exists.

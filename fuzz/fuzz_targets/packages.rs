@@ -6,7 +6,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(entries) = kiln::archive::parse_packages(text) {
             let universe = kiln::resolve::Universe::new(&entries, "arm64");
-            let _ = kiln::resolve::resolve(&universe, kiln::spec::Variant::Minbase, &[]);
+            let _ = kiln::resolve::resolve(&universe, kiln::recipe::Variant::Minbase, &[]);
         }
     }
 });

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::create_dir_all(&dir);
     let wheel = dir.join("x-1-py3-none-any.whl");
     if std::fs::write(&wheel, data).is_ok() {
-        let layout = kiln::overlay::wheelinstall::EnvLayout {
+        let layout = kiln::pyenv::EnvLayout {
             prefix: "/var/lib/python3/envs/x".into(),
             version: "3.11".into(),
         };

@@ -1,5 +1,5 @@
 //! The check stage: `kiln check` and the checks `kiln build` runs before packing. It reads an
-//! image tree ([`image`]) and judges every ELF file against the board: architecture and float
+//! image tree ([`image`](crate::image)) and judges every ELF file against the board: architecture and float
 //! ABI ([`machine`]), library resolution and symbol versions the way glibc's loader does it
 //! ([`ldso`], [`needed`]), RPATH/RUNPATH policy ([`rpath`]), Python extension tags ([`pyext`]),
 //! script interpreters ([`scripts`]) and code hardening ([`hardening`]). Expectations come from
@@ -27,11 +27,11 @@ pub mod waiver;
 
 use crate::arch::DebianArch;
 use crate::image::{ImageTree, Kind};
-use crate::spec::Waiver;
 use elf::ElfFacts;
 use findings::{Check, Finding, Severity};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use waiver::Waiver;
 
 /// What to check against.
 #[derive(Debug, Clone)]

@@ -15,8 +15,7 @@
 use super::findings::{Check, Finding};
 use crate::arch::DebianArch;
 use crate::image::{parent, ImageTree, Kind};
-use crate::overlay::venv::{env_sys_path, foreign_sys_path};
-use crate::overlay::wheelinstall::EnvLayout;
+use crate::pyenv::{env_sys_path, foreign_sys_path, EnvLayout};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -58,7 +57,7 @@ pub fn check_sys_paths(
     let made = std::fs::create_dir(&root)
         .map_err(|e| format!("{}: {e}", root.display()))
         .and_then(|()| {
-            crate::export::rootfs::materialise(image, &root, 0).map_err(|e| e.to_string())
+            crate::image::materialise::materialise(image, &root, 0).map_err(|e| e.to_string())
         });
     if let Err(e) = made {
         return cannot_run(out, e);

@@ -4,7 +4,24 @@
 //! silently outlive what they excused.
 
 use super::findings::{Check, Finding, Severity};
-use crate::spec::Waiver;
+
+/// An accepted `kiln check` finding: which check, on which paths, why, and until when.
+/// Expired waivers stop applying and are reported, so nothing is accepted forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiver {
+    /// Glob over image paths (`*` also crosses `/`).
+    pub path: String,
+    /// The check it accepts.
+    pub check: Check,
+    /// Why the finding is acceptable.
+    pub reason: String,
+    /// Last day it applies, `YYYY-MM-DD`, and the same as days since 1970-01-01.
+    pub expires: String,
+    /// Days since 1970-01-01 of `expires`.
+    pub expires_day: i64,
+    /// Where it was written, `file:line`.
+    pub origin: String,
+}
 
 /// Marks the findings each live waiver accepts; adds findings for expired and unused waivers.
 pub fn apply(findings: &mut Vec<Finding>, waivers: &[Waiver], today: i64) {
@@ -14,7 +31,7 @@ pub fn apply(findings: &mut Vec<Finding>, waivers: &[Waiver], today: i64) {
             continue;
         };
         let matches = |f: &Finding| {
-            f.check.id() == w.check
+            f.check == w.check
                 && (pattern.matches(&f.path) || f.aliases.iter().any(|a| pattern.matches(a)))
         };
         if w.expires_day < today {
@@ -25,7 +42,7 @@ pub fn apply(findings: &mut Vec<Finding>, waivers: &[Waiver], today: i64) {
                     &w.path,
                     format!(
                         "waiver for {} expired on {} ({} finding{} no longer waived)",
-                        w.check,
+                        w.check.id(),
                         w.expires,
                         hits,
                         if hits == 1 { "" } else { "s" }
@@ -47,7 +64,7 @@ pub fn apply(findings: &mut Vec<Finding>, waivers: &[Waiver], today: i64) {
                 Finding::new(
                     Check::Waiver,
                     &w.path,
-                    format!("waiver for {} matched nothing", w.check),
+                    format!("waiver for {} matched nothing", w.check.id()),
                 )
                 .severity(Severity::Warning)
                 .evidence([format!("{}: {}", w.origin, w.reason)]),

@@ -12,7 +12,7 @@ pub mod unpack;
 use crate::deb::{read_deb, DebControl, DebError};
 use crate::inroot::{self, ImageRoot, InRootError, Owner};
 use crate::lock::LockedPackage;
-use crate::spec::Board;
+use crate::recipe::Board;
 use md5::{Digest, Md5};
 use rustix::fs::FileType;
 use std::collections::{HashMap, HashSet};

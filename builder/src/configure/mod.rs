@@ -33,8 +33,8 @@ use crate::compose::dpkgdb;
 use crate::compose::Composed;
 use crate::control::parse_relations;
 use crate::inroot::{self, ImageRoot, InRootError};
+use crate::recipe::Board;
 use crate::sandbox::{self, Ran, Sandbox, SandboxError};
-use crate::spec::Board;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 

@@ -16,7 +16,7 @@
 //! `content` (boot | rootfs | empty | ext4) overrides what the name implies.
 
 use super::ExportError;
-use crate::spec::Board;
+use crate::recipe::Board;
 use std::path::PathBuf;
 
 /// The partition table type.

@@ -23,7 +23,7 @@ pub mod rootfs;
 
 use crate::digest::sha256_hex;
 use crate::image::{ImageError, ImageTree};
-use crate::spec::Board;
+use crate::recipe::Board;
 use std::path::{Path, PathBuf};
 
 /// What `kiln export` writes.

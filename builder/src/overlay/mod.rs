@@ -5,8 +5,9 @@
 //! with `capture` reading what a build changed).
 
 pub mod capture;
+pub mod error;
+pub mod files;
 pub mod markers;
-pub mod recipe;
 pub mod requirements;
 pub mod sdist;
 pub mod stage;
@@ -14,3 +15,35 @@ pub mod venv;
 pub mod wheelinstall;
 pub mod wheels;
 pub mod wheeltags;
+
+pub use error::OverlayError;
+
+use crate::fetch::Cache;
+use crate::pack::LayerCompression;
+use crate::recipe::overlay::Overlay;
+use crate::recipe::Recipe;
+use std::path::Path;
+
+/// What the stage needs.
+pub struct StageInput<'a> {
+    /// The recipe (board, waivers) and its overlays.
+    pub recipe: &'a Recipe,
+    /// The overlays, loaded.
+    pub overlays: &'a [Overlay],
+    /// The base layer blob (compressed) and its diff_id.
+    pub base_blob: &'a Path,
+    /// The base layer's diff_id.
+    pub base_diff_id: &'a str,
+    /// The layout's blobs directory (new layers go there).
+    pub blobs: &'a Path,
+    /// A private working directory on the output's filesystem.
+    pub work: &'a Path,
+    /// The cache (layer records).
+    pub cache: &'a Cache,
+    /// SOURCE_DATE_EPOCH.
+    pub sde: u64,
+    /// Layer compression.
+    pub compression: LayerCompression,
+    /// `--offline`: wheels only from the wheelhouse, pip's find-links and the cache.
+    pub offline: bool,
+}

@@ -13,12 +13,14 @@
 //! An sdist with C code needs a compiler in the image the build runs in; the base images kiln
 //! makes for robots have none, so such a build fails with the backend's own message.
 
+use super::files::{root_owned, STAGING};
 use super::requirements::normalize_name;
-use super::stage::{root_owned, OverlayError, STAGING};
-use super::wheelinstall::{self, EnvLayout};
+use super::wheelinstall;
 use super::wheels::Fetched;
+use super::OverlayError;
 use crate::digest::sha256_hex;
 use crate::fetch::Cache;
+use crate::pyenv::EnvLayout;
 use std::path::{Path, PathBuf};
 
 /// What a build needs besides the sdist.
@@ -225,7 +227,7 @@ impl SdistBuild<'_> {
                 wheelinstall::wheel_files(&w.path, &w.file, &buildenv).map_err(|e| fail(name, e))?
             {
                 let mode = if f.executable { 0o755 } else { 0o644 };
-                super::stage::put_file(
+                super::files::put_file(
                     self.root,
                     &f.path,
                     &f.content,

@@ -15,140 +15,22 @@
 //! ("installs but does not start" fails here, not on a robot).
 
 use super::capture::{self, Change};
-use super::recipe::{Kind, Overlay};
+use super::error::io_err;
+use super::files::{put_dir, put_file, put_symlink, root_owned, STAGING};
+use super::{OverlayError, StageInput};
 use crate::arch::DebianArch;
 use crate::check::findings::Severity;
 use crate::check::{check_image, CheckOptions};
 use crate::digest::sha256_hex;
-use crate::fetch::Cache;
 use crate::image::{ImageTree, Kind as NodeKind};
 use crate::inroot::{ImageRoot, Owner};
 use crate::layercache;
-use crate::pack::{self, LayerCompression};
-use crate::spec::Recipe;
+use crate::pack;
+use crate::recipe::overlay::{Kind, Overlay};
+use crate::recipe::Recipe;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-/// Why an overlay could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum OverlayError {
-    /// The overlay changed paths it does not own.
-    #[error("overlay {overlay}: changes outside its prefixes ({allowed}): {paths}")]
-    Outside {
-        /// The overlay.
-        overlay: String,
-        /// What it may change.
-        allowed: String,
-        /// The offending paths (the first ones).
-        paths: String,
-    },
-    /// A directory symlink inside an environment.
-    #[error("overlay {overlay}: {path} is a symlink to a directory ({target}); environments hold no directory symlinks (a later write through it lands outside the env)")]
-    DirectorySymlink {
-        /// The overlay.
-        overlay: String,
-        /// The link.
-        path: String,
-        /// Where it points.
-        target: String,
-    },
-    /// The smoke command failed: the daemon installs but does not start.
-    #[error("overlay {overlay}: smoke command `{command}` failed ({status}): {output}")]
-    Smoke {
-        /// The overlay.
-        overlay: String,
-        /// The command.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// The last lines it printed.
-        output: String,
-    },
-    /// `kiln check` found errors in the overlay's files.
-    #[error("check: {errors} error finding(s) in overlay {overlay}; first: {first}")]
-    Check {
-        /// The overlay.
-        overlay: String,
-        /// Unwaived errors.
-        errors: usize,
-        /// The first one.
-        first: String,
-    },
-    /// A python-venv overlay's interpreter, lock, wheels or byte-compilation failed.
-    #[error("overlay {overlay}: {reason}")]
-    Python {
-        /// The overlay.
-        overlay: String,
-        /// Why (the lock's file and line, the wheel, the hashes).
-        reason: String,
-    },
-    /// A daemon package is unreadable.
-    #[error("overlay {overlay}: {reason}")]
-    Deb {
-        /// The overlay.
-        overlay: String,
-        /// Why.
-        reason: String,
-    },
-    /// dpkg refused or failed to install the daemon's packages.
-    #[error("overlay {overlay}: dpkg --install failed ({status}): {output}")]
-    Install {
-        /// The overlay.
-        overlay: String,
-        /// dpkg's exit status.
-        status: String,
-        /// The last lines it printed.
-        output: String,
-    },
-    /// Two overlays that would overwrite each other's state.
-    #[error("overlays {first} and {second} both install packages: each carries the whole dpkg status, so the later would hide the earlier's; put the packages in one debs overlay")]
-    DebsTwice {
-        /// The first.
-        first: String,
-        /// The second.
-        second: String,
-    },
-    /// No envrun binary for the board.
-    #[error("no envrun for {arch}: {reason}")]
-    Envrun {
-        /// Debian architecture.
-        arch: String,
-        /// Why, and what to do.
-        reason: String,
-    },
-    /// The sandbox could not run.
-    #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
-    /// Reading or writing failed.
-    #[error("overlay {overlay}: {path}: {reason}")]
-    Io {
-        /// The overlay (or "base").
-        overlay: String,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl OverlayError {
-    /// 1 when the overlay is wrong, 2 when kiln could not run.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            OverlayError::Envrun { .. } | OverlayError::Sandbox(_) | OverlayError::Io { .. } => 2,
-            _ => 1,
-        }
-    }
-}
-
-fn io_err(overlay: &str, path: &Path, e: impl std::fmt::Display) -> OverlayError {
-    OverlayError::Io {
-        overlay: overlay.to_string(),
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
 
 /// One layer the stage adds, with its history line.
 #[derive(Debug, Clone)]
@@ -163,30 +45,6 @@ pub struct AddedLayer {
     pub reused: bool,
     /// The .debs the layer installed, for the SBOM.
     pub debs: Vec<crate::sbom::SbomPackage>,
-}
-
-/// What the stage needs.
-pub struct StageInput<'a> {
-    /// The recipe (board, waivers) and its overlays.
-    pub recipe: &'a Recipe,
-    /// The overlays, loaded.
-    pub overlays: &'a [Overlay],
-    /// The base layer blob (compressed) and its diff_id.
-    pub base_blob: &'a Path,
-    /// The base layer's diff_id.
-    pub base_diff_id: &'a str,
-    /// The layout's blobs directory (new layers go there).
-    pub blobs: &'a Path,
-    /// A private working directory on the output's filesystem.
-    pub work: &'a Path,
-    /// The cache (layer records).
-    pub cache: &'a Cache,
-    /// SOURCE_DATE_EPOCH.
-    pub sde: u64,
-    /// Layer compression.
-    pub compression: LayerCompression,
-    /// `--offline`: wheels only from the wheelhouse, pip's find-links and the cache.
-    pub offline: bool,
 }
 
 /// Finds the envrun binary for `arch`: `$KILN_ENVRUN` (a file), else `envrun-<arch>` beside
@@ -315,76 +173,6 @@ impl Drop for OverlayMount {
             // SAFETY: valid C string; a failure leaves a mount that dies with the namespace.
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
-    }
-}
-
-/// The directory holding image path `dest` in `root` (resolved inside the root, missing
-/// parents created root-owned 0755 as dpkg does) and the last component, not followed.
-fn parent_in(
-    root: &Path,
-    dest: &str,
-    overlay: &str,
-) -> Result<(crate::inroot::Dir, std::ffi::OsString), OverlayError> {
-    let fail = |e: crate::inroot::InRootError| io_err(overlay, Path::new(dest), e.reason);
-    let image = ImageRoot::open(root).map_err(fail)?;
-    image
-        .parent(dest, true)
-        .map_err(fail)?
-        .ok_or_else(|| io_err(overlay, Path::new(dest), "its directory is missing"))
-}
-
-/// Writes `content` at image path `dest` of `root`, with owner and mode.
-pub(super) fn put_file(
-    root: &Path,
-    dest: &str,
-    content: &[u8],
-    owner: Owner,
-    overlay: &str,
-) -> Result<(), OverlayError> {
-    let (dir, name) = parent_in(root, dest, overlay)?;
-    dir.write(&name, content, owner)
-        .map_err(|e| io_err(overlay, Path::new(dest), e.reason))
-}
-
-/// Makes the directory at image path `dest` of `root` (empty, or as it is), with owner and mode.
-pub(super) fn put_dir(
-    root: &Path,
-    dest: &str,
-    owner: Owner,
-    overlay: &str,
-) -> Result<(), OverlayError> {
-    let (dir, name) = parent_in(root, dest, overlay)?;
-    let fail = |e: crate::inroot::InRootError| io_err(overlay, Path::new(dest), e.reason);
-    match dir.kind(&name).map_err(fail)? {
-        Some(crate::inroot::Kind::Dir) => dir.set_owner(&name, owner).map_err(fail),
-        Some(_) => Err(io_err(
-            overlay,
-            Path::new(dest),
-            "exists and is not a directory".to_string(),
-        )),
-        None => dir.make_dir(&name, Some(owner)).map(drop).map_err(fail),
-    }
-}
-
-/// Makes a symlink at image path `dest` of `root`.
-pub(super) fn put_symlink(
-    root: &Path,
-    dest: &str,
-    target: &str,
-    overlay: &str,
-) -> Result<(), OverlayError> {
-    let (dir, name) = parent_in(root, dest, overlay)?;
-    dir.symlink(&name, target)
-        .map_err(|e| io_err(overlay, Path::new(dest), e.reason))
-}
-
-/// Owned by root:root with `mode`, dated SOURCE_DATE_EPOCH: what kiln itself writes.
-pub(super) fn root_owned(mode: u32, sde: u64) -> Owner {
-    Owner {
-        uid: 0,
-        gid: 0,
-        mode,
-        mtime: sde as i64,
     }
 }
 
@@ -531,7 +319,7 @@ fn materialise_lower(input: &StageInput, envrun: &[u8]) -> Result<PathBuf, Overl
     let bytes = std::fs::read(input.base_blob).map_err(|e| io_err("base", input.base_blob, e))?;
     let tree = ImageTree::from_tar_bytes(&bytes, "base layer")
         .map_err(|e| io_err("base", input.base_blob, e))?;
-    crate::export::rootfs::materialise(&tree, &lower, input.sde)
+    crate::image::materialise::materialise(&tree, &lower, input.sde)
         .map_err(|e| io_err("base", &lower, e))?;
     put_file(
         &lower,
@@ -745,10 +533,6 @@ pub fn outside_paths<'c>(
         .collect()
 }
 
-/// Where kiln stages what it needs in the view while building (the daemon's packages for dpkg,
-/// an sdist and its build environment): never part of the layer.
-pub(super) const STAGING: &str = "/var/cache/kiln-overlay";
-
 /// dpkg's records of an installed package (dpkg(1), FILES; the triggers directory changes when
 /// a package activates or interests triggers).
 fn dpkg_record_paths(package: &str) -> Vec<String> {
@@ -789,7 +573,7 @@ fn install_debs(
     for deb in debs {
         let deb = &PathBuf::from(
             deb.to_string_lossy()
-                .replace(super::recipe::ARCH_PLACEHOLDER, arch.as_str()),
+                .replace(crate::recipe::overlay::ARCH_PLACEHOLDER, arch.as_str()),
         );
         if !deb.is_file() {
             return Err(OverlayError::Deb {
@@ -831,7 +615,7 @@ fn install_debs(
             overlay: name.to_string(),
             reason: e.to_string(),
         })?;
-        if !crate::spec::is_package_name(&package) {
+        if !crate::recipe::is_package_name(&package) {
             return Err(OverlayError::Deb {
                 overlay: name.to_string(),
                 reason: format!("{label}: no valid Package field"),

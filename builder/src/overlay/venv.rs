@@ -27,15 +27,17 @@
 //! only the env's site-packages. pyvenv.cfg is written all the same: that site.py reads it.
 //! sdists are not built for 2.7 (PEP 517 front ends need Python 3).
 
+use super::files::{put_dir, put_file, put_symlink, root_owned};
 use super::markers::{self, MarkerEnv};
-use super::recipe::{Kind, Overlay};
 use super::requirements;
 use super::sdist::SdistBuild;
-use super::stage::{put_dir, put_file, put_symlink, root_owned, OverlayError, StageInput};
-use super::wheelinstall::{self, EnvLayout};
+use super::wheelinstall;
 use super::wheels::{Fetched, PipConfig, WheelSources};
 use super::wheeltags::{select, PythonTarget};
+use super::{OverlayError, StageInput};
 use crate::arch::DebianArch;
+use crate::pyenv::{env_sys_path, foreign_sys_path, marked_line, EnvLayout};
+use crate::recipe::overlay::{Kind, Overlay};
 use std::path::Path;
 
 /// What the image's interpreter said about itself.
@@ -78,16 +80,6 @@ fn python_environment(sde: u64) -> Vec<(String, String)> {
     env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     env.push(("PYTHONHASHSEED".into(), "0".into()));
     env
-}
-
-/// The rest of the line a successful run printed after `marker`; else all it printed.
-fn marked_line(ran: &crate::sandbox::Ran, marker: &str) -> Result<String, String> {
-    let text = String::from_utf8_lossy(&ran.output);
-    text.lines()
-        .find_map(|l| l.strip_prefix(marker))
-        .filter(|_| ran.status.success())
-        .map(str::to_string)
-        .ok_or_else(|| text.trim().to_string())
 }
 
 /// The interpreter probe: runs on 2.7 and 3.x alike, prints one marked JSON line. Python 2.7's
@@ -487,43 +479,6 @@ pub fn finish(
     Ok(())
 }
 
-/// The `sys.path` of the interpreter that `launch` (a program and its first arguments) starts
-/// in `sandbox`; Err with what it printed (or why it could not start) otherwise.
-pub fn env_sys_path(
-    sandbox: &crate::sandbox::Sandbox,
-    launch: &[&str],
-) -> Result<Vec<String>, String> {
-    const MARKER: &str = "KILN-SYS-PATH ";
-    let script = format!("import json, sys; print('{MARKER}' + json.dumps(sys.path))");
-    let (program, first) = launch.split_first().ok_or("nothing to start")?;
-    let mut args = first.to_vec();
-    args.extend(["-c", &script]);
-    let ran = sandbox
-        .run(program, &args, &[])
-        .map_err(|e| e.to_string())?;
-    let line = marked_line(&ran, MARKER)?;
-    serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))
-}
-
-/// The sys.path entries that are neither the standard library (`/usr/lib/pythonX.Y` and its
-/// lib-dynload, `/usr/lib/pythonXY.zip`) nor inside the env; '' (the current directory of
-/// `-c`) is not a path of either.
-pub fn foreign_sys_path(paths: &[String], env: &EnvLayout) -> Vec<String> {
-    let stdlib = format!("/usr/lib/python{}", env.version);
-    let zip = format!("/usr/lib/python{}.zip", env.version.replace('.', ""));
-    paths
-        .iter()
-        .filter(|p| {
-            let p = p.trim_end_matches('/');
-            let in_stdlib =
-                (p == stdlib || p.starts_with(&format!("{stdlib}/"))) && !p.contains("-packages");
-            let in_env = p == env.prefix || p.starts_with(&format!("{}/", env.prefix));
-            !(p.is_empty() || in_stdlib || p == zip || in_env)
-        })
-        .cloned()
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,28 +503,5 @@ mod tests {
         );
         std::os::unix::fs::symlink("os.py", inside.join("link.py")).unwrap();
         assert!(image_file(root.path(), "/usr/lib/python2.7/link.py", "t").is_err());
-    }
-
-    #[test]
-    fn only_the_stdlib_and_the_env_may_be_on_sys_path() {
-        let env = EnvLayout {
-            prefix: "/var/lib/python3/envs/t".into(),
-            version: "3.11".into(),
-        };
-        let clean: Vec<String> = [
-            "",
-            "/usr/lib/python311.zip",
-            "/usr/lib/python3.11",
-            "/usr/lib/python3.11/lib-dynload",
-            "/var/lib/python3/envs/t/lib/python3.11/site-packages",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert!(foreign_sys_path(&clean, &env).is_empty());
-        let mut leaky = clean.clone();
-        leaky.push("/usr/lib/python3/dist-packages".into());
-        leaky.push("/usr/local/lib/python3.11/dist-packages".into());
-        leaky.push("/usr/lib/python3.11/site-packages".into());
-        assert_eq!(foreign_sys_path(&leaky, &env).len(), 3);
     }
 }

@@ -10,6 +10,7 @@
 //! An entry whose path leaves its directory, a symlink entry, or a shebang longer than the
 //! 127 bytes Linux 4.9 (stretch) reads is refused.
 
+use crate::pyenv::EnvLayout;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -23,27 +24,6 @@ pub struct InstallError {
     pub wheel: String,
     /// Why.
     pub reason: String,
-}
-
-/// Where an environment's parts are, as image paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvLayout {
-    /// The env's root (`/var/lib/python3/envs/NAME`).
-    pub prefix: String,
-    /// `major.minor` of its interpreter.
-    pub version: String,
-}
-
-impl EnvLayout {
-    /// `PREFIX/lib/pythonX.Y/site-packages`.
-    pub fn site_packages(&self) -> String {
-        format!("{}/lib/python{}/site-packages", self.prefix, self.version)
-    }
-
-    /// The env's interpreter, the one every script of the env names.
-    pub fn interpreter(&self) -> String {
-        format!("{}/bin/python{}", self.prefix, self.version)
-    }
 }
 
 /// One file to write, as an image path with its content and whether it is executable.

@@ -25,7 +25,7 @@
 //! user = "nobody"
 //! ```
 
-use crate::spec::{read, Source, SpecError};
+use super::{read, RecipeError, Source};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -200,7 +200,7 @@ const SHARED: &[&str] = &[
 
 impl Overlay {
     /// Reads `dir/overlay.toml`; the overlay's name is the directory's.
-    pub fn load(dir: &Path) -> Result<Overlay, SpecError> {
+    pub fn load(dir: &Path) -> Result<Overlay, RecipeError> {
         let path = dir.join("overlay.toml");
         let text = read(&path)?;
         let src = Source {
@@ -220,7 +220,7 @@ impl Overlay {
                 format!("the overlay's directory name '{name}' must be a-z, 0-9, '-', '_' (it names the env and the unit)"),
             ));
         }
-        let host_file = |v: &Spanned<String>, key: &str| -> Result<PathBuf, SpecError> {
+        let host_file = |v: &Spanned<String>, key: &str| -> Result<PathBuf, RecipeError> {
             let rel = v.get_ref().trim();
             if rel.is_empty() || Path::new(rel).is_absolute() || rel.split('/').any(|c| c == "..") {
                 return Err(src.error(
@@ -236,7 +236,7 @@ impl Overlay {
             Ok(p)
         };
         let mut allowed: Vec<String> = Vec::new();
-        let claim = |v: &Spanned<String>, key: &str| -> Result<String, SpecError> {
+        let claim = |v: &Spanned<String>, key: &str| -> Result<String, RecipeError> {
             let p = v.get_ref().trim();
             if !image_path(p) {
                 return Err(src.error(
@@ -522,7 +522,7 @@ mod tests {
         name: &str,
         toml: &str,
         files: &[&str],
-    ) -> (tempfile::TempDir, Result<Overlay, SpecError>) {
+    ) -> (tempfile::TempDir, Result<Overlay, RecipeError>) {
         let dir = tempfile::tempdir().unwrap();
         let o = dir.path().join(name);
         std::fs::create_dir(&o).unwrap();

@@ -3,7 +3,10 @@
 //! ("/usr/bin/env"); symlinks are resolved inside the image only, the way the device will see
 //! them; hard links are grouped so each file is judged once.
 //!
-//! Nothing is ever written: a directory is read in place, archives are read into memory.
+//! Reading writes nothing: a directory is read in place, archives are read into memory.
+//! [`materialise`] is the one way back to a directory, used by overlay, check and export.
+
+pub mod materialise;
 
 use crate::decompress::Compression;
 use crate::digest::sha256_hex;

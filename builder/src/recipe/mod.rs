@@ -1,8 +1,13 @@
-//! The recipe stage: reads `kiln.toml` and the board file it names into a validated [`Recipe`].
+//! The recipe stage: reads `kiln.toml`, the board file it names, each overlay's `overlay.toml`
+//! ([`overlay`]) and the `[[waiver]]` tables of both into a validated [`Recipe`].
 //!
 //! Every error names the file, the line and the key, because firmware CI shows only one line.
 
+pub mod overlay;
+
 use crate::arch::DebianArch;
+use crate::check::findings::Check;
+pub use crate::check::waiver::Waiver;
 use serde::Deserialize;
 use std::fmt;
 use std::ops::Range;
@@ -11,7 +16,7 @@ use toml::Spanned;
 
 /// A problem with a recipe or board file, located to file, line and key.
 #[derive(Debug, thiserror::Error)]
-pub struct SpecError {
+pub struct RecipeError {
     /// The file at fault.
     pub file: PathBuf,
     /// 1-based line, 0 when the whole file is at fault (unreadable).
@@ -22,7 +27,7 @@ pub struct SpecError {
     pub message: String,
 }
 
-impl fmt::Display for SpecError {
+impl fmt::Display for RecipeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
         if self.line > 0 {
@@ -59,7 +64,7 @@ pub struct Recipe {
     /// `debconf-set-selections` form: `owner question type value`.
     pub debconf: Vec<String>,
     /// The overlays named by the recipe, loaded and checked, in order (one layer each).
-    pub overlays: Vec<crate::overlay::recipe::Overlay>,
+    pub overlays: Vec<overlay::Overlay>,
     /// `kiln check` waivers of the image (the board's own apply too).
     pub waivers: Vec<Waiver>,
 }
@@ -189,26 +194,8 @@ struct RawWaiver {
     expires: Spanned<String>,
 }
 
-/// An accepted `kiln check` finding: which check, on which paths, why, and until when.
-/// Expired waivers stop applying and are reported, so nothing is accepted forever.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiver {
-    /// Glob over image paths (`*` also crosses `/`).
-    pub path: String,
-    /// The check id it accepts.
-    pub check: String,
-    /// Why the finding is acceptable.
-    pub reason: String,
-    /// Last day it applies, `YYYY-MM-DD`, and the same as days since 1970-01-01.
-    pub expires: String,
-    /// Days since 1970-01-01 of `expires`.
-    pub expires_day: i64,
-    /// Where it was written, `file:line`.
-    pub origin: String,
-}
-
 /// Validates `[[waiver]]` tables of a board or recipe file.
-fn waivers(src: &Source, raw: Option<Vec<Spanned<RawWaiver>>>) -> Result<Vec<Waiver>, SpecError> {
+fn waivers(src: &Source, raw: Option<Vec<Spanned<RawWaiver>>>) -> Result<Vec<Waiver>, RecipeError> {
     let mut out = Vec::new();
     for w in raw.unwrap_or_default() {
         let line = src.line_of(w.span());
@@ -221,18 +208,15 @@ fn waivers(src: &Source, raw: Option<Vec<Spanned<RawWaiver>>>) -> Result<Vec<Wai
                 format!("'{path}' is not an absolute path glob"),
             ));
         }
-        let check = non_empty(src, &w.check, "waiver.check")?;
-        if crate::check::findings::Check::from_id(&check).is_none() {
-            let ids: Vec<&str> = crate::check::findings::Check::ALL
-                .iter()
-                .map(|c| c.id())
-                .collect();
+        let id = non_empty(src, &w.check, "waiver.check")?;
+        let Some(check) = Check::from_id(&id) else {
+            let ids: Vec<&str> = Check::ALL.iter().map(|c| c.id()).collect();
             return Err(src.error(
                 w.check.span(),
                 "waiver.check",
-                format!("unknown check '{check}' (one of {})", ids.join(", ")),
+                format!("unknown check '{id}' (one of {})", ids.join(", ")),
             ));
-        }
+        };
         let reason = non_empty(src, &w.reason, "waiver.reason")?;
         let expires = non_empty(src, &w.expires, "waiver.expires")?;
         let Some(expires_day) = crate::timefmt::parse_date(&expires) else {
@@ -286,8 +270,8 @@ impl Source<'_> {
         span: Range<usize>,
         key: &str,
         message: impl Into<String>,
-    ) -> SpecError {
-        SpecError {
+    ) -> RecipeError {
+        RecipeError {
             file: self.path.to_path_buf(),
             line: self.line_of(span),
             key: key.to_string(),
@@ -295,7 +279,7 @@ impl Source<'_> {
         }
     }
 
-    pub(crate) fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, SpecError> {
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, RecipeError> {
         toml::from_str(self.text).map_err(|e| {
             let line = e.span().map(|s| self.line_of(s)).unwrap_or(0);
             let message = e.message().trim().replace('\n', " ");
@@ -305,7 +289,7 @@ impl Source<'_> {
                 .filter(|_| message.contains("field"))
                 .unwrap_or("")
                 .to_string();
-            SpecError {
+            RecipeError {
                 file: self.path.to_path_buf(),
                 line,
                 key,
@@ -315,8 +299,8 @@ impl Source<'_> {
     }
 }
 
-pub(crate) fn read(path: &Path) -> Result<String, SpecError> {
-    std::fs::read_to_string(path).map_err(|e| SpecError {
+pub(crate) fn read(path: &Path) -> Result<String, RecipeError> {
+    std::fs::read_to_string(path).map_err(|e| RecipeError {
         file: path.to_path_buf(),
         line: 0,
         key: String::new(),
@@ -333,7 +317,7 @@ pub fn is_package_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
-fn non_empty(src: &Source, value: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+fn non_empty(src: &Source, value: &Spanned<String>, key: &str) -> Result<String, RecipeError> {
     let v = value.get_ref().trim();
     if v.is_empty() {
         return Err(src.error(value.span(), key, "must not be empty"));
@@ -343,7 +327,7 @@ fn non_empty(src: &Source, value: &Spanned<String>, key: &str) -> Result<String,
 
 impl Recipe {
     /// Loads `kiln.toml` from a directory (or a recipe file path) and the board it names.
-    pub fn load(path: &Path) -> Result<Recipe, SpecError> {
+    pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let file = if path.is_dir() {
             path.join("kiln.toml")
         } else {
@@ -470,7 +454,7 @@ impl Recipe {
         packages.sort();
         packages.dedup();
 
-        let mut overlays: Vec<crate::overlay::recipe::Overlay> = Vec::new();
+        let mut overlays: Vec<overlay::Overlay> = Vec::new();
         for o in raw.overlays.unwrap_or_default() {
             let rel = non_empty(&src, &o, "overlays")?;
             let overlay_file = dir.join(&rel).join("overlay.toml");
@@ -482,7 +466,7 @@ impl Recipe {
                 ));
             }
             // The overlay's own errors name its file and line.
-            let overlay = crate::overlay::recipe::Overlay::load(&dir.join(&rel))?;
+            let overlay = overlay::Overlay::load(&dir.join(&rel))?;
             if overlays.iter().any(|x| x.name == overlay.name) {
                 return Err(src.error(
                     o.span(),
@@ -511,7 +495,7 @@ impl Recipe {
 
 impl Board {
     /// Loads and validates a board file.
-    pub fn load(path: &Path) -> Result<Board, SpecError> {
+    pub fn load(path: &Path) -> Result<Board, RecipeError> {
         let text = read(path)?;
         let src = Source { path, text: &text };
         let raw: RawBoard = src.parse()?;
