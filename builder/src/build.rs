@@ -2,9 +2,8 @@
 //! output directory. Each stage is a module of its own; this one only wires them together and
 //! decides which lock to build from.
 
-use crate::check::findings::Severity;
 use crate::check::report::{render, Format};
-use crate::check::{check_image, CheckOptions};
+use crate::check::CheckOptions;
 use crate::compose::{self, ComposeError};
 use crate::configure::{self, ConfigureError, ConfigureOptions};
 use crate::fetch::{self, Cache, FetchError};
@@ -363,31 +362,22 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
 
 /// Runs `kiln check` on a staged layer's tree; errors that no waiver accepts fail the build.
 fn check_layer(layer: &str, root: &Path, recipe: &Recipe) -> Result<(), BuildError> {
-    let tree = ImageTree::from_dir(root).map_err(|e| BuildError::Output {
+    let mut tree = ImageTree::from_dir(root).map_err(|e| BuildError::Output {
         path: root.to_path_buf(),
         reason: e.to_string(),
     })?;
+    tree.source = format!("{layer} layer");
     let mut opts = CheckOptions::new(recipe.board.arch);
-    opts.waivers = recipe.board.waivers.clone();
-    opts.waivers.extend(recipe.waivers.iter().cloned());
-    let mut report = check_image(&tree, &opts);
-    report.source = format!("{layer} layer");
-    let errors = report.errors();
-    if errors == 0 {
-        return Ok(());
+    opts.waivers = recipe.all_waivers();
+    match crate::check::gate(&tree, &opts, |_| true) {
+        Ok(_) => Ok(()),
+        Err(blocked) => Err(BuildError::Check {
+            layer: layer.to_string(),
+            errors: blocked.errors,
+            first: blocked.first,
+            report: render(&blocked.report, Format::Table),
+        }),
     }
-    let first = report
-        .findings
-        .iter()
-        .find(|f| f.severity == Severity::Error && f.waived.is_none())
-        .map(|f| format!("{} {}: {}", f.check, f.path, f.message))
-        .unwrap_or_default();
-    Err(BuildError::Check {
-        layer: layer.to_string(),
-        errors,
-        first,
-        report: render(&report, Format::Table),
-    })
 }
 
 /// Fetches, composes, configures and packs the base layer into `blobs`.

@@ -42,7 +42,7 @@ pub enum SandboxError {
 /// Checks that the host can execute the architecture's binaries inside a chroot: natively, or
 /// through a binfmt_misc handler with the F flag (the interpreter opened at registration, so it
 /// need not exist inside the chroot).
-pub fn check_emulation(arch: DebianArch) -> Result<(), SandboxError> {
+fn check_emulation(arch: DebianArch) -> Result<(), SandboxError> {
     let host_native = matches!(
         (std::env::consts::ARCH, arch),
         ("x86_64", DebianArch::Amd64) | ("aarch64", DebianArch::Arm64)
@@ -89,7 +89,7 @@ pub fn check_emulation(arch: DebianArch) -> Result<(), SandboxError> {
 
 /// The fixed environment of everything run in the sandbox. Maintainer scripts see a plain,
 /// non-interactive Debian system; the host's variables are not inherited.
-pub fn base_environment(source_date_epoch: u64) -> Vec<(String, String)> {
+fn base_environment(source_date_epoch: u64) -> Vec<(String, String)> {
     vec![
         (
             "PATH".into(),
@@ -160,13 +160,41 @@ const DEVICES: &[(&str, u32, u32)] = &[
 ];
 
 impl Sandbox {
-    /// A sandbox over `root` with the given environment.
-    pub fn new(root: &Path, env: Vec<(String, String)>) -> Sandbox {
-        Sandbox {
+    /// The one way to get a sandbox: over `root`, for programs of `arch`, refused when this
+    /// machine cannot run them ([`check_emulation`]), with kiln's build environment dated
+    /// `source_date_epoch` ([`base_environment`]) for every run.
+    pub fn for_target(
+        root: &Path,
+        arch: DebianArch,
+        source_date_epoch: u64,
+    ) -> Result<Sandbox, SandboxError> {
+        check_emulation(arch)?;
+        Ok(Sandbox {
             root: root.to_path_buf(),
-            env,
+            env: base_environment(source_date_epoch),
             shared: None,
+        })
+    }
+
+    /// The same sandbox with `key` set to `value` in every run (replacing what it had).
+    pub fn with_env(mut self, key: &str, value: impl Into<String>) -> Sandbox {
+        let value = value.into();
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.env.push((key.to_string(), value)),
         }
+        self
+    }
+
+    /// The same sandbox with `dir` searched first on PATH.
+    pub fn with_path_first(self, dir: &str) -> Sandbox {
+        let path = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| format!("{dir}:{v}"))
+            .unwrap_or_else(|| dir.to_string());
+        self.with_env("PATH", path)
     }
 
     /// The same sandbox with the host directory `dir` bind-mounted at [`SHARED_DIR`] in every

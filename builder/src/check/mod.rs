@@ -92,6 +92,47 @@ impl Report {
     }
 }
 
+/// What stopped the build's check gate: how many unwaived errors block it, the first one in
+/// one line (what firmware CI shows), and the whole report (what the terminal shows).
+#[derive(Debug, Clone)]
+pub struct Blocked {
+    /// Unwaived errors that block.
+    pub errors: usize,
+    /// The first of them: `CHECK PATH: MESSAGE`.
+    pub first: String,
+    /// Everything the check found.
+    pub report: Report,
+}
+
+/// The gate `kiln build` puts before a layer is packed, for the base and for each overlay
+/// alike: checks `image` and refuses it while an unwaived error that `blocks` accepts remains
+/// (the base: every one; an overlay: those on paths it changed, as the base's own findings
+/// were judged with the base).
+pub fn gate(
+    image: &ImageTree,
+    opts: &CheckOptions,
+    blocks: impl Fn(&Finding) -> bool,
+) -> Result<Report, Box<Blocked>> {
+    let report = check_image(image, opts);
+    let blocking: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error && f.waived.is_none() && blocks(f))
+        .collect();
+    let Some(first) = blocking.first() else {
+        return Ok(report);
+    };
+    let (errors, first) = (
+        blocking.len(),
+        format!("{} {}: {}", first.check, first.path, first.message),
+    );
+    Err(Box::new(Blocked {
+        errors,
+        first,
+        report,
+    }))
+}
+
 /// What the first bytes of a file say it is.
 enum Classified {
     Elf(Arc<ElfFacts>),

@@ -47,13 +47,14 @@ pub fn check_sys_paths(
             ));
         }
     };
-    if let Err(e) = crate::sandbox::check_emulation(arch) {
-        return cannot_run(out, e.to_string());
-    }
+    let root = scratch.join("rootfs");
+    let sandbox = match crate::sandbox::Sandbox::for_target(&root, arch, 0) {
+        Ok(sandbox) => sandbox.with_env("PYTHONDONTWRITEBYTECODE", "1"),
+        Err(e) => return cannot_run(out, e.to_string()),
+    };
     if !rustix::process::geteuid().is_root() {
         return cannot_run(out, "needs root (a chroot of the image)".to_string());
     }
-    let root = scratch.join("rootfs");
     let made = std::fs::create_dir(&root)
         .map_err(|e| format!("{}: {e}", root.display()))
         .and_then(|()| {
@@ -63,9 +64,6 @@ pub fn check_sys_paths(
         return cannot_run(out, e);
     }
     let names = registered_envs(image);
-    let mut env = crate::sandbox::base_environment(0);
-    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-    let sandbox = crate::sandbox::Sandbox::new(&root, env);
     let has_envrun = image.get("/usr/bin/envrun").is_some();
     for (prefix, version) in envs {
         let python = format!("python{version}");

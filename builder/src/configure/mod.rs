@@ -34,7 +34,7 @@ use crate::compose::Composed;
 use crate::control::parse_relations;
 use crate::inroot::{self, ImageRoot, InRootError};
 use crate::recipe::Board;
-use crate::sandbox::{self, Ran, Sandbox, SandboxError};
+use crate::sandbox::{Ran, Sandbox, SandboxError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -364,8 +364,8 @@ pub fn configure(
     board: &Board,
     opts: &ConfigureOptions,
 ) -> Result<Configured, ConfigureError> {
-    sandbox::check_emulation(board.arch)?;
     let root = &composed.root;
+    let mut sandbox = Sandbox::for_target(root, board.arch, opts.source_date_epoch)?;
     let image = ImageRoot::open(root)?;
     // Keep services from starting while scripts run (invoke-rc.d asks policy-rc.d).
     image.write("/usr/sbin/policy-rc.d", b"#!/bin/sh\nexit 101\n", 0o755)?;
@@ -375,7 +375,6 @@ pub fn configure(
         &["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"],
         b"#!/bin/sh\necho 'kiln: start-stop-daemon does nothing while the image is built' >&2\nexit 0\n",
     )?;
-    let mut sandbox = Sandbox::new(root, sandbox::base_environment(opts.source_date_epoch));
     let (ca_swapped, native_ca, _shared) = match native_ca_setup(composed, &image, opts)? {
         Some((swapped, shared, native)) => {
             sandbox = sandbox.share(shared.path());

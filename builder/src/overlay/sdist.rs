@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 pub struct SdistBuild<'a> {
     /// The overlay's view (the chroot).
     pub root: &'a Path,
+    /// The board's architecture (what runs the build backend).
+    pub arch: crate::arch::DebianArch,
     /// The overlay, for messages.
     pub overlay: &'a str,
     /// `3.11`.
@@ -245,17 +247,12 @@ impl SdistBuild<'_> {
             "out": image(&staging.join("out")),
         })
         .to_string();
-        let mut env = crate::sandbox::base_environment(self.sde);
         let tmp = image(&staging.join("tmp"));
-        for (k, v) in env.iter_mut() {
-            if k == "HOME" {
-                *v = tmp.clone();
-            }
-        }
-        env.push(("TMPDIR".into(), tmp));
-        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-        env.push(("PYTHONHASHSEED".into(), "0".into()));
-        let sandbox = crate::sandbox::Sandbox::new(self.root, env);
+        let sandbox = crate::sandbox::Sandbox::for_target(self.root, self.arch, self.sde)?
+            .with_env("HOME", tmp.clone())
+            .with_env("TMPDIR", tmp)
+            .with_env("PYTHONDONTWRITEBYTECODE", "1")
+            .with_env("PYTHONHASHSEED", "0");
         let python = format!("/usr/bin/python{}", self.version);
         let ran = sandbox.run(&python, &["-c", BUILD, &cfg], &[])?;
         let text = String::from_utf8_lossy(&ran.output);

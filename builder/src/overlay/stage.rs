@@ -19,8 +19,7 @@ use super::error::io_err;
 use super::files::{put_dir, put_file, put_symlink, root_owned, STAGING};
 use super::{OverlayError, StageInput};
 use crate::arch::DebianArch;
-use crate::check::findings::Severity;
-use crate::check::{check_image, CheckOptions};
+use crate::check::CheckOptions;
 use crate::digest::sha256_hex;
 use crate::image::{ImageTree, Kind as NodeKind};
 use crate::inroot::{ImageRoot, Owner};
@@ -402,7 +401,7 @@ fn build_one(
     }
 
     if let Some(env) = &venv_env {
-        super::venv::finish(overlay, env, &merged, input.sde)?;
+        super::venv::finish(overlay, env, &merged, arch, input.sde)?;
     }
 
     // Capture: the real changes, each inside what the overlay may change.
@@ -468,16 +467,10 @@ fn build_one(
     // environment envrun gives the daemon (its bin first in PATH, no PYTHONPATH/PYTHONHOME),
     // under coreutils' timeout: a daemon that never returns fails too.
     if let Some(smoke) = &overlay.smoke {
-        crate::sandbox::check_emulation(arch)?;
-        let mut env = crate::sandbox::base_environment(input.sde);
+        let mut sandbox = crate::sandbox::Sandbox::for_target(&merged, arch, input.sde)?;
         if let Some(prefix) = overlay.env_prefix() {
-            for (k, v) in env.iter_mut() {
-                if k == "PATH" {
-                    *v = format!("{prefix}/bin:{v}");
-                }
-            }
+            sandbox = sandbox.with_path_first(&format!("{prefix}/bin"));
         }
-        let sandbox = crate::sandbox::Sandbox::new(&merged, env);
         let secs = overlay.smoke_timeout.to_string();
         let ran = sandbox.run(
             "/usr/bin/timeout",
@@ -646,8 +639,7 @@ fn install_debs(
         root_owned(0o755, input.sde),
         name,
     )?;
-    crate::sandbox::check_emulation(arch)?;
-    let sandbox = crate::sandbox::Sandbox::new(merged, crate::sandbox::base_environment(input.sde));
+    let sandbox = crate::sandbox::Sandbox::for_target(merged, arch, input.sde)?;
     let mut args = vec!["--install", "--force-confold"];
     args.extend(in_view.iter().map(String::as_str));
     let ran = sandbox.run("/usr/bin/dpkg", &args, &[])?;
@@ -687,26 +679,15 @@ fn check_overlay(
     changes: &capture::Changes,
 ) -> Result<(), OverlayError> {
     let mut opts = CheckOptions::new(recipe.board.arch);
-    opts.waivers = recipe.board.waivers.clone();
-    opts.waivers.extend(recipe.waivers.iter().cloned());
-    let report = check_image(tree, &opts);
-    let mine: Vec<_> = report
-        .findings
-        .iter()
-        .filter(|f| {
-            f.severity == Severity::Error
-                && f.waived.is_none()
-                && changes.changed.contains_key(&f.path)
-        })
-        .collect();
-    if let Some(first) = mine.first() {
-        return Err(OverlayError::Check {
+    opts.waivers = recipe.all_waivers();
+    match crate::check::gate(tree, &opts, |f| changes.changed.contains_key(&f.path)) {
+        Ok(_) => Ok(()),
+        Err(blocked) => Err(OverlayError::Check {
             overlay: name.to_string(),
-            errors: mine.len(),
-            first: format!("{} {}: {}", first.check, first.path, first.message),
-        });
+            errors: blocked.errors,
+            first: blocked.first,
+        }),
     }
-    Ok(())
 }
 
 #[cfg(test)]

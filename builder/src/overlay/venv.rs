@@ -75,11 +75,14 @@ fn fail(overlay: &str, reason: impl std::fmt::Display) -> OverlayError {
 
 /// The environment of kiln's own interpreter runs: no pycs written for the image's stdlib (a
 /// change outside the overlay), and a fixed hash seed so marshal writes the same pycs each run.
-fn python_environment(sde: u64) -> Vec<(String, String)> {
-    let mut env = crate::sandbox::base_environment(sde);
-    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-    env.push(("PYTHONHASHSEED".into(), "0".into()));
-    env
+fn python_sandbox(
+    root: &Path,
+    arch: DebianArch,
+    sde: u64,
+) -> Result<crate::sandbox::Sandbox, crate::sandbox::SandboxError> {
+    Ok(crate::sandbox::Sandbox::for_target(root, arch, sde)?
+        .with_env("PYTHONDONTWRITEBYTECODE", "1")
+        .with_env("PYTHONHASHSEED", "0"))
 }
 
 /// The interpreter probe: runs on 2.7 and 3.x alike, prints one marked JSON line. Python 2.7's
@@ -89,6 +92,7 @@ const PROBE: &str = "import json, os, platform, sys\nv = sys.version_info\ntry:\
 /// Runs the image's `python` under qemu in `root` and reads what it is.
 pub fn probe(
     root: &Path,
+    arch: DebianArch,
     overlay: &str,
     python: &str,
     sde: u64,
@@ -103,7 +107,7 @@ pub fn probe(
             format!("the image has no {exe}: add the interpreter's package (python3) to [base] packages"),
         ));
     }
-    let sandbox = crate::sandbox::Sandbox::new(root, python_environment(sde));
+    let sandbox = python_sandbox(root, arch, sde)?;
     let ran = sandbox.run(&exe, &["-c", PROBE], &[])?;
     let line = marked_line(&ran, "KILN-PROBE ").map_err(|text| {
         fail(
@@ -170,8 +174,7 @@ pub fn install(
         .prefix
         .clone()
         .ok_or_else(|| fail(name, "no prefix"))?;
-    crate::sandbox::check_emulation(arch)?;
-    let interp = probe(root, name, python, sde)?;
+    let interp = probe(root, arch, name, python, sde)?;
     let machine = PythonTarget::machine_of(arch).to_string();
     let (major, minor) = interp
         .version
@@ -232,6 +235,7 @@ pub fn install(
             }
             let build = SdistBuild {
                 root,
+                arch,
                 overlay: name,
                 version: &interp.version,
                 target_key: format!(
@@ -417,11 +421,12 @@ pub fn finish(
     overlay: &Overlay,
     env: &EnvLayout,
     root: &Path,
+    arch: DebianArch,
     sde: u64,
 ) -> Result<(), OverlayError> {
     let name = overlay.name.as_str();
     let python = format!("/usr/bin/python{}", env.version);
-    let sandbox = crate::sandbox::Sandbox::new(root, python_environment(sde));
+    let sandbox = python_sandbox(root, arch, sde)?;
     let site = env.site_packages();
     // A 2.7 env's own site.py and os.py are imported at every start: compiled too.
     let compiled = if env.version.starts_with("2.") {

@@ -326,6 +326,13 @@ fn non_empty(src: &Source, value: &Spanned<String>, key: &str) -> Result<String,
 }
 
 impl Recipe {
+    /// Every waiver `kiln check` applies to this recipe's image: the board's, then the recipe's.
+    pub fn all_waivers(&self) -> Vec<Waiver> {
+        let mut all = self.board.waivers.clone();
+        all.extend(self.waivers.iter().cloned());
+        all
+    }
+
     /// Loads `kiln.toml` from a directory (or a recipe file path) and the board it names.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let file = if path.is_dir() {
