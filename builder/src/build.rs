@@ -78,7 +78,9 @@ impl BuildError {
     pub fn exit_code(&self) -> i32 {
         match self {
             BuildError::Spec(_) | BuildError::Offline(_) | BuildError::Check { .. } => 1,
-            BuildError::Lock(LockError::Archive(crate::archive::ArchiveError::Transport(_))) => 2,
+            BuildError::Lock(LockError::Archive(
+                crate::debian::archive::ArchiveError::Transport(_),
+            )) => 2,
             BuildError::Lock(LockError::Write { .. }) => 2,
             BuildError::Lock(_) => 1,
             BuildError::Fetch(FetchError::Mismatch { .. } | FetchError::NotCached { .. }) => 1,
@@ -235,7 +237,7 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if opts.source_date_epoch.is_none()
-        && lock.release.date_epoch > now + crate::archive::FUTURE_TOLERANCE
+        && lock.release.date_epoch > now + crate::debian::archive::FUTURE_TOLERANCE
     {
         return Err(BuildError::Output {
             path: recipe_dir.join("kiln.lock"),

@@ -18,7 +18,7 @@
 //! mount, a `tar` of the tree.
 //!
 //! Names that come from packages (a Package field, a trigger name, a control member) are checked
-//! by their own rules before they reach this module ([`crate::control::valid_package_name`]);
+//! by their own rules before they reach this module ([`crate::debian::control::valid_package_name`]);
 //! this module refuses a name that is not a single path component.
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};

@@ -2,21 +2,18 @@
 //!
 //! One module per pipeline stage, data flowing one way (the README's "Architecture" names every
 //! module and the direction `ci/module-cycles` enforces):
-//! [`recipe`] -> [`lock`] (resolve against the signed [`archive`]) -> [`fetch`] (cache)
+//! [`recipe`] -> [`lock`] (resolve against the signed [`debian::archive`]) -> [`fetch`] (cache)
 //! -> [`compose`] (unpack + dpkg database) -> [`configure`] (maintainer scripts under qemu, in a
 //! [`sandbox`]) -> [`pack`] (layers) + [`oci`] (image layout).
-//! [`build`] runs them in order with [`overlay`] and the [`check`] gate; [`sign`], [`verify`],
-//! [`release`], [`export`] and [`flash`] work on its output; the rest are the parts they share.
+//! [`build`] runs them in order with [`overlay`] and the [`check`] gate; [`signing`] (sign, release,
+//! verify), [`export`] and [`flash`] work on its output; the rest are the parts they share.
 
 pub mod arch;
-pub mod archive;
 pub mod build;
-pub mod certs;
 pub mod check;
 pub mod compose;
 pub mod configure;
-pub mod control;
-pub mod deb;
+pub mod debian;
 pub mod decompress;
 pub mod digest;
 pub mod export;
@@ -24,7 +21,6 @@ pub mod fetch;
 pub mod flash;
 pub mod image;
 pub mod inroot;
-pub mod keys;
 pub mod layercache;
 pub mod lock;
 pub mod oci;
@@ -33,14 +29,8 @@ pub mod overlay;
 pub mod pack;
 pub mod pyenv;
 pub mod recipe;
-pub mod release;
-pub mod resolve;
 pub mod sandbox;
 pub mod sbom;
-pub mod sign;
+pub mod signing;
 pub mod timefmt;
 pub mod transport;
-pub mod trust;
-pub mod tuf;
-pub mod verify;
-pub mod version;

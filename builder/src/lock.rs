@@ -6,9 +6,9 @@
 //! from a current one and name the difference. It is TOML, sorted by package name, one table per
 //! .deb, so a lock change reads well in a diff.
 
-use crate::archive::{self, ArchiveError};
+use crate::debian::archive::{self, ArchiveError};
+use crate::debian::resolve::{self, ResolveError, Universe};
 use crate::recipe::{Recipe, Variant};
-use crate::resolve::{self, ResolveError, Universe};
 use crate::transport::Transport;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -29,13 +29,13 @@ enum Command {
     /// Resolve the recipe against the suite's signed index and write kiln.lock.
     Lock {
         /// Recipe directory (holding kiln.toml).
-        #[arg(short = 'C', default_value = ".")]
+        #[arg(short = 'C', long = "directory", default_value = ".")]
         dir: PathBuf,
     },
     /// Lock (unless --locked), fetch, compose and pack the image into OUT/oci.
     Build {
         /// Recipe directory (holding kiln.toml).
-        #[arg(short = 'C', default_value = ".")]
+        #[arg(short = 'C', long = "directory", default_value = ".")]
         dir: PathBuf,
         /// Fail unless kiln.lock exists and matches the recipe.
         #[arg(long)]
@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         offline: bool,
         /// Output directory.
-        #[arg(short = 'o', default_value = "out")]
+        #[arg(short = 'o', long = "output", default_value = "out")]
         out: PathBuf,
         /// Layer compression.
         #[arg(long, value_enum, default_value = "zstd")]
@@ -67,7 +67,7 @@ enum Command {
     /// Make an ECDSA P-256 release key pair: KEYFILE (PKCS#8 PEM, 0600), KEYFILE.der, KEYFILE.pub.
     Keygen {
         /// Where the private key goes.
-        #[arg(short = 'o')]
+        #[arg(short = 'o', long = "output")]
         out: PathBuf,
     },
     /// Sign the image in OUT/oci (cosign-compatible signature, also an OCI 1.1 referrer).
@@ -193,6 +193,18 @@ enum Command {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
+    /// Print the shell completion script for SHELL (generated from these definitions).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (kiln.1 and one per command, kiln-build.1 ...) into a directory.
+    Manpages {
+        /// The directory to write them into (created if missing).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,15 +276,15 @@ fn layout_of(out: &std::path::Path) -> PathBuf {
 
 /// `kiln keygen`: exit 0, or 2 when the files cannot be written.
 fn run_keygen(out: &std::path::Path) -> ExitCode {
-    let files = kiln::keys::KeyFiles::for_base(out);
-    match kiln::keys::keygen(&files) {
+    let files = kiln::signing::keys::KeyFiles::for_base(out);
+    match kiln::signing::keys::keygen(&files) {
         Ok(public) => {
             println!(
                 "wrote {} (private, 0600), {} and {} (key sha256:{})",
                 files.private_pem.display(),
                 files.private_der.display(),
                 files.public_pem.display(),
-                kiln::keys::fingerprint(&public)
+                kiln::signing::keys::fingerprint(&public)
             );
             ExitCode::SUCCESS
         }
@@ -286,12 +298,12 @@ fn run_sign(
     key: Option<&std::path::Path>,
     command: Option<&str>,
 ) -> ExitCode {
-    let signer: Box<dyn kiln::sign::Signer> = match (key, command) {
-        (Some(key), _) => match kiln::keys::load_signing_key(key) {
-            Ok(k) => Box::new(kiln::sign::KeySigner(k)),
+    let signer: Box<dyn kiln::signing::sign::Signer> = match (key, command) {
+        (Some(key), _) => match kiln::signing::keys::load_signing_key(key) {
+            Ok(k) => Box::new(kiln::signing::sign::KeySigner(k)),
             Err(e) => return error_exit(e, 2),
         },
-        (None, Some(cmd)) => Box::new(kiln::sign::CommandSigner(cmd.to_string())),
+        (None, Some(cmd)) => Box::new(kiln::signing::sign::CommandSigner(cmd.to_string())),
         (None, None) => {
             eprintln!("kiln: error: give --key KEYFILE or --sign-command CMD");
             return ExitCode::from(2);
@@ -302,14 +314,14 @@ fn run_sign(
         Ok(h) => h,
         Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
     };
-    match kiln::sign::sign_layout(&layout, signer.as_ref()) {
+    match kiln::signing::sign::sign_layout(&layout, signer.as_ref()) {
         Ok(signed) => {
             for s in signed {
                 println!("signed {} as {} ({})", s.image, s.tag, s.signature_manifest);
             }
             ExitCode::SUCCESS
         }
-        Err(e @ kiln::sign::SignError::Command { .. }) => error_exit(e, 2),
+        Err(e @ kiln::signing::sign::SignError::Command { .. }) => error_exit(e, 2),
         Err(e) => error_exit(e, 1),
     }
 }
@@ -324,26 +336,26 @@ fn run_verify(
     installed_version: Option<String>,
     format: VerifyFormat,
 ) -> ExitCode {
-    let mut opts = kiln::verify::VerifyOptions {
+    let mut opts = kiln::signing::verify::VerifyOptions {
         compatible,
         installed_version,
         ..Default::default()
     };
     for k in keys {
-        match kiln::keys::load_verifying_key(k) {
+        match kiln::signing::keys::load_verifying_key(k) {
             Ok(k) => opts.keys.push(k),
             Err(e) => return error_exit(e, 2),
         }
     }
     let result = match root {
-        Some(root) => kiln::verify::verify_release(out, root, target, &opts, now()),
+        Some(root) => kiln::signing::verify::verify_release(out, root, target, &opts, now()),
         None => {
             let layout = layout_of(out);
             let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
                 Ok(h) => h,
                 Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
             };
-            kiln::verify::verify_layout(&layout, &opts)
+            kiln::signing::verify::verify_layout(&layout, &opts)
         }
     };
     let v = match result {
@@ -368,12 +380,12 @@ fn run_verify(
 /// Refuses an image that is not signed by one of `keys` (exit 1), or whose keys cannot be
 /// read (exit 2); prints the verdict of an accepted one to stderr.
 fn require_signed(layout: &std::path::Path, keys: &[PathBuf]) -> Result<(), ExitCode> {
-    let mut opts = kiln::verify::VerifyOptions::default();
+    let mut opts = kiln::signing::verify::VerifyOptions::default();
     for k in keys {
         opts.keys
-            .push(kiln::keys::load_verifying_key(k).map_err(|e| error_exit(e, 2))?);
+            .push(kiln::signing::keys::load_verifying_key(k).map_err(|e| error_exit(e, 2))?);
     }
-    let v = kiln::verify::verify_layout(layout, &opts).map_err(|e| error_exit(e, 2))?;
+    let v = kiln::signing::verify::verify_layout(layout, &opts).map_err(|e| error_exit(e, 2))?;
     if !v.accepted {
         return Err(error_exit(v.verdict(), 1));
     }
@@ -404,11 +416,11 @@ fn run_export(
     let signer = match rauc {
         None => None,
         Some((key, cert)) => {
-            let key = match kiln::keys::load_signing_key(key) {
+            let key = match kiln::signing::keys::load_signing_key(key) {
                 Ok(k) => k,
                 Err(e) => return error_exit(e, 2),
             };
-            let mut certs = match kiln::certs::load_certificates(cert) {
+            let mut certs = match kiln::signing::certs::load_certificates(cert) {
                 Ok(c) => c,
                 Err(e) => return error_exit(e, 2),
             };
@@ -547,7 +559,7 @@ fn run_cert(action: CertAction) -> ExitCode {
 }
 
 fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
-    use kiln::certs::{ca_certificate, release_certificate, to_pem, CertRequest};
+    use kiln::signing::certs::{ca_certificate, release_certificate, to_pem, CertRequest};
     let usable = |e: &dyn std::fmt::Display| error_exit(e, 2);
     let (der, output, subject, days) = match action {
         CertAction::Ca {
@@ -556,7 +568,7 @@ fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
             days,
             output,
         } => {
-            let key = kiln::keys::load_signing_key(&key).map_err(|e| usable(&e))?;
+            let key = kiln::signing::keys::load_signing_key(&key).map_err(|e| usable(&e))?;
             let req = CertRequest {
                 subject: &subject,
                 not_before: now(),
@@ -573,11 +585,12 @@ fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
             days,
             output,
         } => {
-            let ca_key = kiln::keys::load_signing_key(&ca_key).map_err(|e| usable(&e))?;
-            let ca_der = kiln::certs::load_certificates(&ca)
+            let ca_key = kiln::signing::keys::load_signing_key(&ca_key).map_err(|e| usable(&e))?;
+            let ca_der = kiln::signing::certs::load_certificates(&ca)
                 .map_err(|e| usable(&e))?
                 .remove(0);
-            let public = kiln::keys::load_verifying_key(&public).map_err(|e| usable(&e))?;
+            let public =
+                kiln::signing::keys::load_verifying_key(&public).map_err(|e| usable(&e))?;
             let req = CertRequest {
                 subject: &subject,
                 not_before: now(),
@@ -614,13 +627,13 @@ fn run_release(
     min_version: Option<String>,
     expires_days: u64,
 ) -> ExitCode {
-    let key = match kiln::keys::load_signing_key(key) {
+    let key = match kiln::signing::keys::load_signing_key(key) {
         Ok(k) => k,
         Err(e) => return error_exit(e, 2),
     };
-    let opts = kiln::release::ReleaseOptions {
+    let opts = kiln::signing::release::ReleaseOptions {
         min_version,
-        expiry: kiln::tuf::Expiry {
+        expiry: kiln::signing::tuf::Expiry {
             root_days: 365,
             release_days: expires_days,
         },
@@ -631,7 +644,7 @@ fn run_release(
         Ok(h) => h,
         Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
     };
-    match kiln::release::release(&layout, to, &key, &opts) {
+    match kiln::signing::release::release(&layout, to, &key, &opts) {
         Ok(r) => {
             println!(
                 "released {} as {} (targets version {}) in {}",
@@ -642,7 +655,7 @@ fn run_release(
             );
             ExitCode::SUCCESS
         }
-        Err(e @ kiln::release::ReleaseError::Io { .. }) => error_exit(e, 2),
+        Err(e @ kiln::signing::release::ReleaseError::Io { .. }) => error_exit(e, 2),
         Err(e) => error_exit(e, 1),
     }
 }
@@ -865,5 +878,23 @@ fn main() -> ExitCode {
             min_version,
             expires_days,
         } => run_release(&out, &key, &to, min_version, expires_days),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "kiln", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Manpages { output } => run_manpages(&output),
+    }
+}
+
+/// `kiln manpages`: exit 0, or 2 when a page cannot be written.
+fn run_manpages(dir: &std::path::Path) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)) {
+        Ok(()) => {
+            println!("man pages written to {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => error_exit(format!("{}: {e}", dir.display()), 2),
     }
 }

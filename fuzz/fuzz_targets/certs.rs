@@ -4,10 +4,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(certs) = kiln::certs::parse_certificates(data.to_vec(), std::path::Path::new("f")) {
+    if let Ok(certs) = kiln::signing::certs::parse_certificates(data.to_vec(), std::path::Path::new("f")) {
         for c in certs {
-            let _ = kiln::certs::certificate_key(&c);
-            let _ = kiln::certs::to_pem(&c);
+            let _ = kiln::signing::certs::certificate_key(&c);
+            let _ = kiln::signing::certs::to_pem(&c);
         }
     }
 });

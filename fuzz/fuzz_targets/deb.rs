@@ -6,10 +6,10 @@ use std::io::Read;
 fuzz_target!(|data: &[u8]| {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     std::io::Write::write_all(&mut file, data).expect("write");
-    let _ = kiln::deb::read_deb(
+    let _ = kiln::debian::deb::read_deb(
         file.path(),
         "fuzz",
-        |_control, tar| -> Result<(), kiln::deb::DebError> {
+        |_control, tar| -> Result<(), kiln::debian::deb::DebError> {
             let mut archive = tar::Archive::new(tar);
             if let Ok(entries) = archive.entries() {
                 for entry in entries.take(1000) {

@@ -11,14 +11,14 @@ fuzz_target!(|data: &[u8]| {
     let timestamp = parts.next().unwrap_or(b"");
     let snapshot = parts.next().unwrap_or(b"");
     let targets = parts.next().unwrap_or(b"");
-    let docs = kiln::tuf::Documents {
+    let docs = kiln::signing::tuf::Documents {
         root: (Path::new("root.json"), root),
         timestamp: (Path::new("timestamp.json"), timestamp),
         snapshot: (Path::new("snapshot.json"), snapshot),
         targets: (Path::new("targets.json"), targets),
     };
-    let _ = kiln::tuf::verify_documents(&docs, 1_800_000_000);
+    let _ = kiln::signing::tuf::verify_documents(&docs, 1_800_000_000);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = kiln::tuf::canonical(&v);
+        let _ = kiln::signing::tuf::canonical(&v);
     }
 });

@@ -7,13 +7,13 @@ fuzz_target!(|data: &[u8]| {
         let mut parts = text.splitn(3, '\n');
         let a = parts
             .next()
-            .and_then(|t| kiln::version::Version::parse(t).ok());
+            .and_then(|t| kiln::debian::version::Version::parse(t).ok());
         let b = parts
             .next()
-            .and_then(|t| kiln::version::Version::parse(t).ok());
+            .and_then(|t| kiln::debian::version::Version::parse(t).ok());
         let c = parts
             .next()
-            .and_then(|t| kiln::version::Version::parse(t).ok());
+            .and_then(|t| kiln::debian::version::Version::parse(t).ok());
         if let (Some(a), Some(b)) = (&a, &b) {
             assert_eq!(a.cmp(b), b.cmp(a).reverse());
             if let Some(c) = &c {
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(a <= c);
                 }
             }
-            let shown = kiln::version::Version::parse(&a.to_string()).expect("display reparses");
+            let shown = kiln::debian::version::Version::parse(&a.to_string()).expect("display reparses");
             assert_eq!(&shown, a);
         }
     }

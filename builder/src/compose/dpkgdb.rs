@@ -5,7 +5,7 @@
 //! lib/dpkg/parse.c): known fields in dpkg's order, unknown fields after them in control order.
 
 use super::Unpacked;
-use crate::control::Paragraph;
+use crate::debian::control::Paragraph;
 use crate::inroot::{Dir, ImageRoot, InRootError};
 use std::collections::BTreeMap;
 
@@ -150,8 +150,8 @@ pub fn write_database(
     let mut named_interests: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pkg in &sorted {
         let info = info_name(&pkg.control.control);
-        if !crate::control::valid_package_name(&pkg.name)
-            || !crate::control::valid_arch_name(&pkg.arch)
+        if !crate::debian::control::valid_package_name(&pkg.name)
+            || !crate::debian::control::valid_arch_name(&pkg.arch)
             || info.contains('/')
         {
             return Err(DatabaseError::Name {
@@ -317,11 +317,11 @@ pub enum DatabaseError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deb::{ControlFile, DebControl};
+    use crate::debian::deb::{ControlFile, DebControl};
 
     fn package(name: &str, triggers: &str, paths: &[&str]) -> Unpacked {
         let mut control = DebControl {
-            control: crate::control::Paragraph {
+            control: crate::debian::control::Paragraph {
                 fields: vec![("Package".into(), name.into())],
                 line: 0,
             },

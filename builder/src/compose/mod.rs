@@ -9,7 +9,7 @@
 pub mod dpkgdb;
 pub mod unpack;
 
-use crate::deb::{read_deb, DebControl, DebError};
+use crate::debian::deb::{read_deb, DebControl, DebError};
 use crate::inroot::{self, ImageRoot, InRootError, Owner};
 use crate::lock::LockedPackage;
 use crate::recipe::Board;
@@ -172,7 +172,7 @@ impl FeedReader<'_> {
 ///
 /// Memory stays bounded whatever a package inflates to: data.tar is streamed from the
 /// decompressing thread to the writer in [`CHUNK`]s, never held whole, and control archives
-/// are capped after decompression ([`crate::deb`]).
+/// are capped after decompression ([`crate::debian::deb`]).
 pub fn compose(
     root: &Path,
     board: &Board,
@@ -279,7 +279,7 @@ pub fn compose(
                 if !md5sums.is_empty() {
                     control.files.insert(
                         "md5sums".into(),
-                        crate::deb::ControlFile {
+                        crate::debian::deb::ControlFile {
                             mode: 0o644,
                             data: md5sums.into_bytes(),
                         },
@@ -290,7 +290,7 @@ pub fn compose(
                 if !is_dir {
                     if let Some(&prev) = owners.get(&path) {
                         if prev != index {
-                            let replaces = crate::control::parse_relations(
+                            let replaces = crate::debian::control::parse_relations(
                                 control.control.get("Replaces").unwrap_or(""),
                             )
                             .unwrap_or_default();

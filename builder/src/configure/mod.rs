@@ -31,7 +31,7 @@ pub mod stubs;
 
 use crate::compose::dpkgdb;
 use crate::compose::Composed;
-use crate::control::parse_relations;
+use crate::debian::control::parse_relations;
 use crate::inroot::{self, ImageRoot, InRootError};
 use crate::recipe::Board;
 use crate::sandbox::{Ran, Sandbox, SandboxError};

@@ -125,7 +125,7 @@ fn sign_err(e: impl std::fmt::Display) -> ExportError {
 pub fn cms_sign(content: &[u8], signer: &RaucSigner) -> Result<Vec<u8>, ExportError> {
     use const_oid::db::{rfc5911, rfc5912};
     let cert = Certificate::from_der(&signer.cert_der).map_err(sign_err)?;
-    let cert_key = crate::certs::certificate_key(&signer.cert_der).map_err(sign_err)?;
+    let cert_key = crate::signing::certs::certificate_key(&signer.cert_der).map_err(sign_err)?;
     if cert_key != p256::ecdsa::VerifyingKey::from(&signer.key) {
         return Err(ExportError::Signing(
             "the release key does not belong to the release certificate".into(),

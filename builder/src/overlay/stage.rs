@@ -575,39 +575,40 @@ fn install_debs(
             });
         }
         let label = deb.display().to_string();
-        let (package, files, mut entry) = crate::deb::read_deb(deb, &label, |control, data| {
-            let field = |f: &str| control.control.get(f).unwrap_or("").trim().to_string();
-            let package = field("Package");
-            let entry = crate::sbom::SbomPackage {
-                ecosystem: crate::sbom::Ecosystem::Debian,
-                name: package.clone(),
-                version: field("Version"),
-                arch: field("Architecture"),
-                sha256: String::new(),
-                source: control
-                    .control
-                    .get("Source")
-                    .and_then(|s| s.split_whitespace().next())
-                    .unwrap_or(&package)
-                    .to_string(),
-                licenses: Vec::new(),
-            };
-            let mut files = Vec::new();
-            let mut tar = tar::Archive::new(data);
-            for entry in tar.entries().map_err(|e| deb_err(&label, e))? {
-                let entry = entry.map_err(|e| deb_err(&label, e))?;
-                let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let path = format!("/{}", path.trim_start_matches("./").trim_end_matches('/'));
-                if path != "/" {
-                    files.push(path);
+        let (package, files, mut entry) =
+            crate::debian::deb::read_deb(deb, &label, |control, data| {
+                let field = |f: &str| control.control.get(f).unwrap_or("").trim().to_string();
+                let package = field("Package");
+                let entry = crate::sbom::SbomPackage {
+                    ecosystem: crate::sbom::Ecosystem::Debian,
+                    name: package.clone(),
+                    version: field("Version"),
+                    arch: field("Architecture"),
+                    sha256: String::new(),
+                    source: control
+                        .control
+                        .get("Source")
+                        .and_then(|s| s.split_whitespace().next())
+                        .unwrap_or(&package)
+                        .to_string(),
+                    licenses: Vec::new(),
+                };
+                let mut files = Vec::new();
+                let mut tar = tar::Archive::new(data);
+                for entry in tar.entries().map_err(|e| deb_err(&label, e))? {
+                    let entry = entry.map_err(|e| deb_err(&label, e))?;
+                    let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                    let path = format!("/{}", path.trim_start_matches("./").trim_end_matches('/'));
+                    if path != "/" {
+                        files.push(path);
+                    }
                 }
-            }
-            Ok::<_, crate::deb::DebError>((package, files, entry))
-        })
-        .map_err(|e| OverlayError::Deb {
-            overlay: name.to_string(),
-            reason: e.to_string(),
-        })?;
+                Ok::<_, crate::debian::deb::DebError>((package, files, entry))
+            })
+            .map_err(|e| OverlayError::Deb {
+                overlay: name.to_string(),
+                reason: e.to_string(),
+            })?;
         if !crate::recipe::is_package_name(&package) {
             return Err(OverlayError::Deb {
                 overlay: name.to_string(),
@@ -662,8 +663,8 @@ fn install_debs(
     Ok((owned, entries))
 }
 
-fn deb_err(label: &str, e: impl std::fmt::Display) -> crate::deb::DebError {
-    crate::deb::DebError {
+fn deb_err(label: &str, e: impl std::fmt::Display) -> crate::debian::deb::DebError {
+    crate::debian::deb::DebError {
         package: label.to_string(),
         member: "data.tar".into(),
         reason: e.to_string(),

@@ -3,7 +3,7 @@
 //! (ci/verify-openssl), and copied by skopeo; then the tamper matrix, each case refused with a
 //! message naming the broken thing.
 
-mod fixture;
+use crate::fixture;
 
 use fixture::{base_packages, build_archive, kiln, stderr, text, ArchiveSpec, Signer};
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 //! and `data.tar[.gz|.xz|.zst|.bz2]`. The control members are read into memory; the data
 //! member is handed to the caller as a stream, so a package is decompressed exactly once.
 
-use crate::control::{self, Paragraph};
+use crate::debian::control::{self, Paragraph};
 use crate::decompress::Compression;
 use std::collections::BTreeMap;
 use std::io::Read;

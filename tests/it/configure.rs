@@ -5,7 +5,7 @@
 //! natively here, so these exercise kiln's sandbox and configure logic at host speed; the arm64
 //! and armhf runs under qemu are ci/compare-mmdebstrap's.
 
-mod fixture;
+use crate::fixture;
 
 use fixture::{build_archive, kiln, real_minbase_debs, stderr, ArchiveSpec, Pkg, Signer};
 use std::path::{Path, PathBuf};

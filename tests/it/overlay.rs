@@ -5,7 +5,7 @@
 //! runs the daemon; a failing smoke command fails the build and keeps the previous output;
 //! changing the overlay rebuilds only its layer.
 
-mod fixture;
+use crate::fixture;
 
 use fixture::{
     build_archive, real_minbase_debs, real_python2_debs, real_python_debs, stderr, ArchiveSpec,

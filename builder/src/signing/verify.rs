@@ -3,19 +3,19 @@
 //! firmware CI signed, for this device, and not an older release replayed.
 //!
 //! Every blob reachable from index.json is hashed and sized against its descriptor; the
-//! cosign signature (see [`crate::sign`]) must verify under one of the keys and name the image
+//! cosign signature (see [`crate::signing::sign`]) must verify under one of the keys and name the image
 //! manifest's digest; the board's `compatible` strings and the version are read from the signed
 //! manifest's annotations only after the signature holds. Each check is reported, so the server
 //! logs why an image was refused; blobs nothing references are reported but do not fail.
 
+use crate::debian::version::Version;
 use crate::digest::sha256_reader;
 use crate::inroot::{Dir, ImageRoot};
 use crate::oci::annotation;
-use crate::sign::{
+use crate::signing::sign::{
     entry_kind, signature_tag, EntryKind, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME,
     SIGNATURE_ANNOTATION,
 };
-use crate::version::Version;
 use base64::Engine;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -558,7 +558,7 @@ fn check_signature(
                 true,
                 format!(
                     "payload for {image_digest} signed by key {}",
-                    crate::keys::fingerprint(k)
+                    crate::signing::keys::fingerprint(k)
                 ),
             );
             true
@@ -598,13 +598,14 @@ pub fn verify_release(
         version: None,
         checks: Vec::new(),
     };
-    let trusted = match crate::tuf::verify_repository(&dir.join("metadata"), trusted_root, now) {
-        Ok(t) => t,
-        Err(e) => {
-            tuf_checks.push("metadata", false, e.to_string());
-            return Ok(finish(tuf_checks));
-        }
-    };
+    let trusted =
+        match crate::signing::tuf::verify_repository(&dir.join("metadata"), trusted_root, now) {
+            Ok(t) => t,
+            Err(e) => {
+                tuf_checks.push("metadata", false, e.to_string());
+                return Ok(finish(tuf_checks));
+            }
+        };
     tuf_checks.push(
         "metadata",
         true,

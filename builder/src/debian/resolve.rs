@@ -10,8 +10,8 @@
 //! preferring higher Priority. Unambiguous (single-alternative) dependencies are closed first so
 //! that an or-group sees everything that is certainly installed before it chooses.
 
-use crate::archive::PackageEntry;
-use crate::control::Dependency;
+use crate::debian::archive::PackageEntry;
+use crate::debian::control::Dependency;
 use crate::recipe::Variant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -301,7 +301,7 @@ fn check_conflicts(selected: &BTreeMap<&str, &PackageEntry>) -> Result<(), Resol
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::parse_packages;
+    use crate::debian::archive::parse_packages;
 
     fn index(text: &str) -> Vec<PackageEntry> {
         let mut full = String::new();

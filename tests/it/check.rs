@@ -3,8 +3,6 @@
 //! toolchain's real glibc. Every check must fire on its defect and stay silent on the clean
 //! twin; the loader verdict is compared with what glibc's real loader does under qemu.
 
-mod fixture;
-
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;

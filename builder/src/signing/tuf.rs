@@ -9,7 +9,7 @@
 //! that are signed. Keys are ECDSA P-256 (`keytype` "ecdsa", scheme "ecdsa-sha2-nistp256",
 //! PEM public key), signatures hex-encoded ASN.1 DER, as securesystemslib makes them.
 
-use crate::sign::Signer;
+use crate::signing::sign::Signer;
 use crate::timefmt::{parse_rfc3339_utc, rfc3339};
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -74,7 +74,7 @@ pub fn sign_role(
     signed: Value,
     signer: &dyn Signer,
     key: &VerifyingKey,
-) -> Result<Value, crate::sign::SignError> {
+) -> Result<Value, crate::signing::sign::SignError> {
     let der = signer.sign(&canonical(&signed))?;
     Ok(json!({
         "signatures": [{"keyid": key_id(key), "sig": hex::encode(der)}],
@@ -212,7 +212,7 @@ pub fn add_release(
     } else {
         (serde_json::Map::new(), 0)
     };
-    let new_version = crate::version::Version::parse(&info.version).map_err(|e| {
+    let new_version = crate::debian::version::Version::parse(&info.version).map_err(|e| {
         err(
             &targets_path,
             format!("image version {:?}: {e}", info.version),
@@ -233,7 +233,7 @@ pub fn add_release(
             .pointer("/custom/version")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if let Ok(existing) = crate::version::Version::parse(v) {
+        if let Ok(existing) = crate::debian::version::Version::parse(v) {
             if existing >= new_version {
                 return Err(err(
                     &targets_path,

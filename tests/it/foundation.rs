@@ -2,7 +2,7 @@
 //! tests generate (see `fixture`), run through the real `kiln` binary. Offline by construction:
 //! mirrors are `file://` directories or a loopback HTTP server.
 
-mod fixture;
+use crate::fixture;
 #[path = "fixture/hostile_tree.rs"]
 mod hostile_tree;
 
@@ -986,7 +986,7 @@ fn version_order_agrees_with_dpkg_on_generated_pairs() {
     let valid: Vec<&str> = atoms
         .iter()
         .copied()
-        .filter(|a| kiln::version::Version::parse(a).is_ok())
+        .filter(|a| kiln::debian::version::Version::parse(a).is_ok())
         .collect();
     let mut pairs = Vec::new();
     for (i, a) in valid.iter().enumerate() {
@@ -1017,9 +1017,9 @@ fn version_order_agrees_with_dpkg_on_generated_pairs() {
         .collect();
     assert_eq!(answers.len(), pairs.len());
     for ((a, b), dpkg) in pairs.iter().zip(&answers) {
-        let ours = match kiln::version::Version::parse(a)
+        let ours = match kiln::debian::version::Version::parse(a)
             .unwrap()
-            .cmp(&kiln::version::Version::parse(b).unwrap())
+            .cmp(&kiln::debian::version::Version::parse(b).unwrap())
         {
             std::cmp::Ordering::Less => "lt",
             std::cmp::Ordering::Equal => "eq",
@@ -1029,7 +1029,7 @@ fn version_order_agrees_with_dpkg_on_generated_pairs() {
     }
     // Strings dpkg rejects, kiln rejects too.
     for bad in ["a", "7.0-", "", "1:", ":1"] {
-        assert!(kiln::version::Version::parse(bad).is_err(), "{bad}");
+        assert!(kiln::debian::version::Version::parse(bad).is_err(), "{bad}");
     }
 }
 
@@ -1505,7 +1505,7 @@ fn debians_removed_keys_expire_when_gpg_says_they_do() {
 /// Compares kiln's computed expiry of every key it keeps from `path` with gpg's listing;
 /// returns (keys compared, keys expired).
 fn compare_expiries_with_gpg(path: &Path) -> (usize, usize) {
-    let ring = kiln::trust::Keyring::load(path).unwrap();
+    let ring = kiln::debian::trust::Keyring::load(path).unwrap();
     let listing = Command::new("gpg")
         .args(["--no-default-keyring", "--keyring"])
         .arg(path)

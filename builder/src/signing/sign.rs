@@ -70,7 +70,7 @@ pub trait Signer {
     fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
-/// Signs with a private key held in memory (read by [`crate::keys::load_signing_key`]).
+/// Signs with a private key held in memory (read by [`crate::signing::keys::load_signing_key`]).
 pub struct KeySigner(pub SigningKey);
 
 impl Signer for KeySigner {

@@ -6,7 +6,7 @@
 //! syntax tree we do not need. Field order and continuation lines are kept as they were, so a
 //! paragraph can be written back into the dpkg database unchanged.
 
-use crate::version::{Relation, Version, VersionError};
+use crate::debian::version::{Relation, Version, VersionError};
 use std::fmt;
 
 /// One paragraph: fields in their original order, values as written (continuation lines keep

@@ -6,7 +6,7 @@
 //! The file-system formats need root (owners, device nodes), as CI runs; as another user those
 //! tests stop with a message saying so.
 
-mod fixture;
+use crate::fixture;
 
 use fixture::{base_packages, build_archive, kiln, stderr, text, ArchiveSpec, Entry, Pkg, Signer};
 use kiln::image::{ImageTree, Kind};

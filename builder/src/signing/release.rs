@@ -1,15 +1,15 @@
 //! The release stage: turns a signed image into what an OTA server serves. The OCI layout
 //! becomes one archive (the `oci-archive` format: the layout's files at the tar's root, as
 //! `skopeo copy oci-archive:` reads it), placed under `DIR/targets/BOARD/`, and the TUF
-//! repository in `DIR/metadata` gets a new signed targets version naming it (see [`crate::tuf`]).
+//! repository in `DIR/metadata` gets a new signed targets version naming it (see [`crate::signing::tuf`]).
 //!
 //! Only an intact image signed by the release key is released: the layout is verified with
 //! the key's public half first.
 
 use crate::oci::annotation;
-use crate::sign::KeySigner;
-use crate::tuf::{self, Expiry, ReleaseInfo};
-use crate::verify::{verify_layout, VerifyOptions};
+use crate::signing::sign::KeySigner;
+use crate::signing::tuf::{self, Expiry, ReleaseInfo};
+use crate::signing::verify::{verify_layout, VerifyOptions};
 use p256::ecdsa::SigningKey;
 use serde_json::Value;
 use std::fs;

@@ -1,15 +1,15 @@
-//! The signed archive index: fetches a suite's `InRelease`, verifies it (see [`crate::trust`]),
+//! The signed archive index: fetches a suite's `InRelease`, verifies it (see [`crate::debian::trust`]),
 //! and loads the `Packages` indices it lists, each checked against the size and SHA-256 the
 //! signed Release states. Nothing unsigned is ever parsed for content.
 
-use crate::control::{self, parse_relations, AlternativeGroup, Dependency};
+use crate::debian::control::{self, parse_relations, AlternativeGroup, Dependency};
+use crate::debian::trust::{self, Keyring, TimeAnchor, TrustError};
+use crate::debian::version::Version;
 use crate::decompress::Compression;
 use crate::digest::sha256_hex;
 use crate::recipe::Board;
 use crate::timefmt::parse_rfc2822;
 use crate::transport::{Transport, TransportError};
-use crate::trust::{self, Keyring, TimeAnchor, TrustError};
-use crate::version::Version;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
