@@ -72,32 +72,6 @@ pub enum BuildError {
     },
 }
 
-impl BuildError {
-    /// Exit code by the CLI contract: 1 when the input is wrong (recipe, lock, archive content,
-    /// hostile package), 2 when kiln could not run (network, disk).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            BuildError::Spec(_) | BuildError::Offline(_) | BuildError::Check { .. } => 1,
-            BuildError::Lock(LockError::Archive(
-                crate::debian::archive::ArchiveError::Transport(_),
-            )) => 2,
-            BuildError::Lock(LockError::Write { .. }) => 2,
-            BuildError::Lock(_) => 1,
-            BuildError::Fetch(FetchError::Mismatch { .. } | FetchError::NotCached { .. }) => 1,
-            BuildError::Fetch(_) => 2,
-            BuildError::Compose(ComposeError::Io { .. }) => 2,
-            BuildError::Compose(_) => 1,
-            BuildError::Configure(ConfigureError::Script { .. }) => 1,
-            BuildError::Configure(_) => 2,
-            BuildError::Overlay(e) => e.exit_code(),
-            BuildError::Pack(_)
-            | BuildError::Oci(_)
-            | BuildError::Output { .. }
-            | BuildError::LayerCache(_) => 2,
-        }
-    }
-}
-
 /// How to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {

@@ -16,6 +16,7 @@ pub mod configure;
 pub mod debian;
 pub mod decompress;
 pub mod digest;
+pub mod exit;
 pub mod export;
 pub mod fetch;
 pub mod flash;

@@ -1,10 +1,12 @@
 //! The `kiln` command line: the contract CI scripts and people rely on (DESIGN.md).
-//! Exit codes: 0 success, 1 the thing checked is wrong, 2 kiln could not run.
+//! Exit codes: 0 success, then the one table of [`kiln::exit`]: 1 the input is wrong, 2 kiln
+//! could not run. Typed errors carry their own code ([`failed`]).
 
 use clap::{Parser, Subcommand};
 use kiln::build::{self, BuildError, BuildOptions};
 use kiln::check::report::{render, summary, Format};
 use kiln::check::{check_image, CheckOptions};
+use kiln::exit::{Classified, Exit};
 use kiln::fetch::Cache;
 use kiln::image::ImageTree;
 use kiln::pack::LayerCompression;
@@ -248,12 +250,17 @@ enum CertAction {
 }
 
 /// Reports an error on one line and gives the exit code for it.
-fn error_exit(e: impl std::fmt::Display, code: u8) -> ExitCode {
+fn error_exit(e: impl std::fmt::Display, exit: Exit) -> ExitCode {
     eprintln!(
         "kiln: error: {}",
         kiln::transport::redact_userinfo(&e.to_string())
     );
-    ExitCode::from(code)
+    ExitCode::from(exit.code())
+}
+
+/// Reports a typed error on one line with the exit code its type says.
+fn failed(e: &(impl std::fmt::Display + Classified)) -> ExitCode {
+    error_exit(e, e.exit())
 }
 
 /// How `kiln verify` reports.
@@ -288,7 +295,7 @@ fn run_keygen(out: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => error_exit(e, 2),
+        Err(e) => failed(&e),
     }
 }
 
@@ -301,18 +308,18 @@ fn run_sign(
     let signer: Box<dyn kiln::signing::sign::Signer> = match (key, command) {
         (Some(key), _) => match kiln::signing::keys::load_signing_key(key) {
             Ok(k) => Box::new(kiln::signing::sign::KeySigner(k)),
-            Err(e) => return error_exit(e, 2),
+            Err(e) => return failed(&e),
         },
         (None, Some(cmd)) => Box::new(kiln::signing::sign::CommandSigner(cmd.to_string())),
         (None, None) => {
             eprintln!("kiln: error: give --key KEYFILE or --sign-command CMD");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::CouldNotRun.code());
         }
     };
     let layout = layout_of(out);
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Write) {
         Ok(h) => h,
-        Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+        Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
     };
     match kiln::signing::sign::sign_layout(&layout, signer.as_ref()) {
         Ok(signed) => {
@@ -321,8 +328,7 @@ fn run_sign(
             }
             ExitCode::SUCCESS
         }
-        Err(e @ kiln::signing::sign::SignError::Command { .. }) => error_exit(e, 2),
-        Err(e) => error_exit(e, 1),
+        Err(e) => failed(&e),
     }
 }
 
@@ -344,7 +350,7 @@ fn run_verify(
     for k in keys {
         match kiln::signing::keys::load_verifying_key(k) {
             Ok(k) => opts.keys.push(k),
-            Err(e) => return error_exit(e, 2),
+            Err(e) => return failed(&e),
         }
     }
     let result = match root {
@@ -353,14 +359,14 @@ fn run_verify(
             let layout = layout_of(out);
             let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
                 Ok(h) => h,
-                Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+                Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
             };
             kiln::signing::verify::verify_layout(&layout, &opts)
         }
     };
     let v = match result {
         Ok(v) => v,
-        Err(e) => return error_exit(e, 2),
+        Err(e) => return error_exit(e, Exit::CouldNotRun),
     };
     match format {
         VerifyFormat::Line => println!("{}", v.verdict()),
@@ -373,7 +379,7 @@ fn run_verify(
     if v.accepted {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Refused.code())
     }
 }
 
@@ -383,11 +389,12 @@ fn require_signed(layout: &std::path::Path, keys: &[PathBuf]) -> Result<(), Exit
     let mut opts = kiln::signing::verify::VerifyOptions::default();
     for k in keys {
         opts.keys
-            .push(kiln::signing::keys::load_verifying_key(k).map_err(|e| error_exit(e, 2))?);
+            .push(kiln::signing::keys::load_verifying_key(k).map_err(|e| failed(&e))?);
     }
-    let v = kiln::signing::verify::verify_layout(layout, &opts).map_err(|e| error_exit(e, 2))?;
+    let v = kiln::signing::verify::verify_layout(layout, &opts)
+        .map_err(|e| error_exit(e, Exit::CouldNotRun))?;
     if !v.accepted {
-        return Err(error_exit(v.verdict(), 1));
+        return Err(error_exit(v.verdict(), Exit::Refused));
     }
     eprintln!("kiln: {}", v.verdict());
     Ok(())
@@ -406,7 +413,7 @@ fn run_export(
     let layout = layout_of(out);
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
         Ok(h) => h,
-        Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+        Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
     };
     if !keys.is_empty() {
         if let Err(code) = require_signed(&layout, keys) {
@@ -418,11 +425,11 @@ fn run_export(
         Some((key, cert)) => {
             let key = match kiln::signing::keys::load_signing_key(key) {
                 Ok(k) => k,
-                Err(e) => return error_exit(e, 2),
+                Err(e) => return failed(&e),
             };
             let mut certs = match kiln::signing::certs::load_certificates(cert) {
                 Ok(c) => c,
-                Err(e) => return error_exit(e, 2),
+                Err(e) => return error_exit(e, Exit::CouldNotRun),
             };
             let cert_der = certs.remove(0);
             Some(kiln::export::rauc::RaucSigner {
@@ -434,7 +441,7 @@ fn run_export(
     };
     let board = match board.map(Board::load).transpose() {
         Ok(b) => b,
-        Err(e) => return error_exit(e, 1),
+        Err(e) => return failed(&e),
     };
     let opts = kiln::export::ExportOptions {
         format,
@@ -457,20 +464,7 @@ fn run_export(
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let code = export_exit_code(&e);
-            error_exit(e, code)
-        }
-    }
-}
-
-/// The exit code of a failed export, the same in `export` and inside `flash`: 2 when a tool
-/// or the disk failed (kiln could not run), 1 when the image or the board is wrong.
-fn export_exit_code(e: &kiln::export::ExportError) -> u8 {
-    use kiln::export::ExportError;
-    match e {
-        ExportError::Tool { .. } | ExportError::Io { .. } => 2,
-        _ => 1,
+        Err(e) => failed(&e),
     }
 }
 
@@ -483,22 +477,21 @@ fn run_flash(
     force: bool,
     cache: Option<PathBuf>,
 ) -> ExitCode {
-    use kiln::flash::FlashError;
     let layout = layout_of(image);
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
         Ok(h) => h,
-        Err(e) => return error_exit(format!("{}: {e}", image.display()), 2),
+        Err(e) => return error_exit(format!("{}: {e}", image.display()), Exit::CouldNotRun),
     };
     if let Err(code) = require_signed(&layout, keys) {
         return code;
     }
     let board = match Board::load(board) {
         Ok(b) => b,
-        Err(e) => return error_exit(e, 1),
+        Err(e) => return failed(&e),
     };
     let flash_layout = match kiln::export::layout::FlashLayout::from_board(&board) {
         Ok(l) => l,
-        Err(e) => return error_exit(e, 1),
+        Err(e) => return failed(&e),
     };
     let limits = kiln::flash::Limits {
         max_device_size: flash_layout.max_device_size,
@@ -506,14 +499,14 @@ fn run_flash(
     };
     // Checked before the disk image is made, and again by the exclusive open when writing.
     if let Err(e) = kiln::flash::check_device(device, flash_layout.disk_size(), limits) {
-        return error_exit(e, 1);
+        return error_exit(e, Exit::Refused);
     }
     let cache = cache.unwrap_or_else(Cache::default_dir);
     let work = match std::fs::create_dir_all(&cache)
         .and_then(|_| tempfile::Builder::new().prefix("flash-").tempdir_in(&cache))
     {
         Ok(w) => w,
-        Err(e) => return error_exit(format!("{}: {e}", cache.display()), 2),
+        Err(e) => return error_exit(format!("{}: {e}", cache.display()), Exit::CouldNotRun),
     };
     let disk = work.path().join("disk.img");
     let opts = kiln::export::ExportOptions {
@@ -525,13 +518,12 @@ fn run_flash(
     let exported = match kiln::export::export(&layout, &opts) {
         Ok(x) => x,
         Err(e) => {
-            let code = export_exit_code(&e);
-            return error_exit(e, code);
+            return failed(&e);
         }
     };
     let target = match kiln::flash::check_device(device, exported.size, limits) {
         Ok(t) => t,
-        Err(e) => return error_exit(e, 1),
+        Err(e) => return error_exit(e, Exit::Refused),
     };
     match kiln::flash::flash(&disk, &target, std::io::stderr().is_terminal()) {
         Ok(done) => {
@@ -545,8 +537,7 @@ fn run_flash(
             );
             ExitCode::SUCCESS
         }
-        Err(e @ FlashError::Refused { .. }) => error_exit(e, 1),
-        Err(e) => error_exit(e, 2),
+        Err(e) => failed(&e),
     }
 }
 
@@ -560,7 +551,7 @@ fn run_cert(action: CertAction) -> ExitCode {
 
 fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
     use kiln::signing::certs::{ca_certificate, release_certificate, to_pem, CertRequest};
-    let usable = |e: &dyn std::fmt::Display| error_exit(e, 2);
+    let usable = |e: &dyn std::fmt::Display| error_exit(e, Exit::CouldNotRun);
     let (der, output, subject, days) = match action {
         CertAction::Ca {
             key,
@@ -600,13 +591,15 @@ fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
             (der, output, subject, days)
         }
     };
-    let pem = der.and_then(|d| to_pem(&d)).map_err(|e| error_exit(e, 1))?;
+    let pem = der
+        .and_then(|d| to_pem(&d))
+        .map_err(|e| error_exit(e, Exit::Refused))?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&output)
         .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
-        .map_err(|e| error_exit(format!("{}: {e}", output.display()), 2))?;
+        .map_err(|e| error_exit(format!("{}: {e}", output.display()), Exit::CouldNotRun))?;
     println!("wrote {} ({subject}, {days} days)", output.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -629,7 +622,7 @@ fn run_release(
 ) -> ExitCode {
     let key = match kiln::signing::keys::load_signing_key(key) {
         Ok(k) => k,
-        Err(e) => return error_exit(e, 2),
+        Err(e) => return error_exit(e, Exit::CouldNotRun),
     };
     let opts = kiln::signing::release::ReleaseOptions {
         min_version,
@@ -642,7 +635,7 @@ fn run_release(
     let layout = layout_of(out);
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
         Ok(h) => h,
-        Err(e) => return error_exit(format!("{}: {e}", out.display()), 2),
+        Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
     };
     match kiln::signing::release::release(&layout, to, &key, &opts) {
         Ok(r) => {
@@ -655,8 +648,7 @@ fn run_release(
             );
             ExitCode::SUCCESS
         }
-        Err(e @ kiln::signing::release::ReleaseError::Io { .. }) => error_exit(e, 2),
-        Err(e) => error_exit(e, 1),
+        Err(e) => failed(&e),
     }
 }
 
@@ -669,18 +661,18 @@ fn run_check(
 ) -> ExitCode {
     let board = match Board::load(board) {
         Ok(b) => b,
-        Err(e) => return error_exit(e, 2),
+        Err(e) => return failed(&e),
     };
     // Held while the image is read (a path that is not a build's output is not held).
     let _hold = match kiln::output::hold(&layout_of(path), kiln::output::Access::Read) {
         Ok(h) => h,
-        Err(e) => return error_exit(format!("{}: {e}", path.display()), 2),
+        Err(e) => return error_exit(format!("{}: {e}", path.display()), Exit::CouldNotRun),
     };
     let image = match ImageTree::open(path) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("kiln: error: cannot read image {}: {e}", path.display());
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::CouldNotRun.code());
         }
     };
     let mut opts = CheckOptions::new(board.arch);
@@ -697,7 +689,7 @@ fn run_check(
                 Ok(d) => Some(d),
                 Err(e) => {
                     eprintln!("kiln: error: cache {}: {e}", tmp.display());
-                    return ExitCode::from(2);
+                    return ExitCode::from(Exit::CouldNotRun.code());
                 }
             }
         }
@@ -710,7 +702,7 @@ fn run_check(
         eprintln!("kiln check: {}", summary(&report));
     }
     if report.errors() > 0 {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Refused.code())
     } else {
         ExitCode::SUCCESS
     }
@@ -735,7 +727,7 @@ fn fail(e: &BuildError) -> ExitCode {
         "kiln: error: {}",
         kiln::transport::redact_userinfo(&e.to_string())
     );
-    ExitCode::from(e.exit_code() as u8)
+    ExitCode::from(e.exit().code())
 }
 
 fn main() -> ExitCode {
@@ -770,7 +762,7 @@ fn main() -> ExitCode {
         } => {
             let sde = match source_date_epoch() {
                 Ok(v) => v,
-                Err(e) => return error_exit(e, 1),
+                Err(e) => return error_exit(e, Exit::Refused),
             };
             let opts = BuildOptions {
                 locked,
@@ -895,6 +887,6 @@ fn run_manpages(dir: &std::path::Path) -> ExitCode {
             println!("man pages written to {}", dir.display());
             ExitCode::SUCCESS
         }
-        Err(e) => error_exit(format!("{}: {e}", dir.display()), 2),
+        Err(e) => error_exit(format!("{}: {e}", dir.display()), Exit::CouldNotRun),
     }
 }

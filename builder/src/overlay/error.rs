@@ -104,16 +104,6 @@ pub enum OverlayError {
     },
 }
 
-impl OverlayError {
-    /// 1 when the overlay is wrong, 2 when kiln could not run.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            OverlayError::Envrun { .. } | OverlayError::Sandbox(_) | OverlayError::Io { .. } => 2,
-            _ => 1,
-        }
-    }
-}
-
 pub(super) fn io_err(overlay: &str, path: &Path, e: impl std::fmt::Display) -> OverlayError {
     OverlayError::Io {
         overlay: overlay.to_string(),

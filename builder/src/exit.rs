@@ -1,0 +1,134 @@
+//! The one exit-code table of the `kiln` command, for every command alike: each error type says
+//! which of the two failures it is, here and nowhere else, so `export` and `flash` (or `check`
+//! and `export`) cannot drift apart again. The README's "Exit codes" is this table in prose.
+
+use crate::build::BuildError;
+use crate::export::ExportError;
+use crate::flash::FlashError;
+use crate::image::ImageError;
+use crate::overlay::OverlayError;
+use crate::recipe::RecipeError;
+use crate::signing::keys::KeyError;
+use crate::signing::release::ReleaseError;
+use crate::signing::sign::SignError;
+
+/// How a failed command ends (0 is success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 1: what was given or checked is wrong (a recipe or board file, the lock, a package, an
+    /// image, a signature, a device): fixing the input fixes it.
+    Refused = 1,
+    /// 2: kiln could not do its work (network, disk, a tool, emulation, a key or image it cannot
+    /// read): retrying elsewhere or fixing the machine fixes it.
+    CouldNotRun = 2,
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// An error that knows which failure it is.
+pub trait Classified {
+    /// Its exit code.
+    fn exit(&self) -> Exit;
+}
+
+impl Classified for RecipeError {
+    fn exit(&self) -> Exit {
+        Exit::Refused
+    }
+}
+
+impl Classified for BuildError {
+    fn exit(&self) -> Exit {
+        use crate::compose::ComposeError;
+        use crate::configure::ConfigureError;
+        use crate::fetch::FetchError;
+        use crate::lock::LockError;
+        match self {
+            BuildError::Spec(_) | BuildError::Offline(_) | BuildError::Check { .. } => {
+                Exit::Refused
+            }
+            BuildError::Lock(LockError::Archive(
+                crate::debian::archive::ArchiveError::Transport(_),
+            ))
+            | BuildError::Lock(LockError::Write { .. }) => Exit::CouldNotRun,
+            BuildError::Lock(_) => Exit::Refused,
+            BuildError::Fetch(FetchError::Mismatch { .. } | FetchError::NotCached { .. }) => {
+                Exit::Refused
+            }
+            BuildError::Fetch(_) => Exit::CouldNotRun,
+            BuildError::Compose(ComposeError::Io { .. }) => Exit::CouldNotRun,
+            BuildError::Compose(_) => Exit::Refused,
+            BuildError::Configure(ConfigureError::Script { .. }) => Exit::Refused,
+            BuildError::Configure(_) => Exit::CouldNotRun,
+            BuildError::Overlay(e) => e.exit(),
+            BuildError::Pack(_)
+            | BuildError::Oci(_)
+            | BuildError::Output { .. }
+            | BuildError::LayerCache(_) => Exit::CouldNotRun,
+        }
+    }
+}
+
+impl Classified for OverlayError {
+    fn exit(&self) -> Exit {
+        match self {
+            OverlayError::Envrun { .. } | OverlayError::Sandbox(_) | OverlayError::Io { .. } => {
+                Exit::CouldNotRun
+            }
+            _ => Exit::Refused,
+        }
+    }
+}
+
+impl Classified for ExportError {
+    fn exit(&self) -> Exit {
+        match self {
+            ExportError::Tool { .. } | ExportError::Io { .. } => Exit::CouldNotRun,
+            _ => Exit::Refused,
+        }
+    }
+}
+
+impl Classified for FlashError {
+    fn exit(&self) -> Exit {
+        match self {
+            FlashError::Refused { .. } => Exit::Refused,
+            _ => Exit::CouldNotRun,
+        }
+    }
+}
+
+impl Classified for SignError {
+    fn exit(&self) -> Exit {
+        match self {
+            SignError::Command { .. } => Exit::CouldNotRun,
+            _ => Exit::Refused,
+        }
+    }
+}
+
+impl Classified for ReleaseError {
+    fn exit(&self) -> Exit {
+        match self {
+            ReleaseError::Io { .. } => Exit::CouldNotRun,
+            _ => Exit::Refused,
+        }
+    }
+}
+
+impl Classified for KeyError {
+    fn exit(&self) -> Exit {
+        Exit::CouldNotRun
+    }
+}
+
+impl Classified for ImageError {
+    fn exit(&self) -> Exit {
+        Exit::CouldNotRun
+    }
+}
