@@ -27,7 +27,7 @@ use crate::recipe::Board;
 use std::path::{Path, PathBuf};
 
 /// What `kiln export` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// The flattened root filesystem as one tar (numeric owners, sorted, clamped times).
     Tar,

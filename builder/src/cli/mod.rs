@@ -1,0 +1,323 @@
+//! The command line's definitions: every command, option and value as clap reads them (and as
+//! `kiln completions` and `kiln manpages` describe them). What each command does is in the
+//! adapters beside this file, one per group: [`build`] (lock, build), [`image`] (check,
+//! export, flash), [`signing`] (keygen, sign, verify, release, cert), [`docs`] (completions,
+//! man pages), with [`report`] printing errors and choosing exit codes for all of them.
+
+pub mod build;
+pub mod docs;
+pub mod image;
+pub mod report;
+pub mod signing;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Mirrors a library enum as a clap value, so the library does not depend on clap: the same
+/// variants and help text, converted where the command calls the library. The conversion's
+/// match is exhaustive, so a variant added to the library without its option fails to compile.
+macro_rules! value_enum {
+    ($(#[$doc:meta])* $name:ident => $lib:ident { $($(#[$vdoc:meta])* $variant:ident,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl From<$name> for $lib {
+            fn from(value: $name) -> $lib {
+                match value {
+                    $($name::$variant => $lib::$variant,)*
+                }
+            }
+        }
+    };
+}
+
+use kiln::check::report::Format as CheckFormat;
+use kiln::export::ExportFormat;
+use kiln::pack::LayerCompression;
+
+value_enum! {
+    /// `kiln build --compression`.
+    CompressionArg => LayerCompression {
+        /// `tar+zstd` (OCI 1.1), the default.
+        Zstd,
+        /// `tar+gzip`, for older tools such as umoci 0.4.
+        Gzip,
+    }
+}
+
+value_enum! {
+    /// `kiln export --format`.
+    ExportFormatArg => ExportFormat {
+        /// The flattened root filesystem as one tar (numeric owners, sorted, clamped times).
+        Tar,
+        /// An ext4 file system image of the root filesystem.
+        Ext4,
+        /// A squashfs image of the root filesystem (xz), read-only root for A/B slots.
+        Squashfs,
+        /// A partitioned disk image from the board's flash layout, plus FILE.bmap.
+        Disk,
+        /// A RAUC bundle (verity format) signed with an X.509 release certificate.
+        Rauc,
+    }
+}
+
+value_enum! {
+    /// `kiln check --format`.
+    CheckFormatArg => CheckFormat {
+        /// Terminal table.
+        Table,
+        /// One JSON object per finding per line.
+        Json,
+        /// JUnit XML.
+        Junit,
+        /// SARIF 2.1.0.
+        Sarif,
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Fires signed, reproducible Debian firmware images for ARM robots"
+)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Resolve the recipe against the suite's signed index and write kiln.lock.
+    Lock {
+        /// Recipe directory (holding kiln.toml).
+        #[arg(short = 'C', long = "directory", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Lock (unless --locked), fetch, compose and pack the image into OUT/oci.
+    Build {
+        /// Recipe directory (holding kiln.toml).
+        #[arg(short = 'C', long = "directory", default_value = ".")]
+        dir: PathBuf,
+        /// Fail unless kiln.lock exists and matches the recipe.
+        #[arg(long)]
+        locked: bool,
+        /// Use no network: build from kiln.lock and the cache.
+        #[arg(long)]
+        offline: bool,
+        /// Output directory.
+        #[arg(short = 'o', long = "output", default_value = "out")]
+        out: PathBuf,
+        /// Layer compression.
+        #[arg(long, value_enum, default_value = "zstd")]
+        compression: CompressionArg,
+        /// Cache directory (default: $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Print each stage's wall time to stderr.
+        #[arg(long)]
+        timings: bool,
+        /// Maintainer scripts run at once (default: the number of CPUs; the image is the same
+        /// for every value).
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Run every generator the maintainer scripts call under qemu, none natively (slower;
+        /// the image is the same: CI builds this way once to prove it).
+        #[arg(long)]
+        emulate_all: bool,
+    },
+    /// Make an ECDSA P-256 release key pair: KEYFILE (PKCS#8 PEM, 0600), KEYFILE.der, KEYFILE.pub.
+    Keygen {
+        /// Where the private key goes.
+        #[arg(short = 'o', long = "output")]
+        out: PathBuf,
+    },
+    /// Sign the image in OUT/oci (cosign-compatible signature, also an OCI 1.1 referrer).
+    Sign {
+        /// Output directory of `kiln build` (the layout is OUT/oci).
+        out: PathBuf,
+        /// Private key (PKCS#8 PEM or DER, mode 0600).
+        #[arg(
+            long,
+            required_unless_present = "sign_command",
+            conflicts_with = "sign_command"
+        )]
+        key: Option<PathBuf>,
+        /// Sign through this command instead (sh -c; payload on stdin, digest in
+        /// KILN_SIGN_DIGEST; prints the DER signature, raw or base64).
+        #[arg(long)]
+        sign_command: Option<String>,
+    },
+    /// Put a signed image into an OTA repository: an OCI archive and signed TUF metadata.
+    Release {
+        /// Output directory of `kiln build` (the layout is OUT/oci), signed with KEY.
+        out: PathBuf,
+        /// The release key (signs the TUF metadata; must have signed the image).
+        #[arg(long)]
+        key: PathBuf,
+        /// The OTA repository (DIR/metadata, DIR/targets), created on the first release.
+        #[arg(long)]
+        to: PathBuf,
+        /// Lowest version devices may still be given; older releases count as revoked.
+        #[arg(long)]
+        min_version: Option<String>,
+        /// Days until targets, snapshot and timestamp expire.
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+    },
+    /// Verify offline: every blob, the signature, the board, no rollback (exit 1 if not).
+    /// OUT is a build's output (or an OCI layout), or with --root an OTA repository.
+    Verify {
+        /// Output directory of `kiln build`, an OCI layout, or (with --root) a release repository.
+        out: PathBuf,
+        /// Pinned TUF root.json: verify OUT as an OTA repository made by `kiln release`.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// With --root: the release to check (TUF target name); default the newest.
+        #[arg(long, requires = "root")]
+        target: Option<String>,
+        /// Trusted public key(s) (PEM); any one signature by them suffices.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The device's compatible string, which the image must list.
+        #[arg(long)]
+        compatible: Option<String>,
+        /// The version installed on the device; the image must be newer.
+        #[arg(long)]
+        installed_version: Option<String>,
+        /// Output: one line, or every check as JSON.
+        #[arg(long, value_enum, default_value = "line")]
+        format: VerifyFormat,
+    },
+    /// Flatten an image into a tar, ext4, squashfs or partitioned disk image (with bmap).
+    Export {
+        /// Output directory of `kiln build`, or an OCI layout.
+        out: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: ExportFormatArg,
+        /// The file to write (a disk export also writes FILE.bmap).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// The board file: its flash layout (required for disk; sizes ext4).
+        #[arg(long)]
+        board: Option<PathBuf>,
+        /// Public key(s) the image must be signed by; checked before anything is written.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        /// For rauc: the release private key that signs the bundle.
+        #[arg(long, requires = "cert")]
+        signing_key: Option<PathBuf>,
+        /// For rauc: the release certificate over that key (PEM; further certificates in the
+        /// file are included as the chain).
+        #[arg(long, requires = "signing_key")]
+        cert: Option<PathBuf>,
+    },
+    /// Write a signed image onto a block device (SD card, eMMC) and verify it by reading back.
+    Flash {
+        /// Output directory of `kiln build`, or an OCI layout (signed).
+        image: PathBuf,
+        /// The whole-disk block device (/dev/sdX, /dev/mmcblkN).
+        device: PathBuf,
+        /// Public key(s) the image must be signed by.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The board file (its flash layout and max-device-size).
+        #[arg(long)]
+        board: PathBuf,
+        /// Write to a device larger than the board's max-device-size.
+        #[arg(long)]
+        force: bool,
+        /// Cache directory for the disk image (default: $KILN_CACHE_DIR, ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// Check every ELF file and script of an image against a board (exit 1 on errors).
+    Check {
+        /// A directory, a tar (optionally compressed) or an OCI image layout.
+        path: PathBuf,
+        /// The board file the image is for.
+        #[arg(long)]
+        board: PathBuf,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: CheckFormatArg,
+        /// Also start each Python env's interpreter under qemu-user (root, binfmt_misc) and
+        /// check its sys.path (venv-sys-path); the image is unpacked in the cache directory.
+        #[arg(long)]
+        run_envs: bool,
+        /// Cache directory for --run-envs (default: $KILN_CACHE_DIR, ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Print the shell completion script for SHELL (generated from these definitions).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (kiln.1 and one per command, kiln-build.1 ...) into a directory.
+    Manpages {
+        /// The directory to write them into (created if missing).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertAction {
+    /// A self-signed CA certificate for KEY (from `kiln keygen`): the devices' RAUC keyring.
+    Ca {
+        /// The CA's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Subject, RFC 4514 ("CN=Robot Release CA,O=Example").
+        #[arg(long, default_value = "CN=kiln release CA")]
+        subject: String,
+        /// Validity in days, from now.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// The certificate file to write (PEM).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// A release certificate over a public key, issued by the CA.
+    Issue {
+        /// The CA's private key.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The CA's certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The release public key (KEY.pub from `kiln keygen`).
+        #[arg(long = "for")]
+        public: PathBuf,
+        /// Subject, RFC 4514.
+        #[arg(long, default_value = "CN=kiln release")]
+        subject: String,
+        /// Validity in days, from now.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+        /// The certificate file to write (PEM).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+/// How `kiln verify` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyFormat {
+    /// The one-line verdict.
+    Line,
+    /// Every check, as one JSON object.
+    Json,
+}

@@ -1,0 +1,42 @@
+//! How a command reports failure: one line on stderr (credentials in URLs redacted), and the
+//! exit code from [`kiln::exit`]'s table.
+
+use kiln::build::BuildError;
+use kiln::exit::{Classified, Exit};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Reports an error on one line and gives the exit code for it.
+pub fn error_exit(e: impl std::fmt::Display, exit: Exit) -> ExitCode {
+    eprintln!(
+        "kiln: error: {}",
+        kiln::transport::redact_userinfo(&e.to_string())
+    );
+    ExitCode::from(exit.code())
+}
+
+/// Reports a typed error on one line with the exit code its type says.
+pub fn failed(e: &(impl std::fmt::Display + Classified)) -> ExitCode {
+    error_exit(e, e.exit())
+}
+
+/// The OCI layout of an output directory (OUT/oci), or the path itself when it is a layout.
+pub fn layout_of(out: &std::path::Path) -> PathBuf {
+    if out.join("oci-layout").exists() {
+        out.to_path_buf()
+    } else {
+        out.join("oci")
+    }
+}
+
+/// Reports a failed build: the check report first when the check gate stopped it.
+pub fn fail(e: &BuildError) -> ExitCode {
+    if let BuildError::Check { report, .. } = e {
+        eprint!("{report}");
+    }
+    eprintln!(
+        "kiln: error: {}",
+        kiln::transport::redact_userinfo(&e.to_string())
+    );
+    ExitCode::from(e.exit().code())
+}
