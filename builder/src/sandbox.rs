@@ -10,7 +10,7 @@ use crate::arch::DebianArch;
 use std::ffi::CString;
 use std::io;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -117,14 +117,7 @@ pub struct Ran {
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints; on success both are new descriptors we own.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// A prepared chroot.
@@ -406,29 +399,23 @@ impl Sandbox {
 /// while the filesystem context is shared). Returns false, changing nothing, when kiln may
 /// not (not root); the build then simply has no tmpfs.
 pub fn private_mount_namespace() -> bool {
-    let Ok(slash) = cstr(b"/") else {
+    // SAFETY: called before any thread exists (main's first act for `kiln build`), so no other
+    // thread shares the filesystem context that unshare changes.
+    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.is_err() {
         return false;
-    };
-    // SAFETY: plain syscalls on a valid NUL-terminated path; no memory is shared with them.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return false;
-        }
-        libc::mount(
-            std::ptr::null(),
-            slash.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) == 0
     }
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::REC | rustix::mount::MountPropagationFlags::PRIVATE,
+    )
+    .is_ok()
 }
 
 /// A tmpfs mounted over a staging directory for the life of a build: unpacking, configuring
 /// (dpkg fsyncs its database after every package) and packing then never wait for the disk.
 /// Unmounted (lazily, so an open file cannot keep it) when dropped.
 pub struct ScratchMount {
-    target: CString,
+    target: PathBuf,
     mounted: bool,
 }
 
@@ -436,33 +423,17 @@ impl ScratchMount {
     /// Mounts a tmpfs at `dir` when kiln may (it runs as root); otherwise the directory stays
     /// on disk, which is only slower.
     pub fn over(dir: &Path) -> ScratchMount {
-        let Ok(target) = cstr(dir.as_os_str().as_bytes()) else {
-            return ScratchMount {
-                target: CString::default(),
-                mounted: false,
-            };
-        };
-        let (Ok(source), Ok(fstype), Ok(data)) =
-            (cstr(b"kiln-staging"), cstr(b"tmpfs"), cstr(b"mode=755"))
-        else {
-            return ScratchMount {
-                target,
-                mounted: false,
-            };
-        };
-        // SAFETY: valid NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                data.as_ptr().cast(),
-            )
-        };
+        let mounted = rustix::mount::mount(
+            "kiln-staging",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+            c"mode=755",
+        )
+        .is_ok();
         ScratchMount {
-            target,
-            mounted: rc == 0,
+            target: dir.to_path_buf(),
+            mounted,
         }
     }
 
@@ -475,10 +446,7 @@ impl ScratchMount {
 impl Drop for ScratchMount {
     fn drop(&mut self) {
         if self.mounted {
-            // SAFETY: `target` is the path this value mounted.
-            unsafe {
-                libc::umount2(self.target.as_ptr(), libc::MNT_DETACH);
-            }
+            let _ = rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }

@@ -521,14 +521,29 @@ fn a_lying_index_entry_never_reaches_the_cache() {
     let o = kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]);
     assert_refused(&o, &["hello", "the lock pins", "refusing it"]);
     assert!(!recipe.join("out/oci").exists());
-    let cached: Vec<_> = std::fs::read_dir(cache.join("blobs/sha256"))
-        .unwrap()
+    // The fetch stops handing out work at the first refusal, so how many honest packages were
+    // fetched by then depends on scheduling; what is cached must be honest, and never the liar.
+    let lock = std::fs::read_to_string(recipe.join("kiln.lock")).unwrap();
+    let pinned: Vec<&str> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("sha256 = \""))
+        .map(|l| l.trim_end_matches('"'))
         .collect();
-    assert_eq!(
-        cached.len(),
-        6,
-        "every honest package cached, the lying one not"
-    );
+    assert_eq!(pinned.len(), 7, "six honest packages and the liar: {lock}");
+    let cached: Vec<PathBuf> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(cached.len() <= 6, "the lying one is not cached: {cached:?}");
+    for blob in &cached {
+        let name = blob.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            fixture::sha256(&std::fs::read(blob).unwrap()),
+            name,
+            "{name}"
+        );
+        assert!(pinned.contains(&name), "{name} is a locked package");
+    }
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
 }
 

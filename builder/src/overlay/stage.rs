@@ -28,7 +28,6 @@ use crate::pack;
 use crate::recipe::overlay::{Kind, Overlay};
 use crate::recipe::Recipe;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// One layer the stage adds, with its history line.
@@ -134,32 +133,21 @@ impl OverlayMount {
             upper.display(),
             work.display()
         );
-        let c = |s: &[u8]| CString::new(s).map_err(|e| io_err(overlay, &merged, e));
-        let (src, target, fstype, data) = (
-            c(b"overlay")?,
-            c(merged.as_os_str().as_bytes())?,
-            c(b"overlay")?,
-            c(opts.as_bytes())?,
+        let data = CString::new(opts.as_bytes()).map_err(|e| io_err(overlay, &merged, e))?;
+        // kiln build runs in a private mount namespace, so the mount never reaches the host's
+        // mount table.
+        let mounted = rustix::mount::mount(
+            "overlay",
+            &merged,
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            data.as_c_str(),
         );
-        // SAFETY: valid NUL-terminated strings; kiln build runs in a private mount namespace,
-        // so the mount never reaches the host's mount table.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
+        if let Err(e) = mounted {
             return Err(io_err(
                 overlay,
                 &merged,
-                format!(
-                    "cannot mount overlayfs ({}); overlays need root and overlayfs",
-                    std::io::Error::last_os_error()
-                ),
+                format!("cannot mount overlayfs ({e}); overlays need root and overlayfs"),
             ));
         }
         Ok((OverlayMount { merged }, upper))
@@ -168,10 +156,8 @@ impl OverlayMount {
 
 impl Drop for OverlayMount {
     fn drop(&mut self) {
-        if let Ok(c) = CString::new(self.merged.as_os_str().as_bytes()) {
-            // SAFETY: valid C string; a failure leaves a mount that dies with the namespace.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        // A failure leaves a mount that dies with the namespace.
+        let _ = rustix::mount::unmount(&self.merged, rustix::mount::UnmountFlags::DETACH);
     }
 }
 
