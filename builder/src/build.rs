@@ -9,7 +9,7 @@ use crate::configure::{self, ConfigureError, ConfigureOptions};
 use crate::fetch::{self, Cache, FetchError};
 use crate::image::ImageTree;
 use crate::layercache;
-use crate::lock::{self, Lock, LockError, LOCK_FILE};
+use crate::lock::{self, Lock, LockError, Pinned, LOCK_FILE};
 use crate::oci::{self, ImageMeta, ImageRef, OciError};
 use crate::output::StagedDir;
 use crate::pack::{self, LayerCompression, PackError};
@@ -150,17 +150,14 @@ pub fn lock_recipe(recipe_dir: &Path) -> Result<(Lock, PathBuf), BuildError> {
 
 /// Picks the lock to build from: the existing one when it matches the recipe; otherwise a new
 /// resolution (written back), unless `--locked` or `--offline` forbid it.
-fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Lock, BuildError> {
+fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Pinned, BuildError> {
     let path = recipe.dir.join(LOCK_FILE);
     if opts.locked {
-        let lock = Lock::read(&path)?;
-        lock.check_matches(recipe, &path)?;
-        return Ok(lock);
+        return Ok(Lock::read(&path)?.pin(recipe, &path)?);
     }
     if path.exists() {
-        let lock = Lock::read(&path)?;
-        match lock.check_matches(recipe, &path) {
-            Ok(()) => return Ok(lock),
+        match Lock::read(&path)?.pin(recipe, &path) {
+            Ok(pinned) => return Ok(pinned),
             Err(e) if opts.offline => return Err(e.into()),
             Err(_) => {}
         }
@@ -172,7 +169,7 @@ fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Lock, BuildErr
     }
     let lock = lock::resolve_lock(recipe, &Transport::new())?;
     lock.write(&path)?;
-    Ok(lock)
+    Ok(lock.pin(recipe, &path)?)
 }
 
 /// Runs the whole pipeline for the recipe in `recipe_dir`. A failed build leaves no trace in
@@ -359,14 +356,14 @@ fn check_layer(layer: &str, root: &Path, recipe: &Recipe) -> Result<(), BuildErr
 /// Fetches, composes, configures and packs the base layer into `blobs`.
 fn build_base_layer(
     recipe: &Recipe,
-    lock: &Lock,
+    lock: &Pinned,
     cache: &Cache,
     opts: &BuildOptions,
     sde: u64,
     blobs: &Path,
     clock: &mut StageClock,
 ) -> Result<(pack::Layer, Vec<crate::sbom::SbomPackage>), BuildError> {
-    let paths = fetch::fetch_all(
+    let fetched = fetch::fetch_all(
         cache,
         &Transport::new(),
         &recipe.board.mirror,
@@ -390,8 +387,7 @@ fn build_base_layer(
     })?;
     // Dropped before `work`, so the tmpfs is gone before the directory is removed.
     let _scratch = crate::sandbox::ScratchMount::over(&root);
-    let debs: Vec<_> = lock.packages.iter().cloned().zip(paths).collect();
-    let composed = compose::compose(&root, &recipe.board, &debs)?;
+    let composed = compose::compose(&root, &recipe.board, &fetched)?;
     clock.lap("compose");
     if recipe.configure {
         let configured = configure::configure(

@@ -219,7 +219,16 @@ fn fetch_one(
     }
 }
 
-/// Makes every package available in the cache; returns their cache paths in lock order.
+/// A locked .deb and its verified copy in the cache: what the fetch stage hands to compose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The lock's entry.
+    pub package: LockedPackage,
+    /// The cache file, whose size and SHA-256 matched the entry.
+    pub path: PathBuf,
+}
+
+/// Makes every package available in the cache; returns them in lock order.
 pub fn fetch_all(
     cache: &Cache,
     transport: &Transport,
@@ -227,7 +236,7 @@ pub fn fetch_all(
     packages: &[LockedPackage],
     offline: bool,
     show_progress: bool,
-) -> Result<Vec<PathBuf>, FetchError> {
+) -> Result<Vec<Fetched>, FetchError> {
     let mut paths: Vec<Option<PathBuf>> = Vec::with_capacity(packages.len());
     let mut missing = Vec::new();
     for (i, p) in packages.iter().enumerate() {
@@ -290,11 +299,15 @@ pub fn fetch_all(
     paths
         .into_iter()
         .zip(packages)
-        .map(|(p, pkg)| {
-            p.ok_or_else(|| FetchError::Cache {
+        .map(|(p, pkg)| match p {
+            Some(path) => Ok(Fetched {
+                package: pkg.clone(),
+                path,
+            }),
+            None => Err(FetchError::Cache {
                 path: cache.root.clone(),
                 reason: format!("{} was not fetched", pkg.name),
-            })
+            }),
         })
         .collect()
 }

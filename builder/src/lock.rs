@@ -34,6 +34,21 @@ pub struct Lock {
     pub packages: Vec<LockedPackage>,
 }
 
+/// A lock proven to belong to the recipe being built: only [`Lock::pin`] makes one, so a stage
+/// that takes a `Pinned` cannot be handed a stale lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    lock: Lock,
+}
+
+impl std::ops::Deref for Pinned {
+    type Target = Lock;
+
+    fn deref(&self) -> &Lock {
+        &self.lock
+    }
+}
+
 /// The recipe inputs that determine the package set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -254,8 +269,15 @@ impl Lock {
         Ok(())
     }
 
+    /// The lock as pinned to `recipe`, or the first difference when it was made for another
+    /// recipe (`path` names the lock file in the message).
+    pub fn pin(self, recipe: &Recipe, path: &Path) -> Result<Pinned, LockError> {
+        self.check_matches(recipe, path)?;
+        Ok(Pinned { lock: self })
+    }
+
     /// Fails, naming the first difference, when the lock was made for another recipe.
-    pub fn check_matches(&self, recipe: &Recipe, path: &Path) -> Result<(), LockError> {
+    fn check_matches(&self, recipe: &Recipe, path: &Path) -> Result<(), LockError> {
         let want = LockedRecipe::of(recipe);
         let have = &self.recipe;
         let difference = if want.board != have.board {

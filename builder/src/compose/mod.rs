@@ -10,6 +10,7 @@ pub mod dpkgdb;
 pub mod unpack;
 
 use crate::debian::deb::{read_deb, DebControl, DebError};
+use crate::fetch::Fetched;
 use crate::inroot::{self, ImageRoot, InRootError, Owner};
 use crate::lock::LockedPackage;
 use crate::recipe::Board;
@@ -173,11 +174,7 @@ impl FeedReader<'_> {
 /// Memory stays bounded whatever a package inflates to: data.tar is streamed from the
 /// decompressing thread to the writer in [`CHUNK`]s, never held whole, and control archives
 /// are capped after decompression ([`crate::debian::deb`]).
-pub fn compose(
-    root: &Path,
-    board: &Board,
-    debs: &[(LockedPackage, PathBuf)],
-) -> Result<Composed, ComposeError> {
+pub fn compose(root: &Path, board: &Board, debs: &[Fetched]) -> Result<Composed, ComposeError> {
     let io_err = |path: &Path, e: std::io::Error| ComposeError::Io {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -199,7 +196,11 @@ pub fn compose(
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Feed>(QUEUE);
     std::thread::scope(|scope| -> Result<(), ComposeError> {
         scope.spawn(move || {
-            for (locked, path) in debs {
+            for Fetched {
+                package: locked,
+                path,
+            } in debs
+            {
                 let mut sent_control = false;
                 let result = read_deb(path, &locked.name, |control, data| {
                     check_identity(control, locked, path)?;
@@ -237,7 +238,10 @@ pub fn compose(
         });
         // Owned here, so an early return drops it and the helper stops instead of blocking.
         let receiver = receiver;
-        for (locked, _) in debs {
+        for Fetched {
+            package: locked, ..
+        } in debs
+        {
             let control = match receiver.recv() {
                 Ok(Feed::Control(c)) => c?,
                 _ => {

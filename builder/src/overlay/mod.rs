@@ -8,7 +8,6 @@ pub mod capture;
 pub mod error;
 pub mod files;
 pub mod markers;
-pub mod requirements;
 pub mod sdist;
 pub mod stage;
 pub mod venv;

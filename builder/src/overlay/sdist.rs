@@ -14,13 +14,13 @@
 //! makes for robots have none, so such a build fails with the backend's own message.
 
 use super::files::{root_owned, STAGING};
-use super::requirements::normalize_name;
 use super::wheelinstall;
 use super::wheels::Fetched;
 use super::OverlayError;
 use crate::digest::sha256_hex;
 use crate::fetch::Cache;
 use crate::pyenv::EnvLayout;
+use crate::recipe::requirements::normalize_name;
 use std::path::{Path, PathBuf};
 
 /// What a build needs besides the sdist.

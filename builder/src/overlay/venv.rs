@@ -29,7 +29,6 @@
 
 use super::files::{put_dir, put_file, put_symlink, root_owned};
 use super::markers::{self, MarkerEnv};
-use super::requirements;
 use super::sdist::SdistBuild;
 use super::wheelinstall;
 use super::wheels::{Fetched, PipConfig, WheelSources};
@@ -38,6 +37,7 @@ use super::{OverlayError, StageInput};
 use crate::arch::DebianArch;
 use crate::pyenv::{env_sys_path, foreign_sys_path, marked_line, EnvLayout};
 use crate::recipe::overlay::{Kind, Overlay};
+use crate::recipe::requirements::{Requirement, RequirementsLock};
 use std::path::Path;
 
 /// What the image's interpreter said about itself.
@@ -243,13 +243,10 @@ pub fn install(
                     interp.full_version, interp.glibc.0, interp.glibc.1
                 ),
                 build_wheels: build_wheels.as_deref().unwrap_or_default(),
-                build_lock_digest: match build_requirements {
-                    Some(p) => crate::digest::sha256_hex(
-                        &std::fs::read(p)
-                            .map_err(|e| fail(name, format!("{}: {e}", p.display())))?,
-                    ),
-                    None => String::new(),
-                },
+                build_lock_digest: build_requirements
+                    .as_ref()
+                    .map(|l| l.sha256.clone())
+                    .unwrap_or_default(),
                 cache,
                 sde,
             };
@@ -387,30 +384,23 @@ fn write_python2_layout(
     )
 }
 
-/// A requirements lock of the overlay, parsed, with the lines whose markers hold for the
-/// target and each line's `file:line` for messages.
+/// The lines of a requirements lock whose markers hold for the target, each with its
+/// `file:line` for messages.
 fn read_lock(
     overlay: &Overlay,
-    lock: &Path,
+    lock: &RequirementsLock,
     menv: &MarkerEnv,
-) -> Result<Vec<(requirements::Requirement, String)>, OverlayError> {
+) -> Result<Vec<(Requirement, String)>, OverlayError> {
     let name = overlay.name.as_str();
-    let label = lock
-        .strip_prefix(overlay.dir.parent().unwrap_or(&overlay.dir))
-        .unwrap_or(lock)
-        .display()
-        .to_string();
-    let text = std::fs::read_to_string(lock)
-        .map_err(|e| fail(name, format!("{}: {e}", lock.display())))?;
     let mut out = Vec::new();
-    for req in requirements::parse(&text, &label).map_err(|e| fail(name, e))? {
-        let at = format!("{label}:{}", req.line);
+    for req in &lock.requirements {
+        let at = format!("{}:{}", lock.label, req.line);
         if let Some(m) = &req.marker {
             if !markers::evaluate(m, menv).map_err(|e| fail(name, format!("{at}: {e}")))? {
                 continue;
             }
         }
-        out.push((req, at));
+        out.push((req.clone(), at));
     }
     Ok(out)
 }

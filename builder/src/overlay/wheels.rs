@@ -11,10 +11,10 @@
 //! The index is asked only when the local sources hold no fitting file, so a build from a
 //! filled cache needs no network.
 
-use super::requirements::{normalize_name, Requirement};
 use super::wheeltags::{select, PythonTarget, WheelName};
 use crate::digest::sha256_hex;
 use crate::fetch::Cache;
+use crate::recipe::requirements::{normalize_name, Requirement};
 use crate::transport::Transport;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

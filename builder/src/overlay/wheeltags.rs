@@ -150,7 +150,7 @@ impl WheelName {
         }
         Some(WheelName {
             file: file.to_string(),
-            name: super::requirements::normalize_name(name),
+            name: crate::recipe::requirements::normalize_name(name),
             version: version.to_string(),
             tags,
         })

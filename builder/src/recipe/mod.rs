@@ -4,6 +4,7 @@
 //! Every error names the file, the line and the key, because firmware CI shows only one line.
 
 pub mod overlay;
+pub mod requirements;
 
 use crate::arch::DebianArch;
 use crate::check::findings::Check;

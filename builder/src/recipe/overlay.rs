@@ -25,25 +25,28 @@
 //! user = "nobody"
 //! ```
 
+use super::requirements::RequirementsLock;
 use super::{read, RecipeError, Source};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// What builds the overlay.
+// A recipe holds a handful of overlays; boxing the parsed lock would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A Python environment for the image's interpreter from a hashed requirements lock.
     PythonVenv {
         /// The interpreter's name in the image (`python3`, `python3.5`, `python2.7`).
         python: String,
-        /// The requirements lock (absolute path on the build host).
-        requirements: PathBuf,
+        /// The requirements lock, parsed.
+        requirements: RequirementsLock,
         /// A directory of wheels to select from, besides pip's configured index.
         wheelhouse: Option<PathBuf>,
         /// A hashed lock of the wheels an sdist's build backend needs (PEP 517
         /// `build-system.requires`), installed only for the build.
-        build_requirements: Option<PathBuf>,
+        build_requirements: Option<RequirementsLock>,
     },
     /// The daemon's own prebuilt .deb files, installed with the target's dpkg.
     Debs {
@@ -235,6 +238,25 @@ impl Overlay {
             }
             Ok(p)
         };
+        // Parsed now, so a bad line is refused before the build starts; errors name its line.
+        let requirements_lock =
+            |path: PathBuf, key: &str| -> Result<RequirementsLock, RecipeError> {
+                let label = format!(
+                    "{}/{}",
+                    name,
+                    path.strip_prefix(dir).unwrap_or(&path).display()
+                );
+                RequirementsLock::read(&path, label).map_err(|e| RecipeError {
+                    file: path.clone(),
+                    line: e.line,
+                    key: if e.line == 0 {
+                        key.to_string()
+                    } else {
+                        String::new()
+                    },
+                    message: e.reason,
+                })
+            };
         let mut allowed: Vec<String> = Vec::new();
         let claim = |v: &Spanned<String>, key: &str| -> Result<String, RecipeError> {
             let p = v.get_ref().trim();
@@ -288,15 +310,16 @@ impl Overlay {
                     }
                     None => "python3".to_string(),
                 };
-                let requirements =
-                    match &raw.requirements {
-                        Some(r) => host_file(r, "requirements")?,
-                        None => return Err(src.error(
+                let requirements = match &raw.requirements {
+                    Some(r) => requirements_lock(host_file(r, "requirements")?, "requirements")?,
+                    None => {
+                        return Err(src.error(
                             raw.kind.span(),
                             "requirements",
                             "a python-venv overlay needs requirements = \"FILE\" (a hashed lock)",
-                        )),
-                    };
+                        ))
+                    }
+                };
                 let wheelhouse = raw
                     .wheelhouse
                     .as_ref()
@@ -305,7 +328,9 @@ impl Overlay {
                 let build_requirements = raw
                     .build_requirements
                     .as_ref()
-                    .map(|w| host_file(w, "build-requirements"))
+                    .map(|w| {
+                        requirements_lock(host_file(w, "build-requirements")?, "build-requirements")
+                    })
                     .transpose()?;
                 let p = match &raw.prefix {
                     Some(p) => claim(p, "prefix")?,
@@ -527,7 +552,12 @@ mod tests {
         let o = dir.path().join(name);
         std::fs::create_dir(&o).unwrap();
         for f in files {
-            std::fs::write(o.join(f), "x").unwrap();
+            let content = if f.ends_with(".lock") || *f == "r" {
+                format!("msgpack==1.0.5 --hash=sha256:{}\n", "ab".repeat(32))
+            } else {
+                "x".into()
+            };
+            std::fs::write(o.join(f), content).unwrap();
         }
         std::fs::write(o.join("overlay.toml"), toml).unwrap();
         let r = Overlay::load(&o);
@@ -630,5 +660,46 @@ mod tests {
         }
         let (_d, r) = overlay("Bad Name", "kind = \"files\"\n", &[]);
         assert!(r.unwrap_err().to_string().contains("directory name"));
+    }
+
+    #[test]
+    fn parses_requirements_locks_at_load() {
+        let toml = "kind = \"python-venv\"\nrequirements = \"requirements.lock\"\n";
+        let (d, o) = overlay("telemetry", toml, &["requirements.lock"]);
+        let Kind::PythonVenv { requirements, .. } = o.unwrap().kind else {
+            panic!("not a python-venv overlay");
+        };
+        assert_eq!(requirements.label, "telemetry/requirements.lock");
+        assert_eq!(requirements.requirements[0].name, "msgpack");
+
+        // An unpinned line is refused when the recipe loads, naming the file and the line.
+        let lock = d.path().join("telemetry/requirements.lock");
+        std::fs::write(&lock, "# env\nmsgpack>=1\n").unwrap();
+        let e = Overlay::load(&d.path().join("telemetry"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("telemetry/requirements.lock:2: "), "{e}");
+        assert!(e.contains("not pinned"), "{e}");
+
+        // A FIFO in its place is refused without blocking on it.
+        std::fs::remove_file(&lock).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &lock,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = d.path().join("telemetry");
+        std::thread::spawn(move || {
+            let _ = tx.send(Overlay::load(&dir).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO lock must not block the load")
+            .unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

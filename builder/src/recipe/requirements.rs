@@ -11,6 +11,10 @@
 //! includes and index options (where packages come from is the wheelhouse's or pip's
 //! configuration, not the lock's).
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
 /// One pinned requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
@@ -239,6 +243,60 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Requirement>, RequirementsErr
         });
     }
     Ok(out)
+}
+
+/// The largest requirements lock read (real ones are a few KB; a FIFO or an endless file must
+/// not stall the recipe's load).
+pub const MAX_LOCK_BYTES: u64 = 4 << 20;
+
+/// A requirements lock as an overlay names it, read and parsed when the recipe loads, so a bad
+/// line is refused before minutes of configure rather than after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequirementsLock {
+    /// The file on the build host.
+    pub path: PathBuf,
+    /// How messages name it: `OVERLAY/FILE`.
+    pub label: String,
+    /// SHA-256 (lower-case hex) of the bytes parsed: part of the sdist build cache key.
+    pub sha256: String,
+    /// Its requirements in file order, markers not yet evaluated (that needs the target).
+    pub requirements: Vec<Requirement>,
+}
+
+impl RequirementsLock {
+    /// Reads and parses the lock at `path`; `label` names it in messages. Only a regular file
+    /// of at most [`MAX_LOCK_BYTES`] is read.
+    pub fn read(path: &Path, label: String) -> Result<Self, RequirementsError> {
+        let err = |reason: String| RequirementsError {
+            file: label.clone(),
+            line: 0,
+            reason,
+        };
+        // Non-blocking, so a FIFO planted in its place is refused instead of waited on.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| err(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(err("is not a regular file".into()));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_LOCK_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| err(e.to_string()))?;
+        if bytes.len() as u64 > MAX_LOCK_BYTES {
+            return Err(err(format!("is larger than {MAX_LOCK_BYTES} bytes")));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8".into()))?;
+        Ok(RequirementsLock {
+            path: path.to_path_buf(),
+            sha256: crate::digest::sha256_hex(text.as_bytes()),
+            requirements: parse(&text, &label)?,
+            label,
+        })
+    }
 }
 
 #[cfg(test)]
