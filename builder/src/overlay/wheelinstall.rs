@@ -259,11 +259,7 @@ pub fn wheel_files(
         })
         .collect();
     if let Some(named) = super::wheeltags::WheelName::parse(&name) {
-        let named: Vec<String> = named
-            .tags
-            .iter()
-            .map(|(p, a, pl)| format!("{p}-{a}-{pl}"))
-            .collect();
+        let named: Vec<String> = named.tags.iter().map(ToString::to_string).collect();
         if !declared.is_empty() && !named.iter().any(|t| declared.contains(t)) {
             return Err(fail(format!(
                 "its WHEEL metadata says {}, its file name says {} (a renamed wheel)",

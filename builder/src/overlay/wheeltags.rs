@@ -10,6 +10,34 @@
 //! `none`, each over the platforms from the most specific (newest glibc) to plain `linux_*`;
 //! then the pure-Python `pyXY`/`pyX` tags, `any` last.
 
+/// One compatibility tag (PEP 425): the Python implementation and version, the ABI and the
+/// platform a wheel runs on; displayed `python-abi-platform` as in a wheel's file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WheelTag {
+    /// `cp35`, `py3`.
+    pub python: String,
+    /// `cp35m`, `abi3`, `none`.
+    pub abi: String,
+    /// `manylinux_2_24_armv7l`, `linux_aarch64`, `any`.
+    pub platform: String,
+}
+
+impl WheelTag {
+    fn new(python: &str, abi: &str, platform: &str) -> WheelTag {
+        WheelTag {
+            python: python.to_string(),
+            abi: abi.to_string(),
+            platform: platform.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for WheelTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.python, self.abi, self.platform)
+    }
+}
+
 /// The interpreter and machine an environment is built for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PythonTarget {
@@ -72,25 +100,25 @@ impl PythonTarget {
         out
     }
 
-    /// Every tag (python, abi, platform) the interpreter accepts, best first.
-    pub fn tags(&self) -> Vec<(String, String, String)> {
+    /// Every tag the interpreter accepts, best first.
+    pub fn tags(&self) -> Vec<WheelTag> {
         let (major, minor) = self.version;
         let cp = format!("cp{major}{minor}");
         let platforms = self.platforms();
         let mut out = Vec::new();
         for p in &platforms {
-            out.push((cp.clone(), self.abi(), p.clone()));
+            out.push(WheelTag::new(&cp, &self.abi(), p));
         }
         if major == 3 {
             // abi3 wheels built for this or any earlier 3.x (cp32 was the first).
             for m in (2..=minor).rev() {
                 for p in &platforms {
-                    out.push((format!("cp3{m}"), "abi3".into(), p.clone()));
+                    out.push(WheelTag::new(&format!("cp3{m}"), "abi3", p));
                 }
             }
         }
         for p in &platforms {
-            out.push((cp.clone(), "none".into(), p.clone()));
+            out.push(WheelTag::new(&cp, "none", p));
         }
         // Pure-Python tags, possibly platform-specific, then `any`.
         let mut pys = vec![format!("py{major}{minor}"), format!("py{major}")];
@@ -99,12 +127,12 @@ impl PythonTarget {
         }
         for py in &pys {
             for p in &platforms {
-                out.push((py.clone(), "none".into(), p.clone()));
+                out.push(WheelTag::new(py, "none", p));
             }
         }
-        out.push((cp.clone(), "none".into(), "any".into()));
+        out.push(WheelTag::new(&cp, "none", "any"));
         for py in &pys {
-            out.push((py.clone(), "none".into(), "any".into()));
+            out.push(WheelTag::new(py, "none", "any"));
         }
         out
     }
@@ -120,8 +148,8 @@ pub struct WheelName {
     pub name: String,
     /// Version.
     pub version: String,
-    /// Every (python, abi, platform) the file's compressed tag sets expand to.
-    pub tags: Vec<(String, String, String)>,
+    /// Every tag the file's compressed tag sets expand to.
+    pub tags: Vec<WheelTag>,
 }
 
 impl WheelName {
@@ -144,7 +172,7 @@ impl WheelName {
                     if p.is_empty() || a.is_empty() || pl.is_empty() {
                         return None;
                     }
-                    tags.push((p.to_string(), a.to_string(), pl.to_string()));
+                    tags.push(WheelTag::new(p, a, pl));
                 }
             }
         }
@@ -202,10 +230,7 @@ pub fn select<'a>(
         .filter(|f| WheelName::parse(f).is_some_and(|w| w.name == name && w.version == version))
         .map(String::as_str)
         .collect();
-    let best = order
-        .first()
-        .map(|(p, a, pl)| format!("{p}-{a}-{pl}"))
-        .unwrap_or_default();
+    let best = order.first().map(WheelTag::to_string).unwrap_or_default();
     Err(NoWheel {
         name: name.to_string(),
         version: version.to_string(),
@@ -240,15 +265,8 @@ mod tests {
         assert!(!p.iter().any(|x| x.contains("manylinux1")));
         assert_eq!(p.last().unwrap(), "linux_armv7l");
         let tags = t.tags();
-        assert_eq!(
-            tags[0],
-            (
-                "cp35".into(),
-                "cp35m".into(),
-                "manylinux_2_24_armv7l".into()
-            )
-        );
-        assert_eq!(tags.last().unwrap().2, "any");
+        assert_eq!(tags[0].to_string(), "cp35-cp35m-manylinux_2_24_armv7l");
+        assert_eq!(tags.last().unwrap().platform, "any");
     }
 
     #[test]
