@@ -2,11 +2,11 @@
 //! which of the two failures it is, here and nowhere else, so `export` and `flash` (or `check`
 //! and `export`) cannot drift apart again. The README's "Exit codes" is this table in prose.
 
-use crate::build::BuildError;
 use crate::export::ExportError;
 use crate::flash::FlashError;
 use crate::image::ImageError;
-use crate::overlay::OverlayError;
+use crate::pipeline::build::BuildError;
+use crate::pipeline::overlay::OverlayError;
 use crate::recipe::RecipeError;
 use crate::signing::keys::KeyError;
 use crate::signing::release::ReleaseError;
@@ -44,10 +44,10 @@ impl Classified for RecipeError {
 
 impl Classified for BuildError {
     fn exit(&self) -> Exit {
-        use crate::compose::ComposeError;
-        use crate::configure::ConfigureError;
-        use crate::fetch::FetchError;
-        use crate::lock::LockError;
+        use crate::pipeline::compose::ComposeError;
+        use crate::pipeline::configure::ConfigureError;
+        use crate::pipeline::fetch::FetchError;
+        use crate::pipeline::lock::LockError;
         match self {
             BuildError::Spec(_) | BuildError::Offline(_) | BuildError::Check { .. } => {
                 Exit::Refused

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             &path,
             &board,
             format.into(),
-            run_envs.then(|| cache.unwrap_or_else(kiln::fetch::Cache::default_dir)),
+            run_envs.then(|| cache.unwrap_or_else(kiln::pipeline::fetch::Cache::default_dir)),
         ),
         Command::Keygen { out } => cli::signing::run_keygen(&out),
         Command::Sign {

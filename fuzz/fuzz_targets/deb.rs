@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(entries) = archive.entries() {
                 for entry in entries.take(1000) {
                     let Ok(mut entry) = entry else { break };
-                    let _ = kiln::compose::unpack::member_components(&entry.path_bytes());
+                    let _ = kiln::pipeline::compose::unpack::member_components(&entry.path_bytes());
                     let mut sink = Vec::new();
                     let _ = entry.by_ref().take(1 << 20).read_to_end(&mut sink);
                 }

@@ -7,15 +7,15 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     for (_, url, sha) in
-        kiln::overlay::wheels::parse_simple_page(&text, "https://i.example/simple/x/")
+        kiln::pipeline::overlay::wheels::parse_simple_page(&text, "https://i.example/simple/x/")
     {
         assert!(sha.len() == 64 && !url.is_empty());
     }
-    let mut env = kiln::overlay::markers::MarkerEnv::default();
+    let mut env = kiln::pipeline::overlay::markers::MarkerEnv::default();
     env.values.insert("python_version".into(), "3.11".into());
     env.values
         .insert("platform_machine".into(), "armv7l".into());
-    let _ = kiln::overlay::markers::evaluate(&text, &env);
+    let _ = kiln::pipeline::overlay::markers::evaluate(&text, &env);
     let dir = std::env::temp_dir().join(format!("kiln-fuzz-wheel-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let wheel = dir.join("x-1-py3-none-any.whl");
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             version: "3.11".into(),
         };
         if let Ok(files) =
-            kiln::overlay::wheelinstall::wheel_files(&wheel, "x-1-py3-none-any.whl", &layout)
+            kiln::pipeline::overlay::wheelinstall::wheel_files(&wheel, "x-1-py3-none-any.whl", &layout)
         {
             for f in files {
                 assert!(f.path.starts_with("/var/lib/python3/envs/x/") && !f.path.contains("/../"));

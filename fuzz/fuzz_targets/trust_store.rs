@@ -3,7 +3,7 @@
 //! /etc/ca-certificates.conf. Never panics; a configuration naming anything never makes it
 //! write outside the image's /etc/ssl/certs.
 #![no_main]
-use kiln::configure::cacerts;
+use kiln::pipeline::configure::cacerts;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! an image holds the same bytes, so a private key in it is a fleet-wide key: whoever holds one
 //! unit (or the image) holds every unit's key. Keys that identify a device (SSH host keys, TLS
 //! snakeoil certificates) are made on the device at first boot instead
-//! ([`crate::configure::identity`]); a key a recipe ships on purpose is waived by path, with a
+//! ([`crate::pipeline::configure::identity`]); a key a recipe ships on purpose is waived by path, with a
 //! reason, where every report shows it.
 //!
 //! What counts as key material, each recognised by its own framing so that programs which

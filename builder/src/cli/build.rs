@@ -1,10 +1,10 @@
-//! `kiln lock` and `kiln build`: thin adapters over [`kiln::build`].
+//! `kiln lock` and `kiln build`: thin adapters over [`kiln::pipeline::build`].
 
 use crate::cli::report::{error_exit, fail};
-use kiln::build::{self, BuildOptions};
 use kiln::exit::Exit;
-use kiln::fetch::Cache;
-use kiln::pack::LayerCompression;
+use kiln::image::pack::LayerCompression;
+use kiln::pipeline::build::{self, BuildOptions};
+use kiln::pipeline::fetch::Cache;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

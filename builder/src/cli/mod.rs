@@ -36,7 +36,7 @@ macro_rules! value_enum {
 
 use kiln::check::report::Format as CheckFormat;
 use kiln::export::ExportFormat;
-use kiln::pack::LayerCompression;
+use kiln::image::pack::LayerCompression;
 
 value_enum! {
     /// `kiln build --compression`.

@@ -1,8 +1,8 @@
 //! How a command reports failure: one line on stderr (credentials in URLs redacted), and the
 //! exit code from [`kiln::exit`]'s table.
 
-use kiln::build::BuildError;
 use kiln::exit::{Classified, Exit};
+use kiln::pipeline::build::BuildError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -135,9 +135,9 @@ impl SourceImage {
         };
         let name = get("org.opencontainers.image.title")?;
         let version = get("org.opencontainers.image.version")?;
-        let board = get(crate::oci::annotation::BOARD)?;
+        let board = get(crate::image::oci::annotation::BOARD)?;
         let compatible: Vec<String> =
-            serde_json::from_str(&get(crate::oci::annotation::COMPATIBLE)?)
+            serde_json::from_str(&get(crate::image::oci::annotation::COMPATIBLE)?)
                 .map_err(|_| bad("annotation dev.kiln.compatible is not a JSON list"))?;
         let created_text = get("org.opencontainers.image.created")?;
         let created = crate::timefmt::parse_rfc3339_utc(&created_text)

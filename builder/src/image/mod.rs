@@ -7,6 +7,8 @@
 //! [`materialise`] is the one way back to a directory, used by overlay, check and export.
 
 pub mod materialise;
+pub mod oci;
+pub mod pack;
 
 use crate::decompress::Compression;
 use crate::digest::sha256_hex;

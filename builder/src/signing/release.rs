@@ -6,7 +6,7 @@
 //! Only an intact image signed by the release key is released: the layout is verified with
 //! the key's public half first.
 
-use crate::oci::annotation;
+use crate::image::oci::annotation;
 use crate::signing::sign::KeySigner;
 use crate::signing::tuf::{self, Expiry, ReleaseInfo};
 use crate::signing::verify::{verify_layout, VerifyOptions};

@@ -266,7 +266,7 @@ pub fn entry_kind(d: &Value) -> EntryKind {
         .and_then(Value::as_str);
     if tag.is_some_and(|t| t.ends_with(".sig")) || artifact == Some(SIGNATURE_ARTIFACT_TYPE) {
         EntryKind::Signature
-    } else if artifact == Some(crate::sbom::SPDX_MEDIA_TYPE) {
+    } else if artifact == Some(crate::image::oci::SPDX_MEDIA_TYPE) {
         EntryKind::Sbom
     } else if artifact.is_none()
         && d.get("mediaType").and_then(Value::as_str) == Some(MANIFEST_MEDIA_TYPE)

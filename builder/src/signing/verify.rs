@@ -10,8 +10,8 @@
 
 use crate::debian::version::Version;
 use crate::digest::sha256_reader;
+use crate::image::oci::annotation;
 use crate::inroot::{Dir, ImageRoot};
-use crate::oci::annotation;
 use crate::signing::sign::{
     entry_kind, signature_tag, EntryKind, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME,
     SIGNATURE_ANNOTATION,

@@ -18,7 +18,7 @@ use super::wheelinstall;
 use super::wheels::Fetched;
 use super::OverlayError;
 use crate::digest::sha256_hex;
-use crate::fetch::Cache;
+use crate::pipeline::fetch::Cache;
 use crate::pyenv::EnvLayout;
 use crate::recipe::requirements::normalize_name;
 use std::path::{Path, PathBuf};
@@ -268,7 +268,7 @@ impl SdistBuild<'_> {
                     format!(
                         "building {} under emulation failed ({}): {}",
                         sdist.file,
-                        crate::configure::exit_description(ran.status),
+                        crate::pipeline::configure::exit_description(ran.status),
                         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                     ),
                 )

@@ -5,8 +5,8 @@
 //! key says which blob is the layer. A record whose blob is missing or corrupt is a miss.
 
 use crate::digest::sha256_hex;
-use crate::fetch::Cache;
-use crate::pack::Layer;
+use crate::image::pack::Layer;
+use crate::pipeline::fetch::Cache;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,7 @@ struct Record {
     entries: u64,
     /// The layer's .debs as the SBOM lists them (a record without them is a miss).
     #[serde(default)]
-    sbom: Option<Vec<crate::sbom::SbomPackage>>,
+    sbom: Option<Vec<crate::pipeline::sbom::SbomPackage>>,
 }
 
 /// The cache key of a layer: SHA-256 over its inputs, one per line.
@@ -54,8 +54,8 @@ fn record_path(cache: &Cache, key: &str) -> PathBuf {
 
 fn media_type(name: &str) -> Option<&'static str> {
     [
-        crate::pack::LayerCompression::Zstd.media_type(),
-        crate::pack::LayerCompression::Gzip.media_type(),
+        crate::image::pack::LayerCompression::Zstd.media_type(),
+        crate::image::pack::LayerCompression::Gzip.media_type(),
     ]
     .into_iter()
     .find(|m| *m == name)
@@ -66,7 +66,7 @@ pub fn restore(
     cache: &Cache,
     key: &str,
     blobs_dir: &Path,
-) -> Result<Option<(Layer, Vec<crate::sbom::SbomPackage>)>, LayerCacheError> {
+) -> Result<Option<(Layer, Vec<crate::pipeline::sbom::SbomPackage>)>, LayerCacheError> {
     let path = record_path(cache, key);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
@@ -108,7 +108,7 @@ pub fn store(
     cache: &Cache,
     key: &str,
     layer: &Layer,
-    debs: &[crate::sbom::SbomPackage],
+    debs: &[crate::pipeline::sbom::SbomPackage],
     blobs_dir: &Path,
 ) -> Result<(), LayerCacheError> {
     let path = record_path(cache, key);

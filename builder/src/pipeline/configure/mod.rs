@@ -29,10 +29,10 @@ pub mod rewrite;
 pub mod schedule;
 pub mod stubs;
 
-use crate::compose::dpkgdb;
-use crate::compose::Composed;
 use crate::debian::control::parse_relations;
 use crate::inroot::{self, ImageRoot, InRootError};
+use crate::pipeline::compose::dpkgdb;
+use crate::pipeline::compose::Composed;
 use crate::recipe::Board;
 use crate::sandbox::{Ran, Sandbox, SandboxError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,7 +170,10 @@ fn provider_index(composed: &Composed) -> BTreeMap<String, usize> {
 
 /// The packages `pkg` needs configured before it: for each Pre-Depends and Depends group, the
 /// first alternative present in the image (by name or Provides).
-fn dependencies(pkg: &crate::compose::Unpacked, provides: &BTreeMap<String, usize>) -> Vec<usize> {
+fn dependencies(
+    pkg: &crate::pipeline::compose::Unpacked,
+    provides: &BTreeMap<String, usize>,
+) -> Vec<usize> {
     let c = &pkg.control.control;
     let mut deps = Vec::new();
     for field in ["Pre-Depends", "Depends"] {
@@ -702,7 +705,7 @@ fn activate_unpack_triggers(
 
 /// The environment dpkg gives a maintainer script (dpkg(1), "ENVIRONMENT").
 fn script_environment<'a>(
-    pkg: &'a crate::compose::Unpacked,
+    pkg: &'a crate::pipeline::compose::Unpacked,
     script: &'a str,
     dpkg_version: &'a str,
 ) -> [(&'a str, &'a str); 7] {
@@ -724,7 +727,7 @@ const TMP_CI: &str = "var/lib/dpkg/tmp.ci";
 /// in /var/lib/dpkg/tmp.ci (debconf derives the owning package from that location).
 fn run_preinst(
     sandbox: &Sandbox,
-    pkg: &crate::compose::Unpacked,
+    pkg: &crate::pipeline::compose::Unpacked,
     dpkg_version: &str,
 ) -> Result<(), ConfigureError> {
     let image = ImageRoot::open(sandbox.root())?;
@@ -746,7 +749,7 @@ fn run_preinst(
 /// A maintainer script's run as the build sees it: fine, or the failure naming package,
 /// script, exit status and last output lines.
 fn script_outcome(
-    pkg: &crate::compose::Unpacked,
+    pkg: &crate::pipeline::compose::Unpacked,
     script: &str,
     out: &Ran,
 ) -> Result<(), ConfigureError> {
@@ -910,7 +913,7 @@ fn write_status(
     composed: &Composed,
     installed: &BTreeSet<usize>,
 ) -> Result<(), ConfigureError> {
-    let mut sorted: Vec<(usize, &crate::compose::Unpacked)> =
+    let mut sorted: Vec<(usize, &crate::pipeline::compose::Unpacked)> =
         composed.packages.iter().enumerate().collect();
     sorted.sort_by(|(_, a), (_, b)| a.name.cmp(&b.name).then_with(|| a.arch.cmp(&b.arch)));
     let mut text = String::new();

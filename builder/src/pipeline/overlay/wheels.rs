@@ -13,7 +13,7 @@
 
 use super::wheeltags::{select, PythonTarget, WheelName};
 use crate::digest::sha256_hex;
-use crate::fetch::Cache;
+use crate::pipeline::fetch::Cache;
 use crate::recipe::requirements::{normalize_name, Requirement};
 use crate::transport::Transport;
 use std::collections::BTreeMap;

@@ -17,8 +17,8 @@ pub mod wheeltags;
 
 pub use error::OverlayError;
 
-use crate::fetch::Cache;
-use crate::pack::LayerCompression;
+use crate::image::pack::LayerCompression;
+use crate::pipeline::fetch::Cache;
 use crate::recipe::overlay::Overlay;
 use crate::recipe::Recipe;
 use std::path::Path;

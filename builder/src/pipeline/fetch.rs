@@ -7,7 +7,7 @@
 //! fetched again, never trusted. With `offline`, nothing touches the network.
 
 use crate::digest::{sha256_reader, HashingWriter};
-use crate::lock::LockedPackage;
+use crate::pipeline::lock::LockedPackage;
 use crate::transport::{Transport, TransportError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufWriter, Read};

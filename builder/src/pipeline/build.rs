@@ -4,15 +4,15 @@
 
 use crate::check::report::{render, Format};
 use crate::check::CheckOptions;
-use crate::compose::{self, ComposeError};
-use crate::configure::{self, ConfigureError, ConfigureOptions};
-use crate::fetch::{self, Cache, FetchError};
+use crate::image::oci::{self, ImageMeta, ImageRef, OciError};
+use crate::image::pack::{self, LayerCompression, PackError};
 use crate::image::ImageTree;
-use crate::layercache;
-use crate::lock::{self, Lock, LockError, Pinned, LOCK_FILE};
-use crate::oci::{self, ImageMeta, ImageRef, OciError};
 use crate::output::StagedDir;
-use crate::pack::{self, LayerCompression, PackError};
+use crate::pipeline::compose::{self, ComposeError};
+use crate::pipeline::configure::{self, ConfigureError, ConfigureOptions};
+use crate::pipeline::fetch::{self, Cache, FetchError};
+use crate::pipeline::layercache;
+use crate::pipeline::lock::{self, Lock, LockError, Pinned, LOCK_FILE};
 use crate::recipe::{Recipe, RecipeError};
 use crate::transport::Transport;
 use std::path::{Path, PathBuf};
@@ -43,10 +43,10 @@ pub enum BuildError {
     Oci(#[from] OciError),
     /// The layer cache is unusable.
     #[error(transparent)]
-    LayerCache(#[from] crate::layercache::LayerCacheError),
+    LayerCache(#[from] crate::pipeline::layercache::LayerCacheError),
     /// An overlay could not be built, or broke its rules.
     #[error(transparent)]
-    Overlay(#[from] crate::overlay::OverlayError),
+    Overlay(#[from] crate::pipeline::overlay::OverlayError),
     /// The output directory could not be written.
     #[error("output {path}: {reason}")]
     Output {
@@ -260,18 +260,19 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         .map_err(|e| out_err(&opts.out, e))?;
     // In memory when kiln may mount: thousands of files are created and removed per build.
     let scratch = crate::sandbox::ScratchMount::over(overlay_work.path());
-    let added = crate::overlay::stage::build_overlays(&crate::overlay::StageInput {
-        recipe: &recipe,
-        overlays: &recipe.overlays,
-        base_blob: &blobs.join(&layer.digest),
-        base_diff_id: &layer.diff_id,
-        blobs: &blobs,
-        work: overlay_work.path(),
-        cache: &cache,
-        sde,
-        compression: opts.compression,
-        offline: opts.offline,
-    });
+    let added =
+        crate::pipeline::overlay::stage::build_overlays(&crate::pipeline::overlay::StageInput {
+            recipe: &recipe,
+            overlays: &recipe.overlays,
+            base_blob: &blobs.join(&layer.digest),
+            base_diff_id: &layer.diff_id,
+            blobs: &blobs,
+            work: overlay_work.path(),
+            cache: &cache,
+            sde,
+            compression: opts.compression,
+            offline: opts.offline,
+        });
     drop(scratch);
     drop(overlay_work);
     let added = added?;
@@ -310,8 +311,8 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         meta.history.push(a.history.clone());
     }
     let image = oci::write_layout(staged.path(), &layers, &meta)?;
-    let sbom = crate::sbom::spdx_document(
-        &crate::sbom::Described {
+    let sbom = crate::pipeline::sbom::spdx_document(
+        &crate::pipeline::sbom::Described {
             name: &recipe.name,
             version: &recipe.version,
             lock_digest: &lock.digest(),
@@ -319,7 +320,7 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         },
         &debs,
     );
-    crate::sbom::attach(staged.path(), &image.manifest_digest, &sbom, sde)
+    crate::pipeline::sbom::attach(staged.path(), &image.manifest_digest, &sbom, sde)
         .map_err(|e| out_err(&layout_path, e))?;
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
     clock.lap("image");
@@ -362,7 +363,7 @@ fn build_base_layer(
     sde: u64,
     blobs: &Path,
     clock: &mut StageClock,
-) -> Result<(pack::Layer, Vec<crate::sbom::SbomPackage>), BuildError> {
+) -> Result<(pack::Layer, Vec<crate::pipeline::sbom::SbomPackage>), BuildError> {
     let fetched = fetch::fetch_all(
         cache,
         &Transport::new(),
@@ -424,7 +425,7 @@ fn build_base_layer(
     check_layer("base", &composed.root, recipe)?;
     clock.lap("check");
     let layer = pack::pack_layer(&composed.root, blobs, sde, opts.compression)?;
-    let debs = crate::sbom::debian_entries(&composed, &lock.packages);
+    let debs = crate::pipeline::sbom::debian_entries(&composed, &lock.packages);
     clock.lap("pack");
     Ok((layer, debs))
 }

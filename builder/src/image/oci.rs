@@ -7,7 +7,7 @@
 
 use crate::arch::DebianArch;
 use crate::digest::sha256_hex;
-use crate::pack::Layer;
+use crate::image::pack::Layer;
 use crate::timefmt::rfc3339;
 use oci_spec::image::{
     Arch, ConfigBuilder, DescriptorBuilder, Digest, HistoryBuilder, ImageConfigurationBuilder,
@@ -16,6 +16,11 @@ use oci_spec::image::{
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+
+/// The SPDX document's media type (and the SBOM referrer's artifactType).
+pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
+/// OCI 1.1's empty config for artifacts.
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
 /// Why the layout could not be written.
 #[derive(Debug, thiserror::Error)]

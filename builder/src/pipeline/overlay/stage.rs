@@ -21,10 +21,10 @@ use super::{OverlayError, StageInput};
 use crate::arch::DebianArch;
 use crate::check::CheckOptions;
 use crate::digest::sha256_hex;
+use crate::image::pack;
 use crate::image::{ImageTree, Kind as NodeKind};
 use crate::inroot::{ImageRoot, Owner};
-use crate::layercache;
-use crate::pack;
+use crate::pipeline::layercache;
 use crate::recipe::overlay::{Kind, Overlay};
 use crate::recipe::Recipe;
 use std::ffi::CString;
@@ -42,7 +42,7 @@ pub struct AddedLayer {
     /// Taken from the layer cache.
     pub reused: bool,
     /// The .debs the layer installed, for the SBOM.
-    pub debs: Vec<crate::sbom::SbomPackage>,
+    pub debs: Vec<crate::pipeline::sbom::SbomPackage>,
 }
 
 /// Finds the envrun binary for `arch`: `$KILN_ENVRUN` (a file), else `envrun-<arch>` beside
@@ -321,7 +321,7 @@ fn build_one(
     overlay: &Overlay,
     lower: &Path,
     arch: DebianArch,
-) -> Result<(pack::Layer, Vec<crate::sbom::SbomPackage>), OverlayError> {
+) -> Result<(pack::Layer, Vec<crate::pipeline::sbom::SbomPackage>), OverlayError> {
     let name = overlay.name.as_str();
     let dir = input.work.join(format!("overlay-{name}"));
     let (mount, upper) = OverlayMount::new(lower, &dir, name)?;
@@ -337,15 +337,19 @@ fn build_one(
     if let Kind::PythonVenv { .. } = &overlay.kind {
         let (env, wheels) = super::venv::install(overlay, &merged, arch, input)?;
         // The SBOM's entry of a wheel: `source` is its file name, `arch` the env it is in.
-        sbom_debs.extend(wheels.into_iter().map(|w| crate::sbom::SbomPackage {
-            ecosystem: crate::sbom::Ecosystem::PyPI,
-            name: w.name,
-            version: w.version,
-            arch: format!("{}:{name}", arch),
-            sha256: w.sha256,
-            source: w.file,
-            licenses: Vec::new(),
-        }));
+        sbom_debs.extend(
+            wheels
+                .into_iter()
+                .map(|w| crate::pipeline::sbom::SbomPackage {
+                    ecosystem: crate::pipeline::sbom::Ecosystem::PyPI,
+                    name: w.name,
+                    version: w.version,
+                    arch: format!("{}:{name}", arch),
+                    sha256: w.sha256,
+                    source: w.file,
+                    licenses: Vec::new(),
+                }),
+        );
         venv_env = Some(env);
     }
 
@@ -394,7 +398,7 @@ fn build_one(
     let mut changes = capture::changes(&upper, lower).map_err(|e| io_err(name, &upper, e))?;
     // dpkg's and the tools' run-to-run debris is not part of any layer (configure removes the
     // same from the base).
-    for debris in crate::configure::RUN_TO_RUN_DEBRIS {
+    for debris in crate::pipeline::configure::RUN_TO_RUN_DEBRIS {
         changes.changed.remove(&format!("/{debris}"));
     }
     changes.changed.retain(|p, _| !p.starts_with(STAGING));
@@ -469,7 +473,7 @@ fn build_one(
             let status = if ran.status.code() == Some(124) {
                 format!("timed out after {secs} s")
             } else {
-                crate::configure::exit_description(ran.status)
+                crate::pipeline::configure::exit_description(ran.status)
             };
             return Err(OverlayError::Smoke {
                 overlay: name.to_string(),
@@ -544,7 +548,7 @@ fn install_debs(
     debs: &[PathBuf],
     merged: &Path,
     arch: DebianArch,
-) -> Result<(Vec<String>, Vec<crate::sbom::SbomPackage>), OverlayError> {
+) -> Result<(Vec<String>, Vec<crate::pipeline::sbom::SbomPackage>), OverlayError> {
     let name = overlay.name.as_str();
     let mut owned = Vec::new();
     let mut in_view = Vec::new();
@@ -565,8 +569,8 @@ fn install_debs(
             crate::debian::deb::read_deb(deb, &label, |control, data| {
                 let field = |f: &str| control.control.get(f).unwrap_or("").trim().to_string();
                 let package = field("Package");
-                let entry = crate::sbom::SbomPackage {
-                    ecosystem: crate::sbom::Ecosystem::Debian,
+                let entry = crate::pipeline::sbom::SbomPackage {
+                    ecosystem: crate::pipeline::sbom::Ecosystem::Debian,
                     name: package.clone(),
                     version: field("Version"),
                     arch: field("Architecture"),
@@ -639,12 +643,12 @@ fn install_debs(
         let tail: Vec<&str> = text.lines().rev().take(4).collect();
         return Err(OverlayError::Install {
             overlay: name.to_string(),
-            status: crate::configure::exit_description(ran.status),
+            status: crate::pipeline::configure::exit_description(ran.status),
             output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
         });
     }
     for e in &mut entries {
-        e.licenses = crate::sbom::installed_licenses(merged, &e.name);
+        e.licenses = crate::pipeline::sbom::installed_licenses(merged, &e.name);
     }
     Ok((owned, entries))
 }

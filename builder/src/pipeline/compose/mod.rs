@@ -10,9 +10,9 @@ pub mod dpkgdb;
 pub mod unpack;
 
 use crate::debian::deb::{read_deb, DebControl, DebError};
-use crate::fetch::Fetched;
 use crate::inroot::{self, ImageRoot, InRootError, Owner};
-use crate::lock::LockedPackage;
+use crate::pipeline::fetch::Fetched;
+use crate::pipeline::lock::LockedPackage;
 use crate::recipe::Board;
 use md5::{Digest, Md5};
 use rustix::fs::FileType;

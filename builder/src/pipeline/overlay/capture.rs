@@ -156,7 +156,7 @@ fn walk(dir: &Dir, lower: &ImageRoot, rel: &str, out: &mut Changes) -> io::Resul
 }
 
 /// Builds the layer directory `dest` holding exactly `changes` of `upper` (whiteouts as
-/// `.wh.` files), ready for [`crate::pack::pack_layer`].
+/// `.wh.` files), ready for [`crate::image::pack::pack_layer`].
 pub fn layer_dir(upper: &Path, changes: &Changes, dest: &Path, sde: u64) -> io::Result<()> {
     let source = ImageRoot::open(upper).map_err(inroot)?;
     let layer = ImageRoot::open(dest).map_err(inroot)?;

@@ -9,19 +9,16 @@
 //! base still gets its SBOM. The document is deterministic: its time is SOURCE_DATE_EPOCH and
 //! its namespace derives from the image name, version and lock digest.
 
-use crate::compose::Composed;
 use crate::digest::sha256_hex;
-use crate::lock::LockedPackage;
+use crate::pipeline::compose::Composed;
+use crate::pipeline::lock::LockedPackage;
 use crate::timefmt::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// The SPDX document's media type (and the referrer's artifactType).
-pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
-/// OCI 1.1's empty config for artifacts.
-pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+use crate::image::oci::{EMPTY_MEDIA_TYPE, SPDX_MEDIA_TYPE};
 
 /// Where a package of the SBOM comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
