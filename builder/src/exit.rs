@@ -8,6 +8,7 @@ use crate::image::ImageError;
 use crate::pipeline::build::BuildError;
 use crate::pipeline::overlay::OverlayError;
 use crate::recipe::RecipeError;
+use crate::registry::{RegistryError, TransferError};
 use crate::signing::keys::KeyError;
 use crate::signing::release::ReleaseError;
 use crate::signing::sign::SignError;
@@ -130,5 +131,18 @@ impl Classified for KeyError {
 impl Classified for ImageError {
     fn exit(&self) -> Exit {
         Exit::CouldNotRun
+    }
+}
+
+impl Classified for TransferError {
+    fn exit(&self) -> Exit {
+        match self {
+            // A registry holding other bytes than the manifest names, or a layout that does
+            // not hold together, is refused; a registry that is down or denies access, or a
+            // malformed reference, is a run that could not happen.
+            TransferError::Registry(RegistryError::Corrupt { .. })
+            | TransferError::Layout { .. } => Exit::Refused,
+            TransferError::Registry(_) | TransferError::Reference(_) => Exit::CouldNotRun,
+        }
     }
 }

@@ -22,6 +22,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pyenv;
 pub mod recipe;
+pub mod registry;
 pub mod sandbox;
 pub mod signing;
 pub mod timefmt;

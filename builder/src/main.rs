@@ -104,6 +104,16 @@ fn main() -> ExitCode {
             min_version,
             expires_days,
         } => cli::signing::run_release(&out, &key, &to, min_version, expires_days),
+        Command::Push {
+            out,
+            reference,
+            insecure,
+        } => cli::registry::run_push(&out, &reference, insecure),
+        Command::Pull {
+            reference,
+            out,
+            insecure,
+        } => cli::registry::run_pull(&reference, &out, insecure),
         Command::Completions { shell } => cli::docs::run_completions(shell),
         Command::Manpages { output } => cli::docs::run_manpages(&output),
     }

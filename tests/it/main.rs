@@ -12,4 +12,5 @@ mod configure;
 mod export;
 mod foundation;
 mod overlay;
+mod registry;
 mod sign;

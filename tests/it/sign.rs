@@ -67,7 +67,7 @@ fn run(args: &[&str], paths: &[&Path]) -> Output {
 }
 
 /// A fresh copy of the built image, signed with a new key; returns (dir, out, key base).
-fn signed_copy() -> (tempfile::TempDir, PathBuf, PathBuf) {
+pub(crate) fn signed_copy() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let st = Command::new("cp")
@@ -85,7 +85,7 @@ fn signed_copy() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, out, key)
 }
 
-fn pub_of(key: &Path) -> PathBuf {
+pub(crate) fn pub_of(key: &Path) -> PathBuf {
     let mut p = key.as_os_str().to_owned();
     p.push(".pub");
     PathBuf::from(p)

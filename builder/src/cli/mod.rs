@@ -7,6 +7,7 @@
 pub mod build;
 pub mod docs;
 pub mod image;
+pub mod registry;
 pub mod report;
 pub mod signing;
 
@@ -151,6 +152,28 @@ pub enum Command {
         /// KILN_SIGN_DIGEST; prints the DER signature, raw or base64).
         #[arg(long)]
         sign_command: Option<String>,
+    },
+    /// Copy a build's image, signature and SBOM to a registry (HOST[:PORT]/REPO:TAG), tag last.
+    Push {
+        /// Output directory of `kiln build` (the layout is OUT/oci), or an OCI layout.
+        out: PathBuf,
+        /// Where to: HOST[:PORT]/REPOSITORY:TAG.
+        reference: String,
+        /// Plain HTTP, for a registry on this machine only.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Copy an image (with its signature and SBOM) from a registry into OUT/oci, every blob
+    /// verified while it streams; `kiln verify`, `export` and `flash` then take OUT.
+    Pull {
+        /// What: HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@sha256:HEX.
+        reference: String,
+        /// Output directory (the layout goes to OUT/oci).
+        #[arg(short = 'o', long = "output", default_value = "out")]
+        out: PathBuf,
+        /// Plain HTTP, for a registry on this machine only.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Put a signed image into an OTA repository: an OCI archive and signed TUF metadata.
     Release {

@@ -1,0 +1,263 @@
+//! `kiln pull REF -o OUT`: an image from a registry into `OUT/oci`, the layout a build writes:
+//! the image manifest, its config and layers, its cosign signature and SBOM when the registry
+//! has them, and an index.json listing them as `kiln sign` does. Every blob is hashed while it
+//! streams and refused, by name, when it is not what the manifest says; the layout appears
+//! only when all of it arrived (a staging directory renamed into place).
+
+use super::client::{ConnectOptions, Registry, RegistryError};
+use super::reference::Reference;
+use super::{layout_err, referrers_tag, sbom_tag, TransferError};
+use crate::digest::sha256_hex;
+use crate::image::oci::SPDX_MEDIA_TYPE;
+use crate::output::StagedDir;
+use crate::signing::sign::{signature_tag, REF_NAME, SIGNATURE_ARTIFACT_TYPE};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use serde_json::{json, Value};
+use std::path::Path;
+
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// What a pull brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// `sha256:` digest of the image manifest.
+    pub image: String,
+    /// Whether a signature came with it.
+    pub signed: bool,
+    /// Whether an SBOM came with it.
+    pub sbom: bool,
+    /// Bytes of blobs downloaded.
+    pub bytes: u64,
+}
+
+struct Staging<'a> {
+    registry: &'a Registry,
+    blobs: std::path::PathBuf,
+    bytes: u64,
+}
+
+impl Staging<'_> {
+    fn write_manifest(&self, bytes: &[u8]) -> Result<String, TransferError> {
+        let hex = sha256_hex(bytes);
+        let path = self.blobs.join(&hex);
+        std::fs::write(&path, bytes).map_err(|e| layout_err(&path, e))?;
+        Ok(format!("sha256:{hex}"))
+    }
+
+    /// Fetches every blob of `manifest` not already here.
+    fn fetch_blobs(&mut self, manifest: &ImageManifest) -> Result<(), TransferError> {
+        for d in std::iter::once(manifest.config()).chain(manifest.layers().iter()) {
+            let digest = d.digest().to_string();
+            if !super::reference::valid_digest(&digest) {
+                return Err(RegistryError::Corrupt {
+                    what: format!("{} manifest", self.registry.name()),
+                    reason: format!("names an unsupported digest {digest:?}"),
+                }
+                .into());
+            }
+            let path = self.blobs.join(digest.trim_start_matches("sha256:"));
+            if path.exists() {
+                continue;
+            }
+            let tmp = self
+                .blobs
+                .join(format!(".{}.part", digest.trim_start_matches("sha256:")));
+            let mut file = std::fs::File::create(&tmp).map_err(|e| layout_err(&tmp, e))?;
+            let fetched = self.registry.get_blob(&digest, d.size(), &mut file);
+            if let Err(e) = fetched {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            file.sync_all().map_err(|e| layout_err(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| layout_err(&path, e))?;
+            self.bytes += d.size();
+        }
+        Ok(())
+    }
+
+    /// The manifest at `reference`, parsed, with its bytes (None when absent).
+    fn manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, ImageManifest)>, TransferError> {
+        let Some((_, bytes)) = self.registry.get_manifest(reference)? else {
+            return Ok(None);
+        };
+        let manifest = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Corrupt {
+            what: format!("{} manifest {reference}", self.registry.name()),
+            reason: format!("not an OCI image manifest: {e}"),
+        })?;
+        Ok(Some((bytes, manifest)))
+    }
+}
+
+/// Pulls `reference` into `out/oci` (replacing a previous pull there only once complete).
+pub fn pull(
+    reference: &Reference,
+    out: &Path,
+    opts: &ConnectOptions,
+) -> Result<Pulled, TransferError> {
+    let registry = Registry::connect(reference, opts)?;
+    let wanted = reference.manifest_reference().to_string();
+    let (media_type, image_bytes) =
+        registry
+            .get_manifest(&wanted)?
+            .ok_or_else(|| RegistryError::Failed {
+                what: reference.to_string(),
+                reason: "the registry has no such image".into(),
+            })?;
+    if media_type.starts_with("application/vnd.oci.image.index.v1+json")
+        || media_type.starts_with("application/vnd.docker.distribution.manifest.list")
+    {
+        return Err(RegistryError::Failed {
+            what: reference.to_string(),
+            reason: "is a multi-platform index; kiln pulls one image manifest".into(),
+        }
+        .into());
+    }
+    let image_manifest: ImageManifest =
+        serde_json::from_slice(&image_bytes).map_err(|e| RegistryError::Corrupt {
+            what: reference.to_string(),
+            reason: format!("not an OCI image manifest: {e}"),
+        })?;
+    let image_digest = format!("sha256:{}", sha256_hex(&image_bytes));
+
+    std::fs::create_dir_all(out).map_err(|e| layout_err(out, e))?;
+    let _claim = crate::output::claim(out).map_err(|e| layout_err(out, e))?;
+    let layout = out.join("oci");
+    let staged = StagedDir::new(&layout).map_err(|e| layout_err(&layout, e))?;
+    let blobs = staged.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| layout_err(&blobs, e))?;
+    let mut staging = Staging {
+        registry: &registry,
+        blobs,
+        bytes: 0,
+    };
+
+    staging.write_manifest(&image_bytes)?;
+    staging.fetch_blobs(&image_manifest)?;
+    let config_path = staging.blobs.join(
+        image_manifest
+            .config()
+            .digest()
+            .to_string()
+            .trim_start_matches("sha256:"),
+    );
+    let config: Option<ImageConfiguration> = std::fs::read(&config_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+
+    // The index entry `kiln build` writes: platform from the config, the manifest's
+    // annotations, and the version as the reference name.
+    let mut annotations: serde_json::Map<String, Value> = image_manifest
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let ref_name = annotations
+        .get("org.opencontainers.image.version")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| reference.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    annotations.insert(REF_NAME.into(), Value::String(ref_name));
+    let mut image_entry = json!({
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "digest": image_digest,
+        "size": image_bytes.len(),
+        "annotations": annotations,
+    });
+    if let Some(c) = &config {
+        let mut platform = json!({
+            "architecture": serde_json::to_value(c.architecture()).unwrap_or(Value::Null),
+            "os": serde_json::to_value(c.os()).unwrap_or(Value::Null),
+        });
+        if let Some(v) = c.variant() {
+            platform["variant"] = Value::String(v.clone());
+        }
+        image_entry["platform"] = platform;
+    }
+    let mut entries = vec![image_entry];
+
+    // The SBOM: through the referrers index (API or tag schema), else cosign's tag.
+    let mut sbom = None;
+    let listed: Vec<String> = {
+        let from_index = |bytes: Vec<u8>| -> Vec<String> {
+            serde_json::from_slice::<ImageIndex>(&bytes)
+                .map(|i| {
+                    i.manifests()
+                        .iter()
+                        .filter(|d| {
+                            d.artifact_type().as_ref().map(|a| a.to_string()).as_deref()
+                                == Some(SPDX_MEDIA_TYPE)
+                        })
+                        .map(|d| d.digest().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match registry.get_manifest(&referrers_tag(&image_digest))? {
+            Some((_, bytes)) => from_index(bytes),
+            None => Vec::new(),
+        }
+    };
+    let sbom_name = sbom_tag(&image_digest);
+    let candidates: Vec<String> = listed
+        .into_iter()
+        .chain(std::iter::once(sbom_name.clone()))
+        .collect();
+    for candidate in candidates {
+        if let Some((bytes, manifest)) = staging.manifest(&candidate)? {
+            if manifest.subject().as_ref().map(|s| s.digest().to_string())
+                != Some(image_digest.clone())
+            {
+                continue;
+            }
+            let digest = staging.write_manifest(&bytes)?;
+            staging.fetch_blobs(&manifest)?;
+            entries.push(json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "artifactType": SPDX_MEDIA_TYPE,
+                "digest": digest,
+                "size": bytes.len(),
+                "annotations": {REF_NAME: sbom_name},
+            }));
+            sbom = Some(digest);
+            break;
+        }
+    }
+
+    // The signature, at cosign's tag.
+    let sig_tag = signature_tag(&image_digest);
+    let mut signed = false;
+    if let Some((bytes, manifest)) = staging.manifest(&sig_tag)? {
+        let digest = staging.write_manifest(&bytes)?;
+        staging.fetch_blobs(&manifest)?;
+        entries.push(json!({
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "digest": digest,
+            "size": bytes.len(),
+            "annotations": {REF_NAME: sig_tag},
+        }));
+        signed = true;
+    }
+
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let index_path = staged.path().join("index.json");
+    std::fs::write(&index_path, index.to_string()).map_err(|e| layout_err(&index_path, e))?;
+    let marker = staged.path().join("oci-layout");
+    std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(|e| layout_err(&marker, e))?;
+    let bytes = staging.bytes;
+    staged.commit().map_err(|e| layout_err(&layout, e))?;
+    Ok(Pulled {
+        image: image_digest,
+        signed,
+        sbom: sbom.is_some(),
+        bytes,
+    })
+}

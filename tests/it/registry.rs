@@ -1,0 +1,248 @@
+//! kiln and a real registry: Debian's `docker-registry` (the CNCF distribution server, 2.8),
+//! started by the test on 127.0.0.1 with a random port and stopped afterwards. A signed fixture
+//! image goes up with `kiln push` and comes back with `kiln pull`; skopeo, which kiln did not
+//! write, must agree both ways; and a registry that lies about a blob is refused by name.
+
+use crate::fixture::{stderr, text};
+use crate::sign::{pub_of, signed_copy};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+/// A registry process on 127.0.0.1:PORT with its storage in a temporary directory.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).unwrap();
+        // A port the kernel just handed out and took back.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (ci/setup installs it)");
+        let registry = Registry {
+            child,
+            port,
+            storage,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("docker-registry did not listen on 127.0.0.1:{port}");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The file holding blob `digest` in the registry's storage.
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kiln(args: &[&str], paths: &[&Path]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.args(args);
+    for p in paths {
+        c.arg(p);
+    }
+    c.output().unwrap()
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo").args(args).output().unwrap()
+}
+
+fn index(layout: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap()
+}
+
+/// The digest of the one image manifest of a layout (the entry with no artifactType).
+fn image_digest(layout: &Path) -> String {
+    index(layout)["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d.get("artifactType").is_none())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
+    let registry = Registry::start();
+    let (dir, out, key) = signed_copy();
+    let built = image_digest(&out.join("oci"));
+    let reference = format!("{}/robots/fixture:1.0", registry.host());
+
+    // Push: image, signature, SBOM; the tag last.
+    let o = kiln(&["push", "--insecure"], &[&out, Path::new(&reference)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sig_tag = format!("{}.sig", built.replace(':', "-"));
+    assert!(text(&o).contains(&sig_tag), "{}", text(&o));
+
+    // skopeo sees the image by tag with kiln's digest, and the cosign signature's tag.
+    let docker = format!("docker://{reference}");
+    let o = skopeo(&["inspect", "--tls-verify=false", "--raw", &docker]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        format!("sha256:{}", crate::fixture::sha256(&o.stdout)),
+        built
+    );
+    let o = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/robots/fixture", registry.host()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let tags = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(tags.contains(&sig_tag), "{tags}");
+    assert!(
+        tags.contains(&format!("{}.sbom", built.replace(':', "-"))),
+        "{tags}"
+    );
+    assert!(
+        tags.contains(&format!("\"{}\"", built.replace(':', "-"))),
+        "the referrers tag: {tags}"
+    );
+
+    // skopeo copies it out with the same manifest digest.
+    let copied = dir.path().join("skopeo-copy");
+    let o = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &docker,
+        &format!("oci:{}:1.0", copied.display()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(image_digest(&copied), built);
+
+    // A second push uploads nothing: every blob is there already.
+    let o = kiln(&["push", "--insecure"], &[&out, Path::new(&reference)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(" 0 blobs uploaded (0 bytes)"),
+        "{}",
+        text(&o)
+    );
+
+    // Pull on a clean machine: the same digest, and `kiln verify` accepts it offline.
+    let pulled = dir.path().join("pulled");
+    let o = kiln(&["pull", "--insecure", &reference, "-o"], &[&pulled]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("signed, with its SBOM"), "{}", text(&o));
+    assert_eq!(image_digest(&pulled.join("oci")), built);
+    let o = kiln(&["verify"], &[&pulled, Path::new("--key"), &pub_of(&key)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("accepted {built}")),
+        "{}",
+        text(&o)
+    );
+
+    // kiln pulls what skopeo pushed (an image kiln did not upload itself).
+    let other = format!("{}/robots/by-skopeo:2", registry.host());
+    let o = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1.0", out.join("oci").display()),
+        &format!("docker://{other}"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let by_skopeo = dir.path().join("by-skopeo");
+    let o = kiln(&["pull", "--insecure", &other, "-o"], &[&by_skopeo]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(image_digest(&by_skopeo.join("oci")), built);
+
+    // A layer corrupted in the registry's storage: pull refuses, naming the blob, and leaves
+    // no layout behind.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            out.join("oci/blobs/sha256")
+                .join(built.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = registry.blob_data(&layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let damaged = dir.path().join("damaged");
+    let o = kiln(&["pull", "--insecure", &reference, "-o"], &[&damaged]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stderr(&o).contains(&format!("blob {layer}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("hash to"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(!damaged.join("oci").exists(), "no partial layout");
+
+    // Plain HTTP is for this machine only; a malformed reference is named.
+    let o = kiln(
+        &["pull", "--insecure", "registry.example.com/x:1", "-o"],
+        &[&damaged],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("only for a registry on this machine"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kiln(&["push"], &[&out, Path::new("fixture:1.0")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("image reference 'fixture:1.0'"),
+        "{}",
+        stderr(&o)
+    );
+}
