@@ -107,13 +107,13 @@ fn main() -> ExitCode {
         Command::Push {
             out,
             reference,
-            insecure,
-        } => cli::registry::run_push(&out, &reference, insecure),
+            connect,
+        } => cli::registry::run_push(&out, &reference, &connect.options()),
         Command::Pull {
             reference,
             out,
-            insecure,
-        } => cli::registry::run_pull(&reference, &out, insecure),
+            connect,
+        } => cli::registry::run_pull(&reference, &out, &connect.options()),
         Command::Completions { shell } => cli::docs::run_completions(shell),
         Command::Manpages { output } => cli::docs::run_manpages(&output),
     }

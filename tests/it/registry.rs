@@ -18,6 +18,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(|_| String::new())
+    }
+
+    /// A registry whose config gets `extra(dir)` appended (TLS, auth).
+    fn start_with(extra: impl Fn(&Path) -> String) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
@@ -31,8 +36,9 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                storage.display(),
+                extra(dir.path())
             ),
         )
         .unwrap();
@@ -244,5 +250,133 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
         stderr(&o).contains("image reference 'fixture:1.0'"),
         "{}",
         stderr(&o)
+    );
+}
+
+fn sh(script: &str, dir: &Path) {
+    let o = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{script}: {}", text(&o));
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with openssl, and an htpasswd file
+/// (bcrypt, as distribution requires) for `ci` / `s3cret-robot-pass`.
+fn tls_and_htpasswd(dir: &Path) -> String {
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -subj /CN=kiln-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+           -keyout server.key -out server.csr 2>/dev/null
+         printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile ext -out server.pem 2>/dev/null
+         htpasswd -Bbn ci s3cret-robot-pass > htpasswd",
+        dir,
+    );
+    format!(
+        "  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\nauth:\n  htpasswd:\n    realm: kiln-test\n    path: {d}/htpasswd\n",
+        d = dir.display()
+    )
+}
+
+fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf {
+    use base64::Engine;
+    let file = dir.join(format!("auth-{user}-{}.json", password.len()));
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        &file,
+        format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    file
+}
+
+fn kiln_with_auth(auth: &Path, args: &[&str], paths: &[&Path]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env("REGISTRY_AUTH_FILE", auth).args(args);
+    for p in paths {
+        c.arg(p);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn push_and_pull_through_tls_and_htpasswd_keep_the_secret_out_of_every_message() {
+    let certs = tempfile::tempdir().unwrap();
+    let certs_dir = certs.path().to_path_buf();
+    let registry = Registry::start_with(|_| tls_and_htpasswd(&certs_dir));
+    let ca = certs.path().join("ca.pem");
+    let (dir, out, key) = signed_copy();
+    let built = image_digest(&out.join("oci"));
+    let reference = format!("{}/robots/fixture:1.0", registry.host());
+    let ca_args = ["--ca-file", ca.to_str().unwrap()];
+
+    // No credentials stored for the host: refused in one line, exit 2.
+    let none = dir.path().join("no-such-auth.json");
+    let mut args = vec!["push"];
+    args.extend(ca_args);
+    let o = kiln_with_auth(&none, &args, &[&out, Path::new(&reference)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("none are stored for 127.0.0.1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+
+    // A wrong password: exit 2, one line, and neither password anywhere in the output.
+    let wrong = auth_file(dir.path(), &registry.host(), "ci", "not-the-password");
+    let o = kiln_with_auth(&wrong, &args, &[&out, Path::new(&reference)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("HTTP 401"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    for secret in ["not-the-password", "s3cret-robot-pass"] {
+        assert!(!text(&o).contains(secret), "{}", text(&o));
+    }
+
+    // Without the CA the registry's certificate is not trusted.
+    let right = auth_file(dir.path(), &registry.host(), "ci", "s3cret-robot-pass");
+    let o = kiln_with_auth(&right, &["push"], &[&out, Path::new(&reference)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+
+    // With both: push, skopeo (with the same credentials) sees it, pull and verify accept.
+    let o = kiln_with_auth(&right, &args, &[&out, Path::new(&reference)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("s3cret-robot-pass"));
+    // skopeo reads a directory of *.crt CAs (and takes *.key there for client keys).
+    let skopeo_certs = dir.path().join("skopeo-certs");
+    std::fs::create_dir_all(&skopeo_certs).unwrap();
+    std::fs::copy(&ca, skopeo_certs.join("ca.crt")).unwrap();
+    let o = skopeo(&[
+        "inspect",
+        "--raw",
+        "--authfile",
+        right.to_str().unwrap(),
+        "--cert-dir",
+        skopeo_certs.to_str().unwrap(),
+        &format!("docker://{reference}"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        format!("sha256:{}", crate::fixture::sha256(&o.stdout)),
+        built
+    );
+    let pulled = dir.path().join("pulled");
+    let mut pull_args = vec!["pull", &reference as &str];
+    pull_args.extend(ca_args);
+    pull_args.push("-o");
+    let o = kiln_with_auth(&right, &pull_args, &[&pulled]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiln(&["verify"], &[&pulled, Path::new("--key"), &pub_of(&key)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("accepted {built}")),
+        "{}",
+        text(&o)
     );
 }

@@ -159,9 +159,8 @@ pub enum Command {
         out: PathBuf,
         /// Where to: HOST[:PORT]/REPOSITORY:TAG.
         reference: String,
-        /// Plain HTTP, for a registry on this machine only.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        connect: RegistryArgs,
     },
     /// Copy an image (with its signature and SBOM) from a registry into OUT/oci, every blob
     /// verified while it streams; `kiln verify`, `export` and `flash` then take OUT.
@@ -171,9 +170,8 @@ pub enum Command {
         /// Output directory (the layout goes to OUT/oci).
         #[arg(short = 'o', long = "output", default_value = "out")]
         out: PathBuf,
-        /// Plain HTTP, for a registry on this machine only.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        connect: RegistryArgs,
     },
     /// Put a signed image into an OTA repository: an OCI archive and signed TUF metadata.
     Release {
@@ -343,4 +341,25 @@ pub enum VerifyFormat {
     Line,
     /// Every check, as one JSON object.
     Json,
+}
+
+/// How to reach a registry (credentials come from the standard auth files, never arguments).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Plain HTTP, for a registry on this machine only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust the CA certificates in this PEM file for the registry's TLS.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The library's options.
+    pub fn options(&self) -> kiln::registry::ConnectOptions {
+        kiln::registry::ConnectOptions {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+        }
+    }
 }

@@ -10,7 +10,7 @@ fn reference(text: &str) -> Result<Reference, ExitCode> {
 }
 
 /// `kiln push`: exit 0, 1 when the layout is wrong, 2 when the registry fails or refuses.
-pub fn run_push(out: &Path, text: &str, insecure: bool) -> ExitCode {
+pub fn run_push(out: &Path, text: &str, connect: &ConnectOptions) -> ExitCode {
     let reference = match reference(text) {
         Ok(r) => r,
         Err(code) => return code,
@@ -25,7 +25,7 @@ pub fn run_push(out: &Path, text: &str, insecure: bool) -> ExitCode {
             })
         }
     };
-    match kiln::registry::push::push(&layout, &reference, &ConnectOptions { insecure }) {
+    match kiln::registry::push::push(&layout, &reference, connect) {
         Ok(p) => {
             println!(
                 "pushed {} to {reference}: {} blobs uploaded ({} bytes), {} already there; tags {}",
@@ -42,12 +42,12 @@ pub fn run_push(out: &Path, text: &str, insecure: bool) -> ExitCode {
 }
 
 /// `kiln pull`: exit 0, 1 when the registry holds other bytes than it names, 2 when it fails.
-pub fn run_pull(text: &str, out: &Path, insecure: bool) -> ExitCode {
+pub fn run_pull(text: &str, out: &Path, connect: &ConnectOptions) -> ExitCode {
     let reference = match reference(text) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match kiln::registry::pull::pull(&reference, out, &ConnectOptions { insecure }) {
+    match kiln::registry::pull::pull(&reference, out, connect) {
         Ok(p) => {
             println!(
                 "pulled {} from {reference} into {}: {} bytes of blobs, {}, {}",

@@ -6,6 +6,7 @@
 //! read and compared with the digest it was asked for; the `Docker-Content-Digest` header is
 //! never used as proof.
 
+use super::auth::{credentials_for, parse_challenge, Challenge, Credentials};
 use super::reference::Reference;
 use crate::digest::sha256_hex;
 use sha2::{Digest, Sha256};
@@ -53,6 +54,17 @@ pub enum RegistryError {
 pub struct ConnectOptions {
     /// Plain HTTP; allowed only for a registry on this machine.
     pub insecure: bool,
+    /// Trust the CA certificates of this PEM file instead of the system's web roots (a
+    /// registry with a company or self-made CA).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// A request body: none, bytes in memory, or a file sent from its start (again on a retry).
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    None,
+    Bytes(&'a [u8]),
+    File(&'a std::fs::File),
 }
 
 /// A connection to one repository of one registry.
@@ -61,6 +73,9 @@ pub struct Registry {
     base: String,
     repository: String,
     name: String,
+    credentials: Option<Credentials>,
+    /// The `Authorization` value the last challenge earned, sent with every later request.
+    authorization: std::sync::Mutex<Option<String>>,
 }
 
 fn status_reason(status: u16, body: &str) -> String {
@@ -94,7 +109,33 @@ impl Registry {
                 reason: "--insecure (plain HTTP) is only for a registry on this machine (localhost, 127.0.0.1, ::1)".into(),
             });
         }
+        let roots = match &opts.ca_file {
+            Some(path) => {
+                let fail = |reason: String| RegistryError::Failed {
+                    what: path.display().to_string(),
+                    reason,
+                };
+                let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+                let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                if certs.is_empty() {
+                    return Err(fail("holds no PEM certificate".into()));
+                }
+                ureq::tls::RootCerts::new_with_certs(&certs)
+            }
+            None => ureq::tls::RootCerts::WebPki,
+        };
+        let credentials =
+            credentials_for(&reference.registry).map_err(|e| RegistryError::Failed {
+                what: e.path.display().to_string(),
+                reason: e.reason,
+            })?;
         let config = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .timeout_recv_body(Some(Duration::from_secs(600)))
@@ -108,7 +149,136 @@ impl Registry {
             base: format!("{scheme}://{}", reference.registry),
             repository: reference.repository.clone(),
             name: format!("{}/{}", reference.registry, reference.repository),
+            credentials,
+            authorization: std::sync::Mutex::new(None),
         })
+    }
+
+    fn current_authorization(&self) -> Option<String> {
+        self.authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sends one request with the authorization earned so far; on a 401 answers the
+    /// challenge once and sends it again.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: Payload,
+        what: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let mut answered = false;
+        loop {
+            let mut request = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            if let Some(a) = self.current_authorization() {
+                request = request.header("authorization", a);
+            }
+            let bad = |e: ureq::http::Error| self.failed(what, e);
+            let sent = match payload {
+                Payload::None => self.agent.run(request.body(()).map_err(bad)?),
+                Payload::Bytes(b) => self.agent.run(request.body(b).map_err(bad)?),
+                Payload::File(mut f) => {
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
+                        .map_err(|e| self.failed(what, e))?;
+                    self.agent.run(request.body(f).map_err(bad)?)
+                }
+            }
+            .map_err(|e| self.failed(what, e))?;
+            if sent.status().as_u16() != 401 || answered {
+                return Ok(sent);
+            }
+            let challenge = sent
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge);
+            let Some(challenge) = challenge else {
+                return Ok(sent);
+            };
+            self.answer(&challenge, what)?;
+            answered = true;
+        }
+    }
+
+    /// Earns an `Authorization` value for `challenge`: the credentials themselves (Basic), or
+    /// a token from the realm (Bearer).
+    fn answer(&self, challenge: &Challenge, what: &str) -> Result<(), RegistryError> {
+        let denied = |reason: String| RegistryError::Denied {
+            what: format!("{} {what}", self.name),
+            reason,
+        };
+        let value = match challenge {
+            Challenge::Basic => match &self.credentials {
+                Some(c) => c.basic(),
+                None => {
+                    return Err(denied(format!(
+                        "the registry asks for credentials and none are stored for {} (in $REGISTRY_AUTH_FILE, auth.json or ~/.docker/config.json)",
+                        self.name.split('/').next().unwrap_or("")
+                    )))
+                }
+            },
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let https = realm.starts_with("https://");
+                let loopback_http = realm.starts_with("http://") && self.base.starts_with("http://");
+                if !https && !loopback_http {
+                    return Err(denied(format!(
+                        "the token realm {realm} is not https; refusing to send credentials there"
+                    )));
+                }
+                let mut url = realm.clone();
+                let mut sep = if url.contains('?') { '&' } else { '?' };
+                for (k, v) in [("service", service), ("scope", scope)] {
+                    if let Some(v) = v {
+                        url.push(sep);
+                        url.push_str(k);
+                        url.push('=');
+                        url.push_str(&percent_encode(v));
+                        sep = '&';
+                    }
+                }
+                let mut request = self.agent.get(&url);
+                if let Some(c) = &self.credentials {
+                    request = request.header("authorization", c.basic());
+                }
+                let mut response = request.call().map_err(|e| self.failed(what, e))?;
+                if response.status().as_u16() != 200 {
+                    return Err(denied(format!(
+                        "the token service refused: HTTP {}",
+                        response.status().as_u16()
+                    )));
+                }
+                let body: serde_json::Value = response
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec()
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .ok_or_else(|| denied("the token service did not answer JSON".into()))?;
+                let token = body
+                    .get("token")
+                    .or_else(|| body.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| denied("the token service gave no token".into()))?;
+                format!("Bearer {token}")
+            }
+        };
+        *self
+            .authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+        Ok(())
     }
 
     /// `HOST/REPO`, for messages.
@@ -149,11 +319,13 @@ impl Registry {
     /// The size of blob `digest` when the repository holds it.
     pub fn blob_size(&self, digest: &str) -> Result<Option<u64>, RegistryError> {
         let what = format!("blob {digest}");
-        let response = self
-            .agent
-            .head(self.url(&format!("blobs/{digest}")))
-            .call()
-            .map_err(|e| self.failed(&what, e))?;
+        let response = self.send(
+            "HEAD",
+            &self.url(&format!("blobs/{digest}")),
+            &[],
+            Payload::None,
+            &what,
+        )?;
         match response.status().as_u16() {
             200 => Ok(response
                 .headers()
@@ -177,11 +349,13 @@ impl Registry {
             return Ok(false);
         }
         let what = format!("upload of blob {digest}");
-        let response = self
-            .agent
-            .post(self.url("blobs/uploads/"))
-            .send_empty()
-            .map_err(|e| self.failed(&what, e))?;
+        let response = self.send(
+            "POST",
+            &self.url("blobs/uploads/"),
+            &[],
+            Payload::None,
+            &what,
+        )?;
         if response.status().as_u16() != 202 {
             return Err(self.refused(&what, response));
         }
@@ -198,12 +372,13 @@ impl Registry {
         };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={digest}"));
-        let response = self
-            .agent
-            .put(&url)
-            .header("content-type", "application/octet-stream")
-            .send(file)
-            .map_err(|e| self.failed(&what, e))?;
+        let response = self.send(
+            "PUT",
+            &url,
+            &[("content-type", "application/octet-stream")],
+            Payload::File(file),
+            &what,
+        )?;
         if response.status().as_u16() != 201 {
             return Err(self.refused(&what, response));
         }
@@ -218,12 +393,13 @@ impl Registry {
         bytes: &[u8],
     ) -> Result<(), RegistryError> {
         let what = format!("manifest {reference}");
-        let response = self
-            .agent
-            .put(self.url(&format!("manifests/{reference}")))
-            .header("content-type", media_type)
-            .send(bytes)
-            .map_err(|e| self.failed(&what, e))?;
+        let response = self.send(
+            "PUT",
+            &self.url(&format!("manifests/{reference}")),
+            &[("content-type", media_type)],
+            Payload::Bytes(bytes),
+            &what,
+        )?;
         match response.status().as_u16() {
             200 | 201 => Ok(()),
             _ => Err(self.refused(&what, response)),
@@ -237,12 +413,13 @@ impl Registry {
         reference: &str,
     ) -> Result<Option<(String, Vec<u8>)>, RegistryError> {
         let what = format!("manifest {reference}");
-        let mut response = self
-            .agent
-            .get(self.url(&format!("manifests/{reference}")))
-            .header("accept", ACCEPT)
-            .call()
-            .map_err(|e| self.failed(&what, e))?;
+        let mut response = self.send(
+            "GET",
+            &self.url(&format!("manifests/{reference}")),
+            &[("accept", ACCEPT)],
+            Payload::None,
+            &what,
+        )?;
         match response.status().as_u16() {
             200 => {}
             404 => return Ok(None),
@@ -281,11 +458,28 @@ impl Registry {
         out: &mut dyn Write,
     ) -> Result<(), RegistryError> {
         let what = format!("blob {digest}");
-        let mut response = self
-            .agent
-            .get(self.url(&format!("blobs/{digest}")))
-            .call()
-            .map_err(|e| self.failed(&what, e))?;
+        let mut response = self.send(
+            "GET",
+            &self.url(&format!("blobs/{digest}")),
+            &[],
+            Payload::None,
+            &what,
+        )?;
+        // Registries on object storage redirect blob reads to a signed URL; it carries its
+        // own authorization, so none of the registry's goes with it.
+        if matches!(response.status().as_u16(), 302 | 303 | 307) {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| self.failed(&what, "a redirect with no location"))?
+                .to_string();
+            response = self
+                .agent
+                .get(&location)
+                .call()
+                .map_err(|e| self.failed(&what, e))?;
+        }
         if response.status().as_u16() != 200 {
             return Err(self.refused(&what, response));
         }
@@ -329,12 +523,13 @@ impl Registry {
     /// registries without it (distribution 2.8) answer 404, and clients use the tag schema.
     pub fn has_referrers_api(&self, digest: &str) -> Result<bool, RegistryError> {
         let what = format!("referrers of {digest}");
-        let response = self
-            .agent
-            .get(self.url(&format!("referrers/{digest}")))
-            .header("accept", "application/vnd.oci.image.index.v1+json")
-            .call()
-            .map_err(|e| self.failed(&what, e))?;
+        let response = self.send(
+            "GET",
+            &self.url(&format!("referrers/{digest}")),
+            &[("accept", "application/vnd.oci.image.index.v1+json")],
+            Payload::None,
+            &what,
+        )?;
         let is_index = response
             .headers()
             .get("content-type")
@@ -342,4 +537,16 @@ impl Registry {
             .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
         Ok(response.status().as_u16() == 200 && is_index)
     }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn percent_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@
 //! registry, tag last; `pull` copies one back into a layout that `kiln verify`, `export` and
 //! `flash` take like a local build, every byte hashed on the way in.
 
+pub mod auth;
 pub mod client;
 pub mod pull;
 pub mod push;
