@@ -63,15 +63,17 @@ fn main() -> ExitCode {
             compatible,
             installed_version,
             format,
-        } => cli::signing::run_verify(
-            &out,
-            root.as_deref(),
-            target.as_deref(),
-            &key,
+            connect,
+        } => cli::signing::run_verify(cli::signing::VerifyRequest {
+            out: &out,
+            root: root.as_deref(),
+            target: target.as_deref(),
+            keys: &key,
             compatible,
             installed_version,
             format,
-        ),
+            connect: connect.options(),
+        }),
         Command::Export {
             out,
             format,

@@ -188,6 +188,40 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
         text(&o)
     );
 
+    // The OTA server's check, straight from the registry.
+    let o = kiln(
+        &["verify", &reference, "--insecure", "--key"],
+        &[&pub_of(&key)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("accepted {built}")),
+        "{}",
+        text(&o)
+    );
+
+    // Two runners pushing the same image at once: both finish, and the tag names an image
+    // whose every blob is there.
+    let twice = format!("{}/robots/twice:1.0", registry.host());
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["push", "--insecure"])
+                .arg(&out)
+                .arg(&twice)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in runners {
+        let o = r.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = kiln(&["verify", &twice, "--insecure", "--key"], &[&pub_of(&key)]);
+    assert!(o.status.success(), "{}", text(&o));
+
     // kiln pulls what skopeo pushed (an image kiln did not upload itself).
     let other = format!("{}/robots/by-skopeo:2", registry.host());
     let o = skopeo(&[
@@ -232,6 +266,16 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
     assert!(stderr(&o).contains("hash to"), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(!damaged.join("oci").exists(), "no partial layout");
+    let o = kiln(
+        &["verify", &reference, "--insecure", "--key"],
+        &[&pub_of(&key)],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stderr(&o).contains(&format!("blob {layer}")),
+        "{}",
+        stderr(&o)
+    );
 
     // Plain HTTP is for this machine only; a malformed reference is named.
     let o = kiln(

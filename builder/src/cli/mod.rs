@@ -193,7 +193,8 @@ pub enum Command {
     /// Verify offline: every blob, the signature, the board, no rollback (exit 1 if not).
     /// OUT is a build's output (or an OCI layout), or with --root an OTA repository.
     Verify {
-        /// Output directory of `kiln build`, an OCI layout, or (with --root) a release repository.
+        /// Output directory of `kiln build`, an OCI layout, a registry reference
+        /// (HOST[:PORT]/REPO:TAG, verified as it streams), or (with --root) a release repository.
         out: PathBuf,
         /// Pinned TUF root.json: verify OUT as an OTA repository made by `kiln release`.
         #[arg(long)]
@@ -213,6 +214,9 @@ pub enum Command {
         /// Output: one line, or every check as JSON.
         #[arg(long, value_enum, default_value = "line")]
         format: VerifyFormat,
+        /// For OUT given as a registry reference (HOST[:PORT]/REPO:TAG).
+        #[command(flatten)]
+        connect: RegistryArgs,
     },
     /// Flatten an image into a tar, ext4, squashfs or partitioned disk image (with bmap).
     Export {

@@ -58,16 +58,39 @@ pub fn run_sign(
     }
 }
 
-/// `kiln verify`: exit 0 accepted, 1 refused, 2 could not run.
-pub fn run_verify(
-    out: &std::path::Path,
-    root: Option<&std::path::Path>,
-    target: Option<&str>,
-    keys: &[PathBuf],
-    compatible: Option<String>,
-    installed_version: Option<String>,
-    format: VerifyFormat,
-) -> ExitCode {
+/// What `kiln verify` was asked.
+pub struct VerifyRequest<'a> {
+    /// A build's output, a layout, a registry reference or (with `root`) a release repository.
+    pub out: &'a std::path::Path,
+    /// The pinned TUF root, for a release repository.
+    pub root: Option<&'a std::path::Path>,
+    /// The TUF target to check.
+    pub target: Option<&'a str>,
+    /// Trusted public keys.
+    pub keys: &'a [PathBuf],
+    /// The device's compatible string.
+    pub compatible: Option<String>,
+    /// The version on the device.
+    pub installed_version: Option<String>,
+    /// How to print the verdict.
+    pub format: VerifyFormat,
+    /// How to reach a registry, for a reference.
+    pub connect: kiln::registry::ConnectOptions,
+}
+
+/// `kiln verify`: exit 0 accepted, 1 refused, 2 when it cannot run.
+pub fn run_verify(request: VerifyRequest) -> ExitCode {
+    let VerifyRequest {
+        out,
+        root,
+        target,
+        keys,
+        compatible,
+        installed_version,
+        format,
+        connect,
+    } = request;
+    let connect = &connect;
     let mut opts = kiln::signing::verify::VerifyOptions {
         compatible,
         installed_version,
@@ -79,9 +102,22 @@ pub fn run_verify(
             Err(e) => return failed(&e),
         }
     }
-    let result = match root {
-        Some(root) => kiln::signing::verify::verify_release(out, root, target, &opts, now()),
-        None => {
+    // A registry reference: what does not exist here and parses as HOST[:PORT]/REPO:TAG.
+    let registry_ref = match (root, out.exists(), out.to_str()) {
+        (None, false, Some(text)) => kiln::registry::Reference::parse(text).ok(),
+        _ => None,
+    };
+    let result = match (root, registry_ref) {
+        (_, Some(reference)) => {
+            match kiln::registry::pull::verify_reference(&reference, connect, &opts) {
+                Ok(v) => Ok(v),
+                Err(e) => return failed(&e),
+            }
+        }
+        (Some(root), None) => {
+            kiln::signing::verify::verify_release(out, root, target, &opts, now())
+        }
+        (None, None) => {
             let layout = layout_of(out);
             let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
                 Ok(h) => h,

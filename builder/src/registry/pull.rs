@@ -261,3 +261,20 @@ pub fn pull(
         bytes,
     })
 }
+
+/// Verifies an image straight from a registry, for an OTA ingestion service: pulls it into a
+/// temporary directory (every blob hashed while it streams; the registry's own digests are
+/// never taken as proof), then runs the same checks as for a local layout.
+pub fn verify_reference(
+    reference: &Reference,
+    connect: &ConnectOptions,
+    opts: &crate::signing::verify::VerifyOptions,
+) -> Result<crate::signing::verify::Verification, TransferError> {
+    let scratch = tempfile::Builder::new()
+        .prefix(".kiln-verify-")
+        .tempdir()
+        .map_err(|e| layout_err(&std::env::temp_dir(), e))?;
+    pull(reference, scratch.path(), connect)?;
+    let layout = scratch.path().join("oci");
+    crate::signing::verify::verify_layout(&layout, opts).map_err(|e| layout_err(&e.path, e.reason))
+}
