@@ -70,7 +70,8 @@ impl Classified for BuildError {
             BuildError::Pack(_)
             | BuildError::Oci(_)
             | BuildError::Output { .. }
-            | BuildError::LayerCache(_) => Exit::CouldNotRun,
+            | BuildError::LayerCache(_)
+            | BuildError::Registry(_) => Exit::CouldNotRun,
         }
     }
 }

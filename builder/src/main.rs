@@ -26,6 +26,8 @@ fn main() -> ExitCode {
             timings,
             jobs,
             emulate_all,
+            cache_registry,
+            connect,
         } => cli::build::run_build(cli::build::BuildRequest {
             dir,
             locked,
@@ -36,6 +38,8 @@ fn main() -> ExitCode {
             timings,
             jobs,
             emulate_all,
+            cache_registry,
+            connect: connect.options(),
         }),
         Command::Check {
             path,

@@ -424,3 +424,63 @@ fn push_and_pull_through_tls_and_htpasswd_keep_the_secret_out_of_every_message()
         text(&o)
     );
 }
+
+#[test]
+fn a_fresh_runner_builds_from_the_registry_layer_cache_with_the_same_digest() {
+    use crate::fixture::{base_packages, build_archive, ArchiveSpec, Signer};
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
+    let archive = build_archive(
+        &work.path().join("archive"),
+        ArchiveSpec::new("bookworm", "arm64", base_packages("arm64"), &signer),
+    );
+    let recipe = work.path().join("recipe");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache_repo = format!("{}/ci/layer-cache", registry.host());
+    let build = |cache: &str, out: &str, extra: &[&str], env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.current_dir(&recipe)
+            .env("KILN_CACHE_DIR", work.path().join(cache))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_CACHE_REGISTRY")
+            .args(["build", "-o", out, "--insecure"])
+            .args(extra);
+        if let Some(r) = env {
+            c.env("KILN_CACHE_REGISTRY", r);
+        }
+        c.output().unwrap()
+    };
+
+    // Runner 1 builds and fills the registry cache.
+    let o = build("cache-1", "out-1", &["--cache-registry", &cache_repo], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("reused"), "{}", text(&o));
+    let first = image_digest(&recipe.join("out-1/oci"));
+
+    // Runner 2: an empty local cache, the mirror gone and --offline; the base layer comes
+    // from the registry (named through the environment, as CI sets it) and the image is the
+    // same to the bit.
+    std::fs::rename(&archive.mirror, work.path().join("mirror-gone")).unwrap();
+    let o = build("cache-2", "out-2", &["--offline"], Some(&cache_repo));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("base layer reused from the layer cache"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(image_digest(&recipe.join("out-2/oci")), first);
+
+    // A registry that is down costs a rebuild, never a wrong image: runner 3 with an empty
+    // cache, the registry stopped and the mirror back builds the same digest with a warning.
+    std::fs::rename(work.path().join("mirror-gone"), &archive.mirror).unwrap();
+    drop(registry);
+    let o = build("cache-3", "out-3", &["--cache-registry", &cache_repo], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("warning: layer cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(image_digest(&recipe.join("out-3/oci")), first);
+}

@@ -45,6 +45,10 @@ pub struct BuildRequest {
     pub jobs: Option<u16>,
     /// `--emulate-all`.
     pub emulate_all: bool,
+    /// `--cache-registry` (or `$KILN_CACHE_REGISTRY`).
+    pub cache_registry: Option<String>,
+    /// `--insecure`, `--ca-file`.
+    pub connect: kiln::registry::ConnectOptions,
 }
 
 /// `kiln build`: exit 0, 1 when the input is wrong, 2 could not run.
@@ -53,7 +57,15 @@ pub fn run_build(request: BuildRequest) -> ExitCode {
         Ok(v) => v,
         Err(e) => return error_exit(e, Exit::Refused),
     };
+    let cache_registry = match request.cache_registry.as_deref().filter(|r| !r.is_empty()) {
+        Some(text) => match kiln::registry::Reference::parse_repository(text) {
+            Ok(r) => Some((r, request.connect.clone())),
+            Err(e) => return error_exit(e, Exit::CouldNotRun),
+        },
+        None => None,
+    };
     let opts = BuildOptions {
+        cache_registry,
         locked: request.locked,
         offline: request.offline,
         out: request.out,

@@ -130,6 +130,12 @@ pub enum Command {
         /// the image is the same: CI builds this way once to prove it).
         #[arg(long)]
         emulate_all: bool,
+        /// A registry repository (HOST[:PORT]/REPO) shared by CI runners as the layer cache:
+        /// finished layers are looked up there before being built and stored there after.
+        #[arg(long, env = "KILN_CACHE_REGISTRY")]
+        cache_registry: Option<String>,
+        #[command(flatten)]
+        connect: RegistryArgs,
     },
     /// Make an ECDSA P-256 release key pair: KEYFILE (PKCS#8 PEM, 0600), KEYFILE.der, KEYFILE.pub.
     Keygen {

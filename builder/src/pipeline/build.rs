@@ -44,6 +44,9 @@ pub enum BuildError {
     /// The layer cache is unusable.
     #[error(transparent)]
     LayerCache(#[from] crate::pipeline::layercache::LayerCacheError),
+    /// The registry behind the layer cache cannot be used (its CA or credentials file).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// An overlay could not be built, or broke its rules.
     #[error(transparent)]
     Overlay(#[from] crate::pipeline::overlay::OverlayError),
@@ -95,6 +98,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// No generator runs natively (see [`ConfigureOptions::emulate_all`]).
     pub emulate_all: bool,
+    /// The registry repository a fleet of runners shares as its layer cache.
+    pub cache_registry: Option<(crate::registry::Reference, crate::registry::ConnectOptions)>,
 }
 
 /// Prints a stage's wall time when asked to.
@@ -199,7 +204,10 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
     let recipe = Recipe::load(recipe_dir)?;
     let lock = lock_for_build(&recipe, opts)?;
     clock.lap("lock");
-    let cache = Cache::open(&opts.cache_dir)?;
+    let mut cache = Cache::open(&opts.cache_dir)?;
+    if let Some((reference, connect)) = &opts.cache_registry {
+        cache = cache.with_remote(crate::registry::Registry::connect(reference, connect)?);
+    }
     let sde = opts.source_date_epoch.unwrap_or(lock.release.date_epoch);
     // A lock dated in the future would date the image there and break reproducibility the
     // day that date passes (the Release check refuses such a Date; a hand-edited lock too).

@@ -64,10 +64,24 @@ pub enum FetchError {
     },
 }
 
-/// The content-addressed cache directory.
-#[derive(Debug, Clone)]
+/// The content-addressed cache directory, and the registry repository shared by a fleet of
+/// runners when there is one.
+#[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
+    remote: Option<std::sync::Arc<crate::registry::Registry>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("root", &self.root)
+            .field(
+                "remote",
+                &self.remote.as_ref().map(|r| r.name().to_string()),
+            )
+            .finish()
+    }
 }
 
 impl Cache {
@@ -93,7 +107,19 @@ impl Cache {
         }
         Ok(Cache {
             root: cache_dir.to_path_buf(),
+            remote: None,
         })
+    }
+
+    /// The same cache, backed for finished layers by a registry repository.
+    pub fn with_remote(mut self, registry: crate::registry::Registry) -> Cache {
+        self.remote = Some(std::sync::Arc::new(registry));
+        self
+    }
+
+    /// The registry repository behind the layer cache, when there is one.
+    pub fn remote(&self) -> Option<&crate::registry::Registry> {
+        self.remote.as_deref()
     }
 
     /// The cache directory.

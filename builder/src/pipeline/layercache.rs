@@ -61,8 +61,74 @@ fn media_type(name: &str) -> Option<&'static str> {
     .find(|m| *m == name)
 }
 
-/// Copies a cached layer into `blobs_dir` and returns it, or None on a miss.
+/// Brings the registry's entry for `key` into the local cache (blob verified by digest as it
+/// streams, record written last); false on a miss. A registry that fails is reported and
+/// treated as a miss: the layer is built instead.
+fn fetch_remote(cache: &Cache, key: &str) -> Result<bool, LayerCacheError> {
+    let Some(registry) = cache.remote() else {
+        return Ok(false);
+    };
+    let path = record_path(cache, key);
+    let err = |reason: String| LayerCacheError {
+        path: path.clone(),
+        reason,
+    };
+    let found = match crate::registry::layercache::lookup(registry, key) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("kiln: warning: layer cache {key}: {e}; building the layer");
+            return Ok(false);
+        }
+    };
+    let Some(remote) = found else {
+        return Ok(false);
+    };
+    let Ok(record) = serde_json::from_slice::<Record>(&remote.record) else {
+        return Ok(false);
+    };
+    let hex = remote.digest.trim_start_matches("sha256:");
+    if record.digest != hex || record.size != remote.size {
+        return Ok(false);
+    }
+    if cache
+        .verified(hex, remote.size)
+        .map_err(|e| err(e.to_string()))?
+        .is_none()
+    {
+        let mut tmp = tempfile::NamedTempFile::new_in(cache.root().join("tmp"))
+            .map_err(|e| err(e.to_string()))?;
+        if let Err(e) = registry.get_blob(&remote.digest, remote.size, tmp.as_file_mut()) {
+            eprintln!("kiln: warning: layer cache {key}: {e}; building the layer");
+            return Ok(false);
+        }
+        tmp.persist(cache.blob_path(hex))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let dir = cache.root().join("layers");
+    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
+    std::fs::write(tmp.path(), &remote.record).map_err(|e| err(e.to_string()))?;
+    tmp.persist(&path).map_err(|e| err(e.to_string()))?;
+    Ok(true)
+}
+
+/// Copies a cached layer into `blobs_dir` and returns it, or None on a miss (locally and in
+/// the registry behind the cache, if any).
 pub fn restore(
+    cache: &Cache,
+    key: &str,
+    blobs_dir: &Path,
+) -> Result<Option<(Layer, Vec<crate::pipeline::sbom::SbomPackage>)>, LayerCacheError> {
+    if let Some(found) = restore_local(cache, key, blobs_dir)? {
+        return Ok(Some(found));
+    }
+    if fetch_remote(cache, key)? {
+        return restore_local(cache, key, blobs_dir);
+    }
+    Ok(None)
+}
+
+fn restore_local(
     cache: &Cache,
     key: &str,
     blobs_dir: &Path,
@@ -134,11 +200,27 @@ pub fn store(
     let dir = cache.root().join("layers");
     std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
-    std::fs::write(
-        tmp.path(),
-        serde_json::to_vec(&record).map_err(|e| err(e.to_string()))?,
-    )
-    .map_err(|e| err(e.to_string()))?;
+    let record_bytes = serde_json::to_vec(&record).map_err(|e| err(e.to_string()))?;
+    std::fs::write(tmp.path(), &record_bytes).map_err(|e| err(e.to_string()))?;
     tmp.persist(&path).map_err(|e| err(e.to_string()))?;
+    // The fleet's copy: a registry that fails costs the next runner a rebuild, not this build.
+    if let Some(registry) = cache.remote() {
+        let pushed = std::fs::File::open(&dest)
+            .map_err(|e| e.to_string())
+            .and_then(|blob| {
+                crate::registry::layercache::store(
+                    registry,
+                    key,
+                    &record_bytes,
+                    layer.media_type,
+                    &format!("sha256:{}", layer.digest),
+                    &blob,
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = pushed {
+            eprintln!("kiln: warning: layer cache {key} not stored in the registry: {e}");
+        }
+    }
     Ok(())
 }

@@ -449,6 +449,28 @@ impl Registry {
         Ok(Some((media_type, bytes)))
     }
 
+    /// Blob `digest` of `size` bytes (at most [`MAX_MANIFEST`]) in memory, verified.
+    pub fn get_small_blob(&self, digest: &str, size: u64) -> Result<Vec<u8>, RegistryError> {
+        if size > MAX_MANIFEST {
+            return Err(self.failed(
+                &format!("blob {digest}"),
+                format!("{size} bytes is more than a record may be"),
+            ));
+        }
+        let mut out = Vec::new();
+        self.get_blob(digest, size, &mut out)?;
+        Ok(out)
+    }
+
+    /// Uploads `bytes` as a blob unless the repository holds it.
+    pub fn push_bytes(&self, bytes: &[u8]) -> Result<String, RegistryError> {
+        let digest = format!("sha256:{}", sha256_hex(bytes));
+        let mut tmp = tempfile::tempfile().map_err(|e| self.failed("blob", e))?;
+        tmp.write_all(bytes).map_err(|e| self.failed("blob", e))?;
+        self.push_blob(&digest, bytes.len() as u64, &tmp)?;
+        Ok(digest)
+    }
+
     /// Streams blob `digest` of `size` bytes into `out`, hashing as it goes; fails, naming the
     /// blob, when the bytes differ in size or digest (`out` then holds garbage to discard).
     pub fn get_blob(

@@ -72,6 +72,15 @@ pub fn valid_digest(d: &str) -> bool {
 impl Reference {
     /// Parses `text`; the host part must be one (it has a `.` or a `:`, or is `localhost`).
     pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
+        Reference::parse_inner(text, false)
+    }
+
+    /// Parses a repository without tag or digest, `HOST[:PORT]/REPOSITORY` (a layer cache).
+    pub fn parse_repository(text: &str) -> Result<Reference, ReferenceError> {
+        Reference::parse_inner(text, true)
+    }
+
+    fn parse_inner(text: &str, repository_only: bool) -> Result<Reference, ReferenceError> {
         let err = |reason: &str| ReferenceError {
             text: text.to_string(),
             reason: reason.to_string(),
@@ -110,8 +119,13 @@ impl Reference {
                 ));
             }
         }
-        if tag.is_none() && digest.is_none() {
+        if tag.is_none() && digest.is_none() && !repository_only {
             return Err(err("give a tag (REPO:TAG) or a digest (REPO@sha256:...)"));
+        }
+        if repository_only && (tag.is_some() || digest.is_some()) {
+            return Err(err(
+                "name a repository (HOST[:PORT]/REPOSITORY), without a tag",
+            ));
         }
         Ok(Reference {
             registry: registry.to_string(),
