@@ -13,6 +13,7 @@ struct Registry {
     child: Child,
     port: u16,
     storage: PathBuf,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -42,26 +43,43 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let registry = Registry {
+            child: Registry::spawn(&config),
+            port,
+            storage,
+            config,
+            _dir: dir,
+        };
+        registry.wait_listening();
+        registry
+    }
+
+    fn spawn(config: &Path) -> Child {
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(&config)
+            .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("docker-registry (ci/setup installs it)");
-        let registry = Registry {
-            child,
-            port,
-            storage,
-            _dir: dir,
-        };
+            .expect("docker-registry (ci/setup installs it)")
+    }
+
+    fn wait_listening(&self) {
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("docker-registry did not listen on 127.0.0.1:{port}");
+        panic!("docker-registry did not listen on 127.0.0.1:{}", self.port);
+    }
+
+    /// Kills the registry (SIGKILL, as a crash) and starts it again on the same storage.
+    fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Registry::spawn(&self.config);
+        self.wait_listening();
     }
 
     fn host(&self) -> String {
@@ -483,4 +501,104 @@ fn a_fresh_runner_builds_from_the_registry_layer_cache_with_the_same_digest() {
         stderr(&o)
     );
     assert_eq!(image_digest(&recipe.join("out-3/oci")), first);
+}
+
+/// A signed layout whose one layer is `mib` MiB of random bytes (a push that takes a while).
+fn big_signed_layout(dir: &Path, mib: usize) -> (PathBuf, PathBuf) {
+    let out = dir.join("big");
+    let oci = out.join("oci");
+    std::fs::create_dir_all(oci.join("blobs/sha256")).unwrap();
+    let put = |bytes: &[u8]| -> String {
+        let hex = crate::fixture::sha256(bytes);
+        std::fs::write(oci.join("blobs/sha256").join(&hex), bytes).unwrap();
+        hex
+    };
+    let mut layer = vec![0u8; mib << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in layer.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let layer_hex = put(&layer);
+    let config = format!(
+        "{{\"architecture\":\"arm64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"sha256:{layer_hex}\"]}}}}"
+    );
+    let config_hex = put(config.as_bytes());
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:{config_hex}\",\"size\":{}}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+zstd\",\"digest\":\"sha256:{layer_hex}\",\"size\":{}}}],\"annotations\":{{\"org.opencontainers.image.version\":\"1.0\"}}}}",
+        config.len(),
+        layer.len()
+    );
+    let manifest_hex = put(manifest.as_bytes());
+    std::fs::write(
+        oci.join("index.json"),
+        format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:{manifest_hex}\",\"size\":{},\"annotations\":{{\"org.opencontainers.image.ref.name\":\"1.0\"}}}}]}}",
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    std::fs::write(oci.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
+    let key = dir.join("big.key");
+    let o = kiln(&["keygen", "-o"], &[&key]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiln(&["sign"], &[&out, Path::new("--key"), &key]);
+    assert!(o.status.success(), "{}", text(&o));
+    (out, key)
+}
+
+#[test]
+fn a_registry_killed_mid_push_never_shows_a_tag_with_missing_blobs_and_the_next_push_completes() {
+    let mut registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, key) = big_signed_layout(dir.path(), 192);
+    let built = image_digest(&out.join("oci"));
+    let reference = format!("{}/robots/big:1.0", registry.host());
+
+    // The registry dies (SIGKILL) while the push is under way.
+    let push = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["push", "--insecure"])
+        .arg(&out)
+        .arg(&reference)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    registry.crash_and_restart();
+    let o = push.wait_with_output().unwrap();
+    if o.status.success() {
+        eprintln!("note: the push finished before the registry was killed");
+    } else {
+        // One line, exit 2, and the tag was never written.
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        let o = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{reference}"),
+        ]);
+        assert!(
+            !o.status.success(),
+            "a tag exists after a failed push: {}",
+            text(&o)
+        );
+    }
+
+    // The next push completes; what the tag names is all there (pull hashes every blob).
+    let o = kiln(&["push", "--insecure"], &[&out, Path::new(&reference)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiln(
+        &["verify", &reference, "--insecure", "--key"],
+        &[&pub_of(&key)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("accepted {built}")),
+        "{}",
+        text(&o)
+    );
 }
