@@ -68,6 +68,22 @@ impl Resolver for CachingResolver {
     }
 }
 
+/// The CA certificates of a PEM bundle as TLS roots (for a mirror, an index or a registry with
+/// its own CA); the reason when the file is unreadable or holds no certificate.
+pub fn ca_bundle_roots(bundle: &std::path::Path) -> Result<ureq::tls::RootCerts, String> {
+    let pem = std::fs::read(bundle).map_err(|e| e.to_string())?;
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err("no PEM certificate in the CA bundle".into());
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
 /// A connection-reusing client for one build. Cheap to clone across download threads.
 #[derive(Clone)]
 pub struct Transport {
@@ -92,23 +108,11 @@ impl Transport {
     /// A client that trusts the CA certificates of a PEM bundle instead of Mozilla's roots
     /// (pip's `cert` option: a site whose proxy re-signs TLS gives its own CA this way).
     pub fn with_ca_bundle(bundle: &std::path::Path) -> Result<Transport, TransportError> {
-        let failed = |reason: String| TransportError::Failed {
+        let roots = ca_bundle_roots(bundle).map_err(|reason| TransportError::Failed {
             url: bundle.display().to_string(),
             reason,
-        };
-        let pem = std::fs::read(bundle).map_err(|e| failed(e.to_string()))?;
-        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(failed("no PEM certificate in the CA bundle".into()));
-        }
-        Ok(Transport::with_roots(ureq::tls::RootCerts::new_with_certs(
-            &certs,
-        )))
+        })?;
+        Ok(Transport::with_roots(roots))
     }
 
     fn with_roots(roots: ureq::tls::RootCerts) -> Transport {

@@ -113,6 +113,20 @@ fn kiln(args: &[&str], paths: &[&Path]) -> Output {
     c.output().unwrap()
 }
 
+/// `kiln verify REF --insecure --key PUB` must accept `digest`.
+fn assert_registry_verifies(reference: &str, key: &Path, digest: &str) {
+    let o = kiln(
+        &["verify", reference, "--insecure", "--key"],
+        &[&pub_of(key)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("accepted {digest}")),
+        "{}",
+        text(&o)
+    );
+}
+
 fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo").args(args).output().unwrap()
 }
@@ -207,21 +221,12 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
     );
 
     // The OTA server's check, straight from the registry.
-    let o = kiln(
-        &["verify", &reference, "--insecure", "--key"],
-        &[&pub_of(&key)],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains(&format!("accepted {built}")),
-        "{}",
-        text(&o)
-    );
+    assert_registry_verifies(&reference, &key, &built);
 
-    // Two runners pushing the same image at once: both finish, and the tag names an image
+    // Four runners pushing the same image at once: all finish, and the tag names an image
     // whose every blob is there.
     let twice = format!("{}/robots/twice:1.0", registry.host());
-    let runners: Vec<_> = (0..2)
+    let runners: Vec<_> = (0..4)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_kiln"))
                 .args(["push", "--insecure"])
@@ -445,16 +450,9 @@ fn push_and_pull_through_tls_and_htpasswd_keep_the_secret_out_of_every_message()
 
 #[test]
 fn a_fresh_runner_builds_from_the_registry_layer_cache_with_the_same_digest() {
-    use crate::fixture::{base_packages, build_archive, ArchiveSpec, Signer};
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
-    let archive = build_archive(
-        &work.path().join("archive"),
-        ArchiveSpec::new("bookworm", "arm64", base_packages("arm64"), &signer),
-    );
-    let recipe = work.path().join("recipe");
-    archive.write_recipe(&recipe, &["hello"], "");
+    let (archive, recipe) = crate::fixture::hello_recipe(work.path());
     let cache_repo = format!("{}/ci/layer-cache", registry.host());
     let build = |cache: &str, out: &str, extra: &[&str], env: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
@@ -591,14 +589,5 @@ fn a_registry_killed_mid_push_never_shows_a_tag_with_missing_blobs_and_the_next_
     // The next push completes; what the tag names is all there (pull hashes every blob).
     let o = kiln(&["push", "--insecure"], &[&out, Path::new(&reference)]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = kiln(
-        &["verify", &reference, "--insecure", "--key"],
-        &[&pub_of(&key)],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains(&format!("accepted {built}")),
-        "{}",
-        text(&o)
-    );
+    assert_registry_verifies(&reference, &key, &built);
 }

@@ -5,7 +5,7 @@
 
 use crate::fixture;
 
-use fixture::{base_packages, build_archive, kiln, stderr, text, ArchiveSpec, Signer};
+use fixture::{kiln, stderr, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -43,13 +43,7 @@ fn built() -> &'static (tempfile::TempDir, PathBuf) {
     static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let work = tempfile::tempdir().unwrap();
-        let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
-        let archive = build_archive(
-            &work.path().join("archive"),
-            ArchiveSpec::new("bookworm", "arm64", base_packages("arm64"), &signer),
-        );
-        let recipe = work.path().join("recipe");
-        archive.write_recipe(&recipe, &["hello"], "");
+        let (_, recipe) = fixture::hello_recipe(work.path());
         let o = kiln(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
         assert!(o.status.success(), "{}", stderr(&o));
         let out = recipe.join("out");

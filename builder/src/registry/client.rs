@@ -16,6 +16,17 @@ use std::time::Duration;
 /// Largest manifest or index kiln accepts (the distribution spec lets registries refuse more).
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
+/// How often a manifest PUT is tried when the registry fails in a way that is not about the
+/// bytes sent.
+const PUT_ATTEMPTS: u32 = 4;
+
+/// A failure worth another try with the same bytes: a server error, or distribution's
+/// `DIGEST_INVALID` for content kiln hashed itself, which its filesystem driver answers when
+/// two clients write the same manifest at the same moment (two CI runners pushing one image).
+fn transient(status: u16, err: &RegistryError) -> bool {
+    status >= 500 || (status == 400 && err.to_string().contains("DIGEST_INVALID"))
+}
+
 /// Media types a manifest GET accepts.
 const ACCEPT: &str =
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
@@ -111,21 +122,10 @@ impl Registry {
         }
         let roots = match &opts.ca_file {
             Some(path) => {
-                let fail = |reason: String| RegistryError::Failed {
+                crate::transport::ca_bundle_roots(path).map_err(|reason| RegistryError::Failed {
                     what: path.display().to_string(),
                     reason,
-                };
-                let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-                let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                    .filter_map(|item| match item {
-                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                        _ => None,
-                    })
-                    .collect();
-                if certs.is_empty() {
-                    return Err(fail("holds no PEM certificate".into()));
-                }
-                ureq::tls::RootCerts::new_with_certs(&certs)
+                })?
             }
             None => ureq::tls::RootCerts::WebPki,
         };
@@ -172,6 +172,7 @@ impl Registry {
         what: &str,
     ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         let mut answered = false;
+        let mut server_errors = 0u32;
         loop {
             let mut request = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
@@ -191,6 +192,16 @@ impl Registry {
                 }
             }
             .map_err(|e| self.failed(what, e))?;
+            // A read the registry failed (distribution answers 500 while another client is
+            // linking the same blob) is asked again; writes are retried by their callers.
+            if sent.status().as_u16() >= 500
+                && (method == "GET" || method == "HEAD")
+                && server_errors + 1 < PUT_ATTEMPTS
+            {
+                server_errors += 1;
+                std::thread::sleep(Duration::from_millis(200 * u64::from(server_errors)));
+                continue;
+            }
             if sent.status().as_u16() != 401 || answered {
                 return Ok(sent);
             }
@@ -348,6 +359,33 @@ impl Registry {
         if self.blob_size(digest)? == Some(size) {
             return Ok(false);
         }
+        let mut attempt = 1;
+        loop {
+            match self.upload_once(digest, file)? {
+                Ok(()) => return Ok(true),
+                Err((status, err)) => {
+                    if attempt >= PUT_ATTEMPTS || !transient(status, &err) {
+                        return Err(err);
+                    }
+                    // Another runner may have finished the same blob meanwhile.
+                    if self.blob_size(digest)? == Some(size) {
+                        return Ok(false);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+            attempt += 1;
+        }
+    }
+
+    /// One monolithic upload (POST, then PUT of the whole file); the inner error, with its
+    /// HTTP status, is the registry's refusal.
+    #[allow(clippy::type_complexity)]
+    fn upload_once(
+        &self,
+        digest: &str,
+        file: &std::fs::File,
+    ) -> Result<Result<(), (u16, RegistryError)>, RegistryError> {
         let what = format!("upload of blob {digest}");
         let response = self.send(
             "POST",
@@ -356,8 +394,9 @@ impl Registry {
             Payload::None,
             &what,
         )?;
-        if response.status().as_u16() != 202 {
-            return Err(self.refused(&what, response));
+        let status = response.status().as_u16();
+        if status != 202 {
+            return Ok(Err((status, self.refused(&what, response))));
         }
         let location = response
             .headers()
@@ -379,10 +418,11 @@ impl Registry {
             Payload::File(file),
             &what,
         )?;
-        if response.status().as_u16() != 201 {
-            return Err(self.refused(&what, response));
+        let status = response.status().as_u16();
+        if status != 201 {
+            return Ok(Err((status, self.refused(&what, response))));
         }
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// Stores `bytes` as a manifest of `media_type` under `reference` (a tag or its digest).
@@ -393,16 +433,25 @@ impl Registry {
         bytes: &[u8],
     ) -> Result<(), RegistryError> {
         let what = format!("manifest {reference}");
-        let response = self.send(
-            "PUT",
-            &self.url(&format!("manifests/{reference}")),
-            &[("content-type", media_type)],
-            Payload::Bytes(bytes),
-            &what,
-        )?;
-        match response.status().as_u16() {
-            200 | 201 => Ok(()),
-            _ => Err(self.refused(&what, response)),
+        let mut attempt = 1;
+        loop {
+            let response = self.send(
+                "PUT",
+                &self.url(&format!("manifests/{reference}")),
+                &[("content-type", media_type)],
+                Payload::Bytes(bytes),
+                &what,
+            )?;
+            let status = response.status().as_u16();
+            if status == 200 || status == 201 {
+                return Ok(());
+            }
+            let err = self.refused(&what, response);
+            if attempt >= PUT_ATTEMPTS || !transient(status, &err) {
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+            attempt += 1;
         }
     }
 

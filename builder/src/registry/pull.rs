@@ -88,6 +88,17 @@ impl Staging<'_> {
     }
 }
 
+/// index.json's entry for a referrer, as `kiln sign` and `kiln build` list them.
+fn referrer_entry(artifact_type: &str, digest: &str, size: usize, tag: &str) -> Value {
+    json!({
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": artifact_type,
+        "digest": digest,
+        "size": size,
+        "annotations": {REF_NAME: tag},
+    })
+}
+
 /// Pulls `reference` into `out/oci` (replacing a previous pull there only once complete).
 pub fn pull(
     reference: &Reference,
@@ -214,13 +225,12 @@ pub fn pull(
             }
             let digest = staging.write_manifest(&bytes)?;
             staging.fetch_blobs(&manifest)?;
-            entries.push(json!({
-                "mediaType": MANIFEST_MEDIA_TYPE,
-                "artifactType": SPDX_MEDIA_TYPE,
-                "digest": digest,
-                "size": bytes.len(),
-                "annotations": {REF_NAME: sbom_name},
-            }));
+            entries.push(referrer_entry(
+                SPDX_MEDIA_TYPE,
+                &digest,
+                bytes.len(),
+                &sbom_name,
+            ));
             sbom = Some(digest);
             break;
         }
@@ -232,13 +242,12 @@ pub fn pull(
     if let Some((bytes, manifest)) = staging.manifest(&sig_tag)? {
         let digest = staging.write_manifest(&bytes)?;
         staging.fetch_blobs(&manifest)?;
-        entries.push(json!({
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "artifactType": SIGNATURE_ARTIFACT_TYPE,
-            "digest": digest,
-            "size": bytes.len(),
-            "annotations": {REF_NAME: sig_tag},
-        }));
+        entries.push(referrer_entry(
+            SIGNATURE_ARTIFACT_TYPE,
+            &digest,
+            bytes.len(),
+            &sig_tag,
+        ));
         signed = true;
     }
 
