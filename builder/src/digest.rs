@@ -57,6 +57,15 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// The hex part of a `sha256:` digest of 64 lower-case hex digits (the OCI spec's form), None
+/// for anything else: a digest from an untrusted manifest never becomes a path or a URL part
+/// unchecked.
+pub fn sha256_digest_hex(digest: &str) -> Option<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
+/// An OCI image manifest's media type.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// An OCI image index's media type.
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 /// The SPDX document's media type (and the SBOM referrer's artifactType).
 pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 /// OCI 1.1's empty config for artifacts.

@@ -597,7 +597,7 @@ impl Registry {
         let response = self.send(
             "GET",
             &self.url(&format!("referrers/{digest}")),
-            &[("accept", "application/vnd.oci.image.index.v1+json")],
+            &[("accept", crate::image::oci::INDEX_MEDIA_TYPE)],
             Payload::None,
             &what,
         )?;
@@ -605,7 +605,7 @@ impl Registry {
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
+            .is_some_and(|t| t.starts_with(crate::image::oci::INDEX_MEDIA_TYPE));
         Ok(response.status().as_u16() == 200 && is_index)
     }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 /// artifactType of a cached layer, and the media type of its record.
 pub const LAYER_CACHE_ARTIFACT_TYPE: &str = "application/vnd.dev.kiln.layer-cache.v1+json";
 
-const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::image::oci::MANIFEST_MEDIA_TYPE;
 
 /// A cached layer as the registry holds it: the record's bytes and the layer blob's
 /// descriptor.

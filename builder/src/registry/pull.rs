@@ -8,14 +8,12 @@ use super::client::{ConnectOptions, Registry, RegistryError};
 use super::reference::Reference;
 use super::{layout_err, referrers_tag, sbom_tag, TransferError};
 use crate::digest::sha256_hex;
-use crate::image::oci::SPDX_MEDIA_TYPE;
+use crate::image::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, SPDX_MEDIA_TYPE};
 use crate::output::StagedDir;
 use crate::signing::sign::{signature_tag, REF_NAME, SIGNATURE_ARTIFACT_TYPE};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde_json::{json, Value};
 use std::path::Path;
-
-const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// What a pull brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +112,7 @@ pub fn pull(
                 what: reference.to_string(),
                 reason: "the registry has no such image".into(),
             })?;
-    if media_type.starts_with("application/vnd.oci.image.index.v1+json")
+    if media_type.starts_with(INDEX_MEDIA_TYPE)
         || media_type.starts_with("application/vnd.docker.distribution.manifest.list")
     {
         return Err(RegistryError::Failed {
@@ -253,7 +251,7 @@ pub fn pull(
 
     let index = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": INDEX_MEDIA_TYPE,
         "manifests": entries,
     });
     let index_path = staged.path().join("index.json");

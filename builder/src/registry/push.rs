@@ -7,7 +7,7 @@ use super::client::{ConnectOptions, Registry};
 use super::reference::Reference;
 use super::{layout_err, referrers_tag, sbom_tag, TransferError};
 use crate::digest::sha256_hex;
-use crate::image::oci::SPDX_MEDIA_TYPE;
+use crate::image::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, SPDX_MEDIA_TYPE};
 use crate::inroot::ImageRoot;
 use crate::signing::sign::{entry_kind, signature_tag, EntryKind, SIGNATURE_ARTIFACT_TYPE};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -27,9 +27,6 @@ pub struct Pushed {
     /// The tags written, image tag last.
     pub tags: Vec<String>,
 }
-
-const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// The layout's files, read inside it only (no symlink followed, no FIFO waited on).
 pub(crate) struct LocalLayout<'a> {

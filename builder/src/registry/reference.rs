@@ -65,8 +65,7 @@ pub fn valid_tag(t: &str) -> bool {
 
 /// A `sha256:` digest of 64 lower-case hex digits.
 pub fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    crate::digest::sha256_digest_hex(d).is_some()
 }
 
 impl Reference {

@@ -33,7 +33,7 @@ pub const PAYLOAD_TYPE: &str = "cosign container image signature";
 pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// The tag annotation in index.json.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::image::oci::MANIFEST_MEDIA_TYPE;
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Why signing failed.
@@ -233,9 +233,7 @@ impl<'a> LayoutFiles<'a> {
 /// The blob file of a `sha256:` digest (64 lower-case hex digits), None for any other digest:
 /// a digest from an untrusted layout never becomes a path outside `blobs/sha256`.
 pub fn blob_file(layout: &Path, digest: &str) -> Option<PathBuf> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| layout.join("blobs/sha256").join(hex))
+    crate::digest::sha256_digest_hex(digest).map(|hex| layout.join("blobs/sha256").join(hex))
 }
 
 fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, SignError> {
