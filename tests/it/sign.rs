@@ -793,3 +793,65 @@ fn the_sbom_lists_every_deb_validates_as_spdx_and_is_bound_to_the_signature() {
     std::fs::write(out.join("oci/index.json"), idx2.to_string()).unwrap();
     assert_rejected(&verify(&out, &key, &[]), &["the signature names SBOM"]);
 }
+
+/// The signed layout's bytes are part of what a release reproduces: signing a fixed
+/// layout (image + SBOM referrer, foreign annotations and an extra index field kept) with a
+/// fixed key gives these index.json and signature-manifest bytes, whatever reads the layout.
+#[test]
+fn signing_a_fixed_layout_gives_fixed_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = kiln::digest::sha256_hex(bytes);
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (config, config_size) =
+        put(br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let manifest = format!(
+        r#"{{"annotations":{{"org.opencontainers.image.title":"robot"}},"config":{{"digest":"{config}","mediaType":"application/vnd.oci.image.config.v1+json","size":{config_size}}},"layers":[],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}}"#
+    );
+    let (image, image_size) = put(manifest.as_bytes());
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": kiln::image::oci::INDEX_MEDIA_TYPE, "manifests": [{
+        "mediaType": kiln::image::oci::MANIFEST_MEDIA_TYPE, "digest": image, "size": image_size,
+        "annotations": {kiln::signing::sign::REF_NAME: "1.0", "org.example.z": "kept", "org.example.a": "kept"},
+        "platform": {"architecture": "arm64", "os": "linux"},
+    }]});
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    kiln::pipeline::sbom::attach(
+        &layout,
+        &image,
+        &serde_json::json!({"spdxVersion": "SPDX-2.3"}),
+        0,
+    )
+    .unwrap();
+    let key = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+    let signed =
+        kiln::signing::sign::sign_layout(&layout, &kiln::signing::sign::KeySigner(key.clone()))
+            .unwrap();
+    // Signing again replaces the signature with the same bytes.
+    assert_eq!(
+        kiln::signing::sign::sign_layout(&layout, &kiln::signing::sign::KeySigner(key)).unwrap(),
+        signed
+    );
+    let index_bytes = std::fs::read(layout.join("index.json")).unwrap();
+    assert_eq!(
+        (
+            kiln::digest::sha256_hex(&index_bytes).as_str(),
+            signed[0].signature_manifest.as_str()
+        ),
+        (
+            "f976374dacf1c9a1917c2dae97cedc46a8589c5ec1387e0df250f20436fcdd2a",
+            "sha256:ef3b80b0ec2af3c5317a1e8c231e17e73e16e2a244746d7f5ea70f7ab00bd5b1"
+        ),
+        "{}",
+        String::from_utf8_lossy(&index_bytes)
+    );
+}

@@ -6,12 +6,12 @@
 //! Reading writes nothing: a directory is read in place, archives are read into memory.
 //! [`materialise`] is the one way back to a directory, used by overlay, check and export.
 
+pub mod layout;
 pub mod materialise;
 pub mod oci;
 pub mod pack;
 
 use crate::decompress::Compression;
-use crate::digest::sha256_hex;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
@@ -27,6 +27,12 @@ pub struct ImageError {
     pub path: String,
     /// Why.
     pub reason: String,
+}
+
+impl From<layout::LayoutError> for ImageError {
+    fn from(e: layout::LayoutError) -> Self {
+        image_err(e.path.display(), e.reason)
+    }
 }
 
 fn image_err(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> ImageError {
@@ -230,9 +236,6 @@ pub fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// The largest index.json or manifest kiln reads from a layout (real ones are a few KB).
-const MAX_LAYOUT_JSON: u64 = 4 << 20;
-
 /// Reads a file given on the command line whole, refusing a FIFO or device without waiting on
 /// it (a tar given to `kiln check` or `kiln export`).
 fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
@@ -348,33 +351,13 @@ impl ImageTree {
     pub fn from_oci_layout(dir: &Path) -> Result<ImageTree, ImageError> {
         // Every file of the layout is read inside it, once, as a regular file of bounded size:
         // a FIFO, device or symlink out of the layout is refused, never waited on.
-        let layout =
-            crate::inroot::ImageRoot::open(dir).map_err(|e| image_err(dir.display(), e))?;
-        let read_in_layout = |rel: &str, max: u64| -> Result<Vec<u8>, ImageError> {
-            let p = dir.join(rel);
-            layout
-                .read(rel, max)
-                .map_err(|e| image_err(p.display(), e.reason))?
-                .ok_or_else(|| image_err(p.display(), "is missing"))
-        };
-        let read_json = |rel: &str| -> Result<serde_json::Value, ImageError> {
-            let p = dir.join(rel);
-            let bytes = read_in_layout(rel, MAX_LAYOUT_JSON)?;
-            serde_json::from_slice(&bytes).map_err(|e| image_err(p.display(), e))
-        };
-        let index = read_json("index.json")?;
-        let manifests: Vec<&serde_json::Value> = index["manifests"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|m| {
-                        m["mediaType"].as_str()
-                            == Some("application/vnd.oci.image.manifest.v1+json")
-                            && m["artifactType"].is_null()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let layout = layout::Layout::open(dir)?;
+        let index = layout.index()?;
+        let manifests: Vec<&oci_spec::image::Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| layout::entry_kind(d) == layout::EntryKind::Image)
+            .collect();
         let manifest_desc = match manifests.as_slice() {
             [one] => *one,
             [] => {
@@ -393,53 +376,25 @@ impl ImageTree {
                 ))
             }
         };
-        let blob = |desc: &serde_json::Value| -> Result<Vec<u8>, ImageError> {
-            let digest = desc["digest"].as_str().unwrap_or("");
-            let hex = digest
-                .strip_prefix("sha256:")
-                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| {
-                    image_err(dir.display(), format!("unsupported digest '{digest}'"))
-                })?;
-            let p = dir.join("blobs/sha256").join(hex);
-            let size = desc["size"]
-                .as_u64()
-                .ok_or_else(|| image_err(p.display(), "its descriptor has no size"))?;
-            let bytes = read_in_layout(&format!("blobs/sha256/{hex}"), size)?;
-            if bytes.len() as u64 != size {
-                return Err(image_err(
-                    p.display(),
-                    format!("is {} bytes, its descriptor says {size}", bytes.len()),
-                ));
-            }
-            if sha256_hex(&bytes) != hex {
-                return Err(image_err(p.display(), "content does not match its digest"));
-            }
-            Ok(bytes)
-        };
-        let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_desc)?)
-            .map_err(|e| image_err(dir.display(), format!("manifest: {e}")))?;
-        let annotations = manifest["annotations"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
+        let (_, manifest) = layout.manifest(manifest_desc)?;
+        let annotations = manifest
+            .annotations()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         let mut tree = ImageTree {
             source: dir.display().to_string(),
             manifest: Some(ManifestInfo {
-                digest: manifest_desc["digest"].as_str().unwrap_or("").to_string(),
+                digest: manifest_desc.digest().to_string(),
                 annotations,
             }),
             ..ImageTree::default()
         };
         tree.add_root();
-        for layer in manifest["layers"].as_array().into_iter().flatten() {
-            let digest = layer["digest"].as_str().unwrap_or("").to_string();
-            let bytes = blob(layer)?;
-            let media = layer["mediaType"].as_str().unwrap_or("");
+        for layer in manifest.layers() {
+            let digest = layer.digest().to_string();
+            let bytes = layout.blob(layer, u64::MAX)?;
+            let media = layer.media_type().to_string();
             let compression = if media.ends_with("+zstd") {
                 Compression::Zstd
             } else if media.ends_with("+gzip") {

@@ -328,8 +328,12 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         },
         &debs,
     );
-    crate::pipeline::sbom::attach(staged.path(), &image.manifest_digest, &sbom, sde)
-        .map_err(|e| out_err(&layout_path, e))?;
+    crate::pipeline::sbom::attach(staged.path(), &image.manifest_digest, &sbom, sde).map_err(
+        |e| BuildError::Output {
+            path: e.path,
+            reason: e.reason,
+        },
+    )?;
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
     clock.lap("image");
     Ok(BuildReport {

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::image::oci::{EMPTY_MEDIA_TYPE, SPDX_MEDIA_TYPE};
+use crate::image::layout::{Layout, LayoutError, REF_NAME};
+use crate::image::oci::{EMPTY_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, SPDX_MEDIA_TYPE};
 
 /// Where a package of the SBOM comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,44 +330,50 @@ pub fn spdx_document(image: &Described, debs: &[SbomPackage]) -> Value {
 /// Writes the SBOM into the layout: the document, OCI 1.1's empty config, and a referrer
 /// manifest whose subject is `image` (`sha256:…`), listed in index.json as
 /// `sha256-<hex>.sbom`. Returns the referrer manifest's digest.
-pub fn attach(layout: &Path, image: &str, doc: &Value, created: u64) -> std::io::Result<String> {
-    let blobs = layout.join("blobs/sha256");
-    let put = |bytes: &[u8]| -> std::io::Result<(String, usize)> {
-        let hex = sha256_hex(bytes);
-        std::fs::write(blobs.join(&hex), bytes)?;
-        Ok((format!("sha256:{hex}"), bytes.len()))
-    };
-    let image_bytes = std::fs::read(blobs.join(image.trim_start_matches("sha256:")))?;
-    let doc_bytes = serde_json::to_vec(doc)?;
-    let (doc_digest, doc_size) = put(&doc_bytes)?;
-    let (empty_digest, empty_size) = put(b"{}")?;
+pub fn attach(
+    layout: &Path,
+    image: &str,
+    doc: &Value,
+    created: u64,
+) -> Result<String, LayoutError> {
+    let files = Layout::open(layout)?;
+    let mut index = files.index()?;
+    let image_size = index
+        .manifests()
+        .iter()
+        .find(|d| d.digest().to_string() == image)
+        .map(|d| d.size())
+        .ok_or_else(|| files.err("index.json", format!("does not list the image {image}")))?;
+    let doc_bytes = serde_json::to_vec(doc).map_err(|e| files.err("index.json", e))?;
+    let (doc_digest, doc_size) = files.write_blob(&doc_bytes)?;
+    let (empty_digest, empty_size) = files.write_blob(b"{}")?;
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": MANIFEST_MEDIA_TYPE,
         "artifactType": SPDX_MEDIA_TYPE,
         "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest, "size": empty_size},
         "layers": [{"mediaType": SPDX_MEDIA_TYPE, "digest": doc_digest, "size": doc_size}],
         "subject": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": MANIFEST_MEDIA_TYPE,
             "digest": image,
-            "size": image_bytes.len(),
+            "size": image_size,
         },
         "annotations": {"org.opencontainers.image.created": rfc3339(created)},
     });
-    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes())?;
-    let index_path = layout.join("index.json");
-    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path)?)?;
+    let (manifest_digest, manifest_size) = files.write_blob(manifest.to_string().as_bytes())?;
     let tag = format!("{}.sbom", image.replace(':', "-"));
-    if let Some(list) = index.get_mut("manifests").and_then(Value::as_array_mut) {
-        list.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": SPDX_MEDIA_TYPE,
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }));
-    }
-    std::fs::write(&index_path, index.to_string())?;
+    let referrer = serde_json::from_value(json!({
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": SPDX_MEDIA_TYPE,
+        "digest": manifest_digest,
+        "size": manifest_size,
+        "annotations": {REF_NAME: tag},
+    }))
+    .map_err(|e| files.err("index.json", e))?;
+    let mut manifests = index.manifests().clone();
+    manifests.push(referrer);
+    index.set_manifests(manifests);
+    files.write_index(&index)?;
     Ok(manifest_digest)
 }
 

@@ -44,6 +44,15 @@ pub enum TransferError {
     },
 }
 
+impl From<crate::image::layout::LayoutError> for TransferError {
+    fn from(e: crate::image::layout::LayoutError) -> Self {
+        TransferError::Layout {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
 pub(crate) fn layout_err(path: &std::path::Path, reason: impl std::fmt::Display) -> TransferError {
     TransferError::Layout {
         path: path.to_path_buf(),

@@ -6,10 +6,9 @@
 use super::client::{ConnectOptions, Registry};
 use super::reference::Reference;
 use super::{layout_err, referrers_tag, sbom_tag, TransferError};
-use crate::digest::sha256_hex;
+use crate::image::layout::{entry_kind, tag_of, EntryKind, Layout, SIGNATURE_ARTIFACT_TYPE};
 use crate::image::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, SPDX_MEDIA_TYPE};
-use crate::inroot::ImageRoot;
-use crate::signing::sign::{entry_kind, signature_tag, EntryKind, SIGNATURE_ARTIFACT_TYPE};
+use crate::signing::sign::signature_tag;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use std::path::Path;
 
@@ -28,103 +27,6 @@ pub struct Pushed {
     pub tags: Vec<String>,
 }
 
-/// The layout's files, read inside it only (no symlink followed, no FIFO waited on).
-pub(crate) struct LocalLayout<'a> {
-    path: &'a Path,
-    root: ImageRoot,
-}
-
-impl<'a> LocalLayout<'a> {
-    pub(crate) fn open(path: &'a Path) -> Result<LocalLayout<'a>, TransferError> {
-        let root = ImageRoot::open(path).map_err(|e| layout_err(path, e.reason))?;
-        Ok(LocalLayout { path, root })
-    }
-
-    fn json(&self, rel: &str, want: Option<(&str, u64)>) -> Result<Vec<u8>, TransferError> {
-        let path = self.path.join(rel);
-        let max = want.map_or(super::client::MAX_MANIFEST, |(_, size)| size);
-        let bytes = self
-            .root
-            .read(rel, max.min(super::client::MAX_MANIFEST))
-            .map_err(|e| layout_err(&path, e.reason))?
-            .ok_or_else(|| layout_err(&path, "is missing"))?;
-        if let Some((digest, size)) = want {
-            if bytes.len() as u64 != size || format!("sha256:{}", sha256_hex(&bytes)) != digest {
-                return Err(layout_err(
-                    &path,
-                    format!("does not match its descriptor {digest} ({size} bytes)"),
-                ));
-            }
-        }
-        Ok(bytes)
-    }
-
-    pub(crate) fn index(&self) -> Result<ImageIndex, TransferError> {
-        let bytes = self.json("index.json", None)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            layout_err(
-                &self.path.join("index.json"),
-                format!("not an OCI image index: {e}"),
-            )
-        })
-    }
-
-    /// The manifest a descriptor names, proven to be its bytes.
-    pub(crate) fn manifest(
-        &self,
-        d: &Descriptor,
-    ) -> Result<(Vec<u8>, ImageManifest), TransferError> {
-        let digest = d.digest().to_string();
-        let rel = blob_rel(self.path, &digest)?;
-        let bytes = self.json(&rel, Some((&digest, d.size())))?;
-        let manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            layout_err(
-                &self.path.join(&rel),
-                format!("not an OCI image manifest: {e}"),
-            )
-        })?;
-        Ok((bytes, manifest))
-    }
-
-    fn blob_file(&self, digest: &str, size: u64) -> Result<std::fs::File, TransferError> {
-        let rel = blob_rel(self.path, digest)?;
-        let path = self.path.join(&rel);
-        let dir = self
-            .root
-            .dir("blobs/sha256")
-            .map_err(|e| layout_err(&path, e.reason))?
-            .ok_or_else(|| layout_err(&path, "blobs/sha256 is missing"))?;
-        let (file, len) = dir
-            .open_read(digest.trim_start_matches("sha256:"))
-            .map_err(|e| layout_err(&path, e.reason))?
-            .ok_or_else(|| layout_err(&path, "is missing"))?;
-        if len != size {
-            return Err(layout_err(
-                &path,
-                format!("is {len} bytes, its descriptor says {size}"),
-            ));
-        }
-        Ok(file)
-    }
-}
-
-fn blob_rel(layout: &Path, digest: &str) -> Result<String, TransferError> {
-    if !super::reference::valid_digest(digest) {
-        return Err(layout_err(
-            &layout.join("index.json"),
-            format!("unsupported digest {digest:?}"),
-        ));
-    }
-    Ok(format!(
-        "blobs/sha256/{}",
-        digest.trim_start_matches("sha256:")
-    ))
-}
-
-fn kind(d: &Descriptor) -> EntryKind {
-    serde_json::to_value(d).map_or(EntryKind::Other, |v| entry_kind(&v))
-}
-
 /// Pushes the layout at `layout` (an `OUT/oci` directory holding one image, signed or not) to
 /// `reference`'s tag.
 pub fn push(
@@ -138,12 +40,12 @@ pub fn push(
             format!("push needs a tag to write ({reference} has none)"),
         )
     })?;
-    let local = LocalLayout::open(layout)?;
+    let local = Layout::open(layout)?;
     let index = local.index()?;
     let images: Vec<&Descriptor> = index
         .manifests()
         .iter()
-        .filter(|d| kind(d) == EntryKind::Image)
+        .filter(|d| entry_kind(d) == EntryKind::Image)
         .collect();
     let [image] = images.as_slice() else {
         return Err(layout_err(
@@ -176,13 +78,8 @@ pub fn push(
     let sbom_name = sbom_tag(&image_digest);
     let mut referrers: Vec<Descriptor> = Vec::new();
     for d in index.manifests() {
-        let names = |t: &str| {
-            d.annotations()
-                .as_ref()
-                .and_then(|a| a.get(crate::signing::sign::REF_NAME))
-                .is_some_and(|n| n == t)
-        };
-        let (tag_for, artifact) = match kind(d) {
+        let names = |t: &str| tag_of(d) == Some(t);
+        let (tag_for, artifact) = match entry_kind(d) {
             EntryKind::Signature if names(&sig_tag) => (sig_tag.clone(), SIGNATURE_ARTIFACT_TYPE),
             EntryKind::Sbom if names(&sbom_name) => (sbom_name.clone(), SPDX_MEDIA_TYPE),
             _ => continue,
@@ -238,7 +135,7 @@ pub fn push(
 }
 
 fn push_blobs(
-    local: &LocalLayout,
+    local: &Layout,
     registry: &Registry,
     manifest: &ImageManifest,
     pushed: &mut Pushed,

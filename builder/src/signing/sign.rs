@@ -13,8 +13,9 @@
 //! an interrupted `kiln sign` leaves the layout as it was.
 
 use crate::digest::sha256_hex;
-use crate::inroot::ImageRoot;
+use crate::image::layout::{annotation_of, blob_rel, tag_of, Layout, LayoutError, MAX_JSON};
 use base64::Engine;
+use oci_spec::image::Descriptor;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
@@ -29,10 +30,7 @@ pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// `critical.type` of a cosign image signature.
 pub const PAYLOAD_TYPE: &str = "cosign container image signature";
-/// artifactType of the signature manifest as an OCI 1.1 referrer (cosign's).
-pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
-/// The tag annotation in index.json.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub use crate::image::layout::{entry_kind, EntryKind, REF_NAME, SIGNATURE_ARTIFACT_TYPE};
 use crate::image::oci::MANIFEST_MEDIA_TYPE;
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
@@ -57,10 +55,12 @@ pub enum SignError {
     },
 }
 
-fn layout_err(path: &Path, reason: impl std::fmt::Display) -> SignError {
-    SignError::Layout {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
+impl From<LayoutError> for SignError {
+    fn from(e: LayoutError) -> Self {
+        SignError::Layout {
+            path: e.path,
+            reason: e.reason,
+        }
     }
 }
 
@@ -173,167 +173,52 @@ pub fn signature_tag(manifest_digest: &str) -> String {
     format!("{}.sig", manifest_digest.replace(':', "-"))
 }
 
-/// The largest index.json or manifest kiln reads from a layout (the OCI distribution spec's
-/// registries take manifests of up to 4 MiB).
-const MAX_JSON: u64 = 4 << 20;
-
-/// A layout given to sign may come from anywhere: every read and write in it goes through
-/// [`ImageRoot`], so a symlink planted at a blob's path (a payload's digest is predictable),
-/// at `blobs/` or at the temporary index is never followed out of the layout, a FIFO never
-/// blocks, and nothing bigger than [`MAX_JSON`] is read to see whether it is JSON.
-struct LayoutFiles<'a> {
-    path: &'a Path,
-    root: ImageRoot,
-}
-
-impl<'a> LayoutFiles<'a> {
-    fn open(path: &'a Path) -> Result<LayoutFiles<'a>, SignError> {
-        let root = ImageRoot::open(path).map_err(|e| layout_err(path, e.reason))?;
-        Ok(LayoutFiles { path, root })
-    }
-
-    /// The regular file `rel` (at most `max` bytes); an error naming it when missing.
-    fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, SignError> {
-        let path = self.path.join(rel);
-        self.root
-            .read(rel, max)
-            .map_err(|e| layout_err(&path, e.reason))?
-            .ok_or_else(|| layout_err(&path, "is missing"))
-    }
-
-    fn read_json(&self, rel: &str) -> Result<Value, SignError> {
-        let bytes = self.read(rel, MAX_JSON)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| layout_err(&self.path.join(rel), format!("not JSON: {e}")))
-    }
-
-    /// Writes `bytes` as the blob of their digest (replacing whatever entry had that name).
-    fn write_blob(&self, bytes: &[u8]) -> Result<(String, u64), SignError> {
-        let hex = sha256_hex(bytes);
-        let rel = format!("blobs/sha256/{hex}");
-        self.root
-            .write(&rel, bytes, 0o644)
-            .map_err(|e| layout_err(&self.path.join(&rel), e.reason))?;
-        Ok((format!("sha256:{hex}"), bytes.len() as u64))
-    }
-
-    /// Replaces `rel` by `bytes` in one step (a temporary file renamed over it).
-    fn replace(&self, rel: &str, bytes: &[u8]) -> Result<(), SignError> {
-        let tmp = format!(".{rel}.kiln-new");
-        let fail = |e: crate::inroot::InRootError| layout_err(&self.path.join(rel), e.reason);
-        self.root.write(&tmp, bytes, 0o644).map_err(fail)?;
-        self.root
-            .root_dir()
-            .map_err(fail)?
-            .rename(&tmp, rel)
-            .map_err(fail)
-    }
-}
-
 /// The blob file of a `sha256:` digest (64 lower-case hex digits), None for any other digest:
 /// a digest from an untrusted layout never becomes a path outside `blobs/sha256`.
 pub fn blob_file(layout: &Path, digest: &str) -> Option<PathBuf> {
-    crate::digest::sha256_digest_hex(digest).map(|hex| layout.join("blobs/sha256").join(hex))
-}
-
-fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, SignError> {
-    blob_file(layout, digest)
-        .ok_or_else(|| layout_err(&layout.join("index.json"), format!("bad digest {digest:?}")))
-}
-
-/// What an index.json entry lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    /// An image manifest (what is signed and verified).
-    Image,
-    /// A cosign signature manifest.
-    Signature,
-    /// kiln's SPDX SBOM referrer.
-    Sbom,
-    /// Another artifact, or not a manifest.
-    Other,
-}
-
-/// Classifies an index.json descriptor: signatures by their `.sig` tag or artifactType, SBOMs
-/// by artifactType, images are manifests that are no artifact.
-pub fn entry_kind(d: &Value) -> EntryKind {
-    let artifact = d.get("artifactType").and_then(Value::as_str);
-    let tag = d
-        .get("annotations")
-        .and_then(|a| a.get(REF_NAME))
-        .and_then(Value::as_str);
-    if tag.is_some_and(|t| t.ends_with(".sig")) || artifact == Some(SIGNATURE_ARTIFACT_TYPE) {
-        EntryKind::Signature
-    } else if artifact == Some(crate::image::oci::SPDX_MEDIA_TYPE) {
-        EntryKind::Sbom
-    } else if artifact.is_none()
-        && d.get("mediaType").and_then(Value::as_str) == Some(MANIFEST_MEDIA_TYPE)
-    {
-        EntryKind::Image
-    } else {
-        EntryKind::Other
-    }
+    blob_rel(digest).map(|rel| layout.join(rel))
 }
 
 /// Signs every image manifest listed in the layout's index.json (not the signatures) and
 /// stores the signatures; a previous signature of the same image is replaced. The payload's
 /// `docker-reference` is the image's title annotation.
 pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, SignError> {
-    let files = LayoutFiles::open(layout)?;
-    let index_path = layout.join("index.json");
-    let mut index = files.read_json("index.json")?;
-    let manifests = index
-        .get("manifests")
-        .and_then(Value::as_array)
-        .cloned()
-        .ok_or_else(|| layout_err(&index_path, "has no manifests list"))?;
-    let images: Vec<&Value> = manifests
+    let files = Layout::open(layout)?;
+    let mut index = files.index()?;
+    let manifests = index.manifests().clone();
+    let images: Vec<&Descriptor> = manifests
         .iter()
         .filter(|d| entry_kind(d) == EntryKind::Image)
         .collect();
     if images.is_empty() {
-        return Err(layout_err(&index_path, "lists no image manifest to sign"));
+        return Err(files
+            .err("index.json", "lists no image manifest to sign")
+            .into());
     }
-    let mut kept: Vec<Value> = manifests
+    let mut kept: Vec<Descriptor> = manifests
         .iter()
         .filter(|d| entry_kind(d) != EntryKind::Signature)
         .cloned()
         .collect();
     let mut done = Vec::new();
     for image in images {
-        let digest = image
-            .get("digest")
-            .and_then(Value::as_str)
-            .ok_or_else(|| layout_err(&index_path, "a manifest descriptor has no digest"))?;
-        let size = image.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let digest = image.digest().to_string();
+        let size = image.size();
         // Never sign what is not there: the manifest must hash to the digest being signed.
-        let path = blob_path(layout, digest)?;
-        let rel = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
-        let bytes = files.read(&rel, size.min(MAX_JSON))?;
-        if format!("sha256:{}", sha256_hex(&bytes)) != digest || bytes.len() as u64 != size {
-            return Err(layout_err(
-                &path,
-                format!("does not match its descriptor {digest} ({size} bytes); refusing to sign"),
-            ));
-        }
+        let (_, manifest) = files.manifest(image).map_err(|e| SignError::Layout {
+            reason: format!("{}; refusing to sign", e.reason),
+            path: e.path,
+        })?;
         // cosign ignores the identity; it names the image (its title) for people reading it.
-        let manifest: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| layout_err(&path, format!("not JSON: {e}")))?;
-        let reference = manifest
-            .pointer("/annotations/org.opencontainers.image.title")
-            .and_then(Value::as_str)
+        let reference = annotation_of(manifest.annotations(), "org.opencontainers.image.title")
             .unwrap_or("kiln-image");
         // The image's SBOM (a referrer kiln build attached) is bound to the signature too.
         let sbom_tag = format!("{}.sbom", digest.replace(':', "-"));
         let sbom = manifests
             .iter()
-            .find(|d| {
-                d.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
-                    .and_then(Value::as_str)
-                    == Some(sbom_tag.as_str())
-            })
-            .and_then(|d| d.get("digest").and_then(Value::as_str));
-        let payload = payload(digest, reference, sbom);
+            .find(|d| tag_of(d) == Some(sbom_tag.as_str()))
+            .map(|d| d.digest().to_string());
+        let payload = payload(&digest, reference, sbom.as_deref());
         let signature = signer.sign(&payload)?;
         let (payload_digest, payload_size) = files.write_blob(&payload)?;
         let config = json!({
@@ -361,51 +246,52 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             "subject": {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": size},
         });
         let (sig_digest, sig_size) = files.write_blob(manifest.to_string().as_bytes())?;
-        let tag = signature_tag(digest);
-        kept.push(json!({
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "artifactType": SIGNATURE_ARTIFACT_TYPE,
-            "digest": sig_digest,
-            "size": sig_size,
-            "annotations": {REF_NAME: tag},
-        }));
+        let tag = signature_tag(&digest);
+        kept.push(
+            serde_json::from_value(json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "artifactType": SIGNATURE_ARTIFACT_TYPE,
+                "digest": sig_digest,
+                "size": sig_size,
+                "annotations": {REF_NAME: tag},
+            }))
+            .map_err(|e| files.err("index.json", e))?,
+        );
         done.push(Signed {
-            image: digest.to_string(),
+            image: digest,
             signature_manifest: sig_digest,
             tag,
         });
     }
     // Signatures of images no longer in the layout are dropped with the replaced ones.
-    index["manifests"] = Value::Array(kept);
-    files.replace("index.json", index.to_string().as_bytes())?;
+    index.set_manifests(kept);
+    files.write_index(&index)?;
     remove_unreferenced(&files)?;
     Ok(done)
 }
 
 /// Every blob reachable from index.json (manifests, their configs, layers and subjects).
 pub fn referenced_blobs(layout: &Path) -> Result<BTreeSet<String>, SignError> {
-    referenced(&LayoutFiles::open(layout)?)
+    referenced(&Layout::open(layout)?)
 }
 
-fn referenced(files: &LayoutFiles) -> Result<BTreeSet<String>, SignError> {
-    let index = files.read_json("index.json")?;
+fn referenced(files: &Layout) -> Result<BTreeSet<String>, SignError> {
+    let index = files.index()?;
     let mut seen = BTreeSet::new();
     let mut queue: Vec<String> = index
-        .get("manifests")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.get("digest").and_then(Value::as_str).map(str::to_string))
+        .manifests()
+        .iter()
+        .map(|d| d.digest().to_string())
         .collect();
     while let Some(digest) = queue.pop() {
         if !seen.insert(digest.clone()) {
             continue;
         }
-        if blob_file(files.path, &digest).is_none() {
+        let Some(rel) = blob_rel(&digest) else {
             continue;
-        }
-        // Only what can be a manifest is read (a layer is bigger, or not JSON).
-        let rel = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        };
+        // Only what can be a manifest is read (a layer is bigger, or not JSON); whatever kind
+        // of manifest or index it is, its children are the `digest`s of its descriptors.
         let Ok(bytes) = files.read(&rel, MAX_JSON) else {
             continue;
         };
@@ -437,11 +323,10 @@ fn referenced(files: &LayoutFiles) -> Result<BTreeSet<String>, SignError> {
 
 /// Removes blobs of earlier signatures that nothing references any more. Only small JSON blobs
 /// (manifests, configs, payloads) are candidates: a layer is never deleted here.
-fn remove_unreferenced(files: &LayoutFiles) -> Result<(), SignError> {
+fn remove_unreferenced(files: &Layout) -> Result<(), SignError> {
     let referenced = referenced(files)?;
-    let dir_path = files.path.join("blobs/sha256");
-    let fail = |e: crate::inroot::InRootError| layout_err(&dir_path, e.reason);
-    let Some(dir) = files.root.dir("blobs/sha256").map_err(fail)? else {
+    let fail = |e: crate::inroot::InRootError| SignError::from(files.err("blobs/sha256", e.reason));
+    let Some(dir) = files.blobs_dir()? else {
         return Ok(());
     };
     for name in dir.entries().map_err(fail)? {

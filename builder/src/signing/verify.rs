@@ -9,14 +9,14 @@
 //! logs why an image was refused; blobs nothing references are reported but do not fail.
 
 use crate::debian::version::Version;
+use crate::digest::sha256_digest_hex;
 use crate::digest::sha256_reader;
+use crate::image::layout::{annotation_of, entry_kind, tag_of, EntryKind, Layout, MAX_JSON};
 use crate::image::oci::annotation;
-use crate::inroot::{Dir, ImageRoot};
-use crate::signing::sign::{
-    entry_kind, signature_tag, EntryKind, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, REF_NAME,
-    SIGNATURE_ANNOTATION,
-};
+use crate::inroot::Dir;
+use crate::signing::sign::{signature_tag, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, SIGNATURE_ANNOTATION};
 use base64::Engine;
+use oci_spec::image::{Descriptor, ImageManifest};
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Serialize;
@@ -119,10 +119,7 @@ pub struct VerifyError {
 
 /// Largest blob verify keeps in memory to parse (a manifest or a signature payload; registries
 /// refuse manifests over 4 MiB).
-const MAX_PARSED_BLOB: u64 = 4 << 20;
-
-/// Largest `index.json` / `oci-layout` read.
-const MAX_LAYOUT_FILE: u64 = 4 << 20;
+const MAX_PARSED_BLOB: u64 = MAX_JSON;
 
 /// Reads a JSON blob only after it matched its descriptor.
 ///
@@ -141,26 +138,14 @@ impl Blobs {
     fn check(
         &mut self,
         v: &mut Verification,
-        descriptor: &Value,
+        descriptor: &Descriptor,
         role: &str,
         want_bytes: bool,
     ) -> Option<Vec<u8>> {
-        let Some(digest) = descriptor.get("digest").and_then(Value::as_str) else {
-            v.push("blob", false, format!("{role}: descriptor has no digest"));
-            return None;
-        };
-        let Some(size) = descriptor.get("size").and_then(Value::as_u64) else {
-            v.push(
-                "blob",
-                false,
-                format!("{role} {digest}: descriptor has no size"),
-            );
-            return None;
-        };
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-        let Some(hex) = hex else {
+        let digest = descriptor.digest().to_string();
+        let digest = digest.as_str();
+        let size = descriptor.size();
+        let Some(hex) = sha256_digest_hex(digest) else {
             v.push(
                 "blob",
                 false,
@@ -248,10 +233,6 @@ impl Blobs {
     }
 }
 
-fn annotation_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get("annotations")?.get(key)?.as_str()
-}
-
 /// Verifies the layout at `layout` (an `OUT/oci` directory).
 pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification, VerifyError> {
     if !layout.is_dir() {
@@ -267,11 +248,11 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         version: None,
         checks: Vec::new(),
     };
-    let root = ImageRoot::open(layout).map_err(|e| VerifyError {
-        path: layout.to_path_buf(),
+    let root = Layout::open(layout).map_err(|e| VerifyError {
+        path: e.path,
         reason: e.reason,
     })?;
-    let marker = root.read("oci-layout", MAX_LAYOUT_FILE).ok().flatten();
+    let marker = root.read_optional("oci-layout", MAX_JSON).ok().flatten();
     let marker_ok = marker
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|m| {
@@ -285,33 +266,24 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         marker_ok,
         "oci-layout names the layout version".into(),
     );
-    let index = match root
-        .read("index.json", MAX_LAYOUT_FILE)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    {
-        Some(i) => i,
-        None => {
-            v.push("layout", false, "index.json is missing or not JSON".into());
+    let index = match root.index() {
+        Ok(i) => i,
+        Err(e) => {
+            v.push("layout", false, format!("index.json: {}", e.reason));
             return Ok(v);
         }
     };
-    let descriptors: Vec<Value> = index
-        .get("manifests")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let descriptors = index.manifests();
     let mut blobs = Blobs {
-        dir: root.dir("blobs/sha256").ok().flatten(),
+        dir: root.blobs_dir().ok().flatten(),
         verified: BTreeSet::new(),
     };
-    let is_sig = |d: &Value| entry_kind(d) == EntryKind::Signature;
-    let is_sbom = |d: &Value| entry_kind(d) == EntryKind::Sbom;
+    let is_sig = |d: &Descriptor| entry_kind(d) == EntryKind::Signature;
+    let is_sbom = |d: &Descriptor| entry_kind(d) == EntryKind::Sbom;
     let mut images = Vec::new();
     let mut signatures = Vec::new();
     let mut sboms = Vec::new();
-    for d in &descriptors {
+    for d in descriptors {
         let role = if is_sig(d) {
             "signature manifest"
         } else if is_sbom(d) {
@@ -322,28 +294,24 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         let Some(bytes) = blobs.check(&mut v, d, role, true) else {
             continue;
         };
-        let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
-            v.push("blob", false, format!("{role}: not JSON"));
+        let digest = d.digest().to_string();
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
+            v.push(
+                "blob",
+                false,
+                format!("{role} {digest}: not an OCI image manifest"),
+            );
             continue;
         };
-        let digest = d
-            .get("digest")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if let Some(config) = manifest.get("config") {
-            blobs.check(&mut v, config, &format!("config of {digest}"), false);
-        }
+        blobs.check(
+            &mut v,
+            manifest.config(),
+            &format!("config of {digest}"),
+            false,
+        );
         let mut payload = None;
-        for (i, layer) in manifest
-            .get("layers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let want = is_sig(d)
-                && layer.get("mediaType").and_then(Value::as_str) == Some(PAYLOAD_MEDIA_TYPE);
+        for (i, layer) in manifest.layers().iter().enumerate() {
+            let want = is_sig(d) && layer.media_type().to_string() == PAYLOAD_MEDIA_TYPE;
             let role = if want {
                 format!("signature payload (layer {} of {digest})", i + 1)
             } else {
@@ -358,12 +326,7 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         if is_sbom(d) {
             sboms.push(digest);
         } else if is_sig(d) {
-            signatures.push((
-                digest,
-                manifest,
-                payload,
-                annotation_of(d, REF_NAME).map(str::to_string),
-            ));
+            signatures.push((digest, manifest, payload, tag_of(d).map(str::to_string)));
         } else {
             images.push((digest, manifest));
         }
@@ -404,7 +367,11 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
     let tag = signature_tag(image_digest);
     let sig = signatures.iter().find(|(_, m, _, t)| {
         t.as_deref() == Some(tag.as_str())
-            || m.pointer("/subject/digest").and_then(Value::as_str) == Some(image_digest.as_str())
+            || m.subject()
+                .as_ref()
+                .map(|s| s.digest().to_string())
+                .as_ref()
+                == Some(image_digest)
     });
     let signed = match sig {
         None => {
@@ -454,10 +421,11 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
     }
 
     // Trusted from here on: the annotations are part of the signed manifest.
-    v.board = annotation_of(manifest, annotation::BOARD).map(str::to_string);
-    v.version = annotation_of(manifest, "org.opencontainers.image.version").map(str::to_string);
+    let annotations = manifest.annotations();
+    v.board = annotation_of(annotations, annotation::BOARD).map(str::to_string);
+    v.version = annotation_of(annotations, "org.opencontainers.image.version").map(str::to_string);
     if let Some(device) = &opts.compatible {
-        let listed: Vec<String> = annotation_of(manifest, annotation::COMPATIBLE)
+        let listed: Vec<String> = annotation_of(annotations, annotation::COMPATIBLE)
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
         let ok = listed.contains(device);
@@ -489,7 +457,7 @@ fn check_signature(
     image_digest: &str,
     sig_digest: &str,
     payload: &[u8],
-    layer: &Value,
+    layer: &Descriptor,
 ) -> bool {
     let Ok(p) = serde_json::from_slice::<Value>(payload) else {
         v.push(
@@ -519,7 +487,7 @@ fn check_signature(
         );
         return false;
     }
-    let Some(b64) = annotation_of(layer, SIGNATURE_ANNOTATION) else {
+    let Some(b64) = annotation_of(layer.annotations(), SIGNATURE_ANNOTATION) else {
         v.push(
             "signature",
             false,
