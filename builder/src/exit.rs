@@ -47,21 +47,13 @@ impl Classified for BuildError {
     fn exit(&self) -> Exit {
         use crate::pipeline::compose::ComposeError;
         use crate::pipeline::configure::ConfigureError;
-        use crate::pipeline::fetch::FetchError;
-        use crate::pipeline::lock::LockError;
         match self {
             BuildError::Spec(_) | BuildError::Offline(_) | BuildError::Check { .. } => {
                 Exit::Refused
             }
-            BuildError::Lock(LockError::Archive(
-                crate::debian::archive::ArchiveError::Transport(_),
-            ))
-            | BuildError::Lock(LockError::Write { .. }) => Exit::CouldNotRun,
-            BuildError::Lock(_) => Exit::Refused,
-            BuildError::Fetch(FetchError::Mismatch { .. } | FetchError::NotCached { .. }) => {
-                Exit::Refused
-            }
-            BuildError::Fetch(_) => Exit::CouldNotRun,
+            BuildError::Lock(e) => e.exit(),
+            BuildError::Fetch(e) => e.exit(),
+            BuildError::Inputs(e) => e.exit(),
             BuildError::Compose(ComposeError::Io { .. }) => Exit::CouldNotRun,
             BuildError::Compose(_) => Exit::Refused,
             BuildError::Configure(ConfigureError::Script { .. }) => Exit::Refused,
@@ -72,6 +64,50 @@ impl Classified for BuildError {
             | BuildError::Output { .. }
             | BuildError::LayerCache(_)
             | BuildError::Registry(_) => Exit::CouldNotRun,
+        }
+    }
+}
+
+impl Classified for crate::pipeline::lock::LockError {
+    fn exit(&self) -> Exit {
+        use crate::pipeline::lock::LockError;
+        match self {
+            LockError::Archive(crate::debian::archive::ArchiveError::Transport(_))
+            | LockError::Write { .. } => Exit::CouldNotRun,
+            _ => Exit::Refused,
+        }
+    }
+}
+
+impl Classified for crate::pipeline::fetch::FetchError {
+    fn exit(&self) -> Exit {
+        use crate::pipeline::fetch::FetchError;
+        match self {
+            FetchError::Mismatch { .. } | FetchError::NotCached { .. } => Exit::Refused,
+            _ => Exit::CouldNotRun,
+        }
+    }
+}
+
+impl Classified for RegistryError {
+    fn exit(&self) -> Exit {
+        // A registry holding other bytes than the manifest names is refused; one that is down
+        // or denies access is a run that could not happen.
+        match self {
+            RegistryError::Corrupt { .. } => Exit::Refused,
+            _ => Exit::CouldNotRun,
+        }
+    }
+}
+
+impl Classified for crate::pipeline::inputs::InputsError {
+    fn exit(&self) -> Exit {
+        use crate::pipeline::inputs::InputsError;
+        match self {
+            InputsError::Recipe(_) | InputsError::Refused { .. } => Exit::Refused,
+            InputsError::Lock(e) => e.exit(),
+            InputsError::Cache(e) => e.exit(),
+            InputsError::Registry(e) => e.exit(),
         }
     }
 }
@@ -141,9 +177,9 @@ impl Classified for TransferError {
             // A registry holding other bytes than the manifest names, or a layout that does
             // not hold together, is refused; a registry that is down or denies access, or a
             // malformed reference, is a run that could not happen.
-            TransferError::Registry(RegistryError::Corrupt { .. })
-            | TransferError::Layout { .. } => Exit::Refused,
-            TransferError::Registry(_) | TransferError::Reference(_) => Exit::CouldNotRun,
+            TransferError::Layout { .. } => Exit::Refused,
+            TransferError::Registry(e) => e.exit(),
+            TransferError::Reference(_) => Exit::CouldNotRun,
         }
     }
 }

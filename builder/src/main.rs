@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             jobs,
             emulate_all,
             cache_registry,
+            inputs,
             connect,
         } => cli::build::run_build(cli::build::BuildRequest {
             dir,
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             jobs,
             emulate_all,
             cache_registry,
+            inputs,
             connect: connect.options(),
         }),
         Command::Check {
@@ -115,6 +117,12 @@ fn main() -> ExitCode {
             reference,
             connect,
         } => cli::registry::run_push(&out, &reference, &connect.options()),
+        Command::Vendor {
+            reference,
+            dir,
+            cache,
+            connect,
+        } => cli::registry::run_vendor(&reference, &dir, cache, &connect.options()),
         Command::Pull {
             reference,
             out,

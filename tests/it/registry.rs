@@ -591,3 +591,170 @@ fn a_registry_killed_mid_push_never_shows_a_tag_with_missing_blobs_and_the_next_
     assert!(o.status.success(), "{}", text(&o));
     assert_registry_verifies(&reference, &key, &built);
 }
+
+/// The inputs archive: after a build, `kiln vendor` stores every .deb of the lock (and the
+/// lock) as one artifact; a checkout without kiln.lock, an empty cache and the mirror gone
+/// rebuild the same image from it with `--offline --inputs`. An archive for another lock, a
+/// corrupted blob and a missing tag are refused with nothing left in the cache.
+#[test]
+fn an_inputs_archive_rebuilds_the_same_image_with_the_mirror_gone() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (archive, recipe) = crate::fixture::hello_recipe(work.path());
+    let reference = format!("{}/robots/hello-inputs:1.0", registry.host());
+    let run = |cache: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(&recipe)
+            .env("KILN_CACHE_DIR", work.path().join(cache))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_CACHE_REGISTRY")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run("cache-1", &["build", "-o", "out-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = image_digest(&recipe.join("out-1/oci"));
+    let lock = std::fs::read(recipe.join("kiln.lock")).unwrap();
+    let packages = kiln::pipeline::lock::Lock::read(&recipe.join("kiln.lock"))
+        .unwrap()
+        .packages
+        .len();
+    assert!(packages > 0);
+
+    let o = run("cache-1", &["vendor", &reference, "--insecure"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("archived {packages} inputs")),
+        "{}",
+        text(&o)
+    );
+    // Archiving again uploads nothing and writes the same manifest.
+    let again = run("cache-1", &["vendor", &reference, "--insecure"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains(", 0 uploaded)"), "{}", text(&again));
+    let manifest_of = |o: &Output| text(o).trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(manifest_of(&again), manifest_of(&o));
+    // A client kiln did not write sees an OCI artifact with one layer per .deb.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        m["artifactType"],
+        kiln::registry::inputs::INPUTS_ARTIFACT_TYPE
+    );
+    assert_eq!(m["layers"].as_array().unwrap().len(), packages);
+
+    // A fresh checkout (no kiln.lock), an empty cache, the mirror gone.
+    std::fs::remove_file(recipe.join("kiln.lock")).unwrap();
+    std::fs::rename(&archive.mirror, work.path().join("mirror-gone")).unwrap();
+    let o = run(
+        "cache-2",
+        &[
+            "build",
+            "-o",
+            "out-2",
+            "--offline",
+            "--inputs",
+            &reference,
+            "--insecure",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{packages} files, {packages} downloaded into the cache, kiln.lock written from the archive")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(image_digest(&recipe.join("out-2/oci")), first);
+    assert_eq!(std::fs::read(recipe.join("kiln.lock")).unwrap(), lock);
+
+    let cache_entries = |cache: &str| {
+        std::fs::read_dir(work.path().join(cache).join("blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // A recipe whose lock is another one: refused before anything is downloaded.
+    let mut other = lock.clone();
+    other.extend_from_slice(b"# edited\n");
+    std::fs::write(recipe.join("kiln.lock"), &other).unwrap();
+    let o = run(
+        "cache-3",
+        &[
+            "build",
+            "-o",
+            "out-3",
+            "--offline",
+            "--inputs",
+            &reference,
+            "--insecure",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("archives the inputs of another lock"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(cache_entries("cache-3"), 0);
+    assert!(!recipe.join("out-3").exists());
+    std::fs::write(recipe.join("kiln.lock"), &lock).unwrap();
+
+    // A .deb corrupted in the registry's storage: refused, naming it, and not cached.
+    let layer = m["layers"][0].clone();
+    let digest = layer["digest"].as_str().unwrap();
+    let data = registry.blob_data(digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&data, bytes).unwrap();
+    let o = run(
+        "cache-4",
+        &[
+            "build",
+            "-o",
+            "out-4",
+            "--offline",
+            "--inputs",
+            &reference,
+            "--insecure",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let title = layer["annotations"]["org.opencontainers.image.title"]
+        .as_str()
+        .unwrap();
+    assert!(
+        stderr(&o).contains(title) && stderr(&o).contains(digest),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!work
+        .path()
+        .join("cache-4/blobs/sha256")
+        .join(&digest[7..])
+        .exists());
+    assert!(!recipe.join("out-4").exists());
+
+    // A tag that is not there (or not an archive) is one line, exit 2 / 1.
+    let missing = format!("{}/robots/hello-inputs:nope", registry.host());
+    let o = run(
+        "cache-5",
+        &[
+            "build",
+            "-o",
+            "out-5",
+            "--offline",
+            "--inputs",
+            &missing,
+            "--insecure",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("no such tag"), "{}", stderr(&o));
+}

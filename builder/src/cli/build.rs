@@ -47,6 +47,8 @@ pub struct BuildRequest {
     pub emulate_all: bool,
     /// `--cache-registry` (or `$KILN_CACHE_REGISTRY`).
     pub cache_registry: Option<String>,
+    /// `--inputs`.
+    pub inputs: Option<String>,
     /// `--insecure`, `--ca-file`.
     pub connect: kiln::registry::ConnectOptions,
 }
@@ -64,7 +66,15 @@ pub fn run_build(request: BuildRequest) -> ExitCode {
         },
         None => None,
     };
+    let inputs = match request.inputs.as_deref() {
+        Some(text) => match kiln::registry::Reference::parse(text) {
+            Ok(r) => Some((r, request.connect.clone())),
+            Err(e) => return error_exit(e, Exit::CouldNotRun),
+        },
+        None => None,
+    };
     let opts = BuildOptions {
+        inputs,
         cache_registry,
         locked: request.locked,
         offline: request.offline,
@@ -81,6 +91,19 @@ pub fn run_build(request: BuildRequest) -> ExitCode {
     };
     match build::build(&request.dir, &opts) {
         Ok(report) => {
+            if let Some(r) = &report.inputs {
+                println!(
+                    "inputs {}: {} files, {} downloaded into the cache{}",
+                    r.manifest,
+                    r.files,
+                    r.downloaded,
+                    if r.wrote_lock {
+                        ", kiln.lock written from the archive"
+                    } else {
+                        ""
+                    }
+                );
+            }
             println!(
                 "built {}:{} ({} packages{}) manifest {}",
                 report.layout.display(),

@@ -134,6 +134,10 @@ pub enum Command {
         /// finished layers are looked up there before being built and stored there after.
         #[arg(long, env = "KILN_CACHE_REGISTRY")]
         cache_registry: Option<String>,
+        /// An inputs archive (HOST[:PORT]/REPO:TAG, made by `kiln vendor`) to put into the cache
+        /// first: with --offline, a rebuild that needs no Debian mirror and no Python index.
+        #[arg(long)]
+        inputs: Option<String>,
         #[command(flatten)]
         connect: RegistryArgs,
     },
@@ -165,6 +169,22 @@ pub enum Command {
         out: PathBuf,
         /// Where to: HOST[:PORT]/REPOSITORY:TAG.
         reference: String,
+        #[command(flatten)]
+        connect: RegistryArgs,
+    },
+    /// Archive every input of the locked recipe (each .deb of kiln.lock, each Python file its
+    /// overlays' requirement locks allow that the cache holds) as one OCI artifact at
+    /// HOST[:PORT]/REPO:TAG, so `kiln build --offline --inputs` rebuilds it when the mirror or
+    /// index has dropped them. Run it after a build, with that build's cache.
+    Vendor {
+        /// Where to: HOST[:PORT]/REPOSITORY:TAG.
+        reference: String,
+        /// Recipe directory (holding kiln.toml and kiln.lock).
+        #[arg(short = 'C', long = "directory", default_value = ".")]
+        dir: PathBuf,
+        /// Cache directory (default: $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
         #[command(flatten)]
         connect: RegistryArgs,
     },

@@ -62,3 +62,42 @@ pub fn run_pull(text: &str, out: &Path, connect: &ConnectOptions) -> ExitCode {
         Err(e) => failed(&e),
     }
 }
+
+/// `kiln vendor`: exit 0, 1 when the recipe, lock or cache lacks an input, 2 when the registry
+/// fails.
+pub fn run_vendor(
+    text: &str,
+    dir: &Path,
+    cache: Option<std::path::PathBuf>,
+    connect: &ConnectOptions,
+) -> ExitCode {
+    let reference = match reference(text) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let Some(tag) = reference.tag.clone() else {
+        return failed(&TransferError::Layout {
+            path: dir.to_path_buf(),
+            reason: format!("vendor needs a tag to write ({reference} has none)"),
+        });
+    };
+    let cache_dir = cache.unwrap_or_else(kiln::pipeline::fetch::Cache::default_dir);
+    let run = || -> Result<_, kiln::pipeline::inputs::InputsError> {
+        let cache = kiln::pipeline::fetch::Cache::open(&cache_dir)?;
+        let registry = kiln::registry::Registry::connect(&reference, connect)?;
+        kiln::pipeline::inputs::vendor(dir, &cache, &registry, &tag)
+    };
+    match run() {
+        Ok(v) => {
+            for r in &v.not_held {
+                eprintln!("kiln: note: {r}: no file in the cache (a marker excludes it for this board, or the wheelhouse has it)");
+            }
+            println!(
+                "archived {} inputs ({} bytes, {} uploaded) at {reference}: {}",
+                v.files, v.bytes, v.uploaded, v.manifest
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(&e),
+    }
+}

@@ -47,6 +47,9 @@ pub enum BuildError {
     /// The registry behind the layer cache cannot be used (its CA or credentials file).
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The inputs archive could not be restored.
+    #[error(transparent)]
+    Inputs(#[from] crate::pipeline::inputs::InputsError),
     /// An overlay could not be built, or broke its rules.
     #[error(transparent)]
     Overlay(#[from] crate::pipeline::overlay::OverlayError),
@@ -100,6 +103,8 @@ pub struct BuildOptions {
     pub emulate_all: bool,
     /// The registry repository a fleet of runners shares as its layer cache.
     pub cache_registry: Option<(crate::registry::Reference, crate::registry::ConnectOptions)>,
+    /// An inputs archive (`kiln vendor`) to restore into the cache before building.
+    pub inputs: Option<(crate::registry::Reference, crate::registry::ConnectOptions)>,
 }
 
 /// Prints a stage's wall time when asked to.
@@ -142,6 +147,8 @@ pub struct BuildReport {
     pub base_reused: bool,
     /// The layers above the base (envrun, then one per overlay): name and whether reused.
     pub overlays: Vec<(String, bool)>,
+    /// What the inputs archive put back, when one was given.
+    pub inputs: Option<crate::pipeline::inputs::Restored>,
 }
 
 /// Resolves the recipe and writes kiln.lock (the `kiln lock` command).
@@ -201,10 +208,24 @@ pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, Buil
 
 fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let mut clock = StageClock::new(opts.timings);
+    let mut cache = Cache::open(&opts.cache_dir)?;
+    let restored = match &opts.inputs {
+        Some((reference, connect)) => {
+            let registry = crate::registry::Registry::connect(reference, connect)?;
+            let tag = reference.tag.as_deref().ok_or_else(|| {
+                BuildError::Offline(format!(
+                    "--inputs {reference}: name the archive's tag (HOST/REPO:TAG)"
+                ))
+            })?;
+            Some(crate::pipeline::inputs::restore(
+                recipe_dir, &cache, &registry, tag,
+            )?)
+        }
+        None => None,
+    };
     let recipe = Recipe::load(recipe_dir)?;
     let lock = lock_for_build(&recipe, opts)?;
     clock.lap("lock");
-    let mut cache = Cache::open(&opts.cache_dir)?;
     if let Some((reference, connect)) = &opts.cache_registry {
         cache = cache.with_remote(crate::registry::Registry::connect(reference, connect)?);
     }
@@ -343,6 +364,7 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         source_date_epoch: sde,
         base_reused,
         overlays: added.iter().map(|a| (a.name.clone(), a.reused)).collect(),
+        inputs: restored,
     })
 }
 

@@ -132,6 +132,59 @@ impl Cache {
         self.root.join("blobs/sha256").join(sha256)
     }
 
+    /// The file name a Python distribution file of this sha256 was seen under (on an index, in
+    /// a wheelhouse or an inputs archive), when one was recorded.
+    pub fn python_file_name(&self, sha256: &str) -> Option<String> {
+        let record = self.root.join("wheels").join(format!("{sha256}.name"));
+        std::fs::read_to_string(record)
+            .ok()
+            .map(|f| f.trim().to_string())
+    }
+
+    /// Records the file name of a Python distribution file (so that later builds, offline ones
+    /// too, choose among the same files); written whole or not at all.
+    pub fn record_python_file_name(&self, sha256: &str, file: &str) -> std::io::Result<()> {
+        if self.python_file_name(sha256).as_deref() == Some(file) {
+            return Ok(());
+        }
+        let dir = self.root.join("wheels");
+        std::fs::create_dir_all(&dir)?;
+        let mut name = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        std::io::Write::write_all(&mut name, file.as_bytes())?;
+        name.persist(dir.join(format!("{sha256}.name")))
+            .map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Stores the bytes `write` produces as the entry of `sha256`, `size` bytes, when they are
+    /// that (written to a temporary file in the cache and renamed into place, so a failure
+    /// leaves no entry); `write` reports its own failure, which is passed on.
+    pub fn insert_verified<E>(
+        &self,
+        sha256: &str,
+        size: u64,
+        write: impl FnOnce(&mut std::fs::File) -> Result<(), E>,
+        io_err: impl Fn(String) -> E,
+    ) -> Result<PathBuf, E> {
+        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
+            .map_err(|e| io_err(e.to_string()))?;
+        write(tmp.as_file_mut())?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| io_err(e.to_string()))?;
+        let file = tmp.reopen().map_err(|e| io_err(e.to_string()))?;
+        let (got, got_size) = sha256_reader(file).map_err(|e| io_err(e.to_string()))?;
+        if got != sha256 || got_size != size {
+            return Err(io_err(format!(
+                "the bytes hash to sha256:{got} ({got_size} bytes), not sha256:{sha256} ({size} bytes)"
+            )));
+        }
+        let path = self.blob_path(sha256);
+        tmp.persist(&path)
+            .map_err(|e| io_err(e.error.to_string()))?;
+        Ok(path)
+    }
+
     /// The path of a verified entry, or None when absent; a corrupt entry is removed.
     pub fn verified(&self, sha256: &str, size: u64) -> Result<Option<PathBuf>, FetchError> {
         let path = self.blob_path(sha256);

@@ -12,6 +12,7 @@ pub mod build;
 pub mod compose;
 pub mod configure;
 pub mod fetch;
+pub mod inputs;
 pub mod layercache;
 pub mod lock;
 pub mod overlay;

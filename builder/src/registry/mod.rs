@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod inputs;
 pub mod layercache;
 pub mod pull;
 pub mod push;

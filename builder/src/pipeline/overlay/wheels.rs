@@ -372,12 +372,11 @@ impl<'a> WheelSources<'a> {
         req.hashes
             .iter()
             .filter_map(|h| {
-                let file =
-                    std::fs::read_to_string(self.wheel_dir().join(format!("{h}.name"))).ok()?;
+                let file = self.cache.python_file_name(h)?;
                 let path = self.cache.blob_path(h);
                 let held = std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == *h);
                 Some(Candidate {
-                    file: file.trim().to_string(),
+                    file,
                     sha256: h.clone(),
                     origin: if held {
                         Origin::Local(path)
@@ -392,20 +391,12 @@ impl<'a> WheelSources<'a> {
     /// Remembers the file name of a hash the lock allows (so that later builds, offline
     /// ones too, choose among the same files).
     fn remember(&self, c: &Candidate) -> Result<(), WheelError> {
-        let cache_io = |e: std::io::Error| WheelError::Io {
-            what: self.cache.root().display().to_string(),
-            reason: e.to_string(),
-        };
-        let record = self.wheel_dir().join(format!("{}.name", c.sha256));
-        if std::fs::read_to_string(&record).is_ok_and(|f| f.trim() == c.file) {
-            return Ok(());
-        }
-        std::fs::create_dir_all(self.wheel_dir()).map_err(cache_io)?;
-        let mut name =
-            tempfile::NamedTempFile::new_in(self.cache.root().join("tmp")).map_err(cache_io)?;
-        name.write_all(c.file.as_bytes()).map_err(cache_io)?;
-        name.persist(record).map_err(|e| cache_io(e.error))?;
-        Ok(())
+        self.cache
+            .record_python_file_name(&c.sha256, &c.file)
+            .map_err(|e| WheelError::Io {
+                what: self.cache.root().display().to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Files of `req` on the configured indexes.
