@@ -16,6 +16,30 @@ pub struct OutClaim {
     pub swept: Vec<PathBuf>,
 }
 
+/// Runs `work`, which creates `out`; when it fails, removes again the directories on the way
+/// to `out` that did not exist before and are still empty: a failed command leaves no trace.
+pub fn removing_created_on_failure<T, E>(
+    out: &Path,
+    work: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    // The directories `create_dir_all(out)` is about to create, innermost first.
+    let created: Vec<std::path::PathBuf> = out
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let result = work();
+    if result.is_err() {
+        for dir in &created {
+            // remove_dir fails on a non-empty directory: only what was made and is empty goes.
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+    result
+}
+
 /// Claims the output directory `out` for one build: an exclusive `flock` on the directory
 /// itself (a second build into the same OUT waits; the lock dies with its process, so a
 /// `kill -9` leaves no stale lock and no file in OUT), then removes the working directories

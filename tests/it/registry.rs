@@ -278,7 +278,7 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&data, &bytes).unwrap();
-    let damaged = dir.path().join("damaged");
+    let damaged = dir.path().join("damaged/nested");
     let o = kiln(&["pull", "--insecure", &reference, "-o"], &[&damaged]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
@@ -288,7 +288,10 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
     );
     assert!(stderr(&o).contains("hash to"), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    assert!(!damaged.join("oci").exists(), "no partial layout");
+    assert!(
+        !dir.path().join("damaged").exists(),
+        "no partial layout, not even the directories the pull made"
+    );
     let o = kiln(
         &["verify", &reference, "--insecure", "--key"],
         &[&pub_of(&key)],

@@ -187,23 +187,7 @@ fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Pinned, BuildE
 /// Runs the whole pipeline for the recipe in `recipe_dir`. A failed build leaves no trace in
 /// the output: the output directories it created are removed again (when still empty).
 pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
-    // The directories `create_dir_all(out)` is about to create, innermost first.
-    let created: Vec<PathBuf> = opts
-        .out
-        .ancestors()
-        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-        .map(Path::to_path_buf)
-        .collect();
-    let result = build_pipeline(recipe_dir, opts);
-    if result.is_err() {
-        for dir in &created {
-            // remove_dir fails on a non-empty directory: only what kiln made empty goes.
-            if std::fs::remove_dir(dir).is_err() {
-                break;
-            }
-        }
-    }
-    result
+    crate::output::removing_created_on_failure(&opts.out, || build_pipeline(recipe_dir, opts))
 }
 
 fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {

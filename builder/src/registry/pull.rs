@@ -127,7 +127,27 @@ pub fn pull(
             reason: format!("not an OCI image manifest: {e}"),
         })?;
     let image_digest = format!("sha256:{}", sha256_hex(&image_bytes));
+    crate::output::removing_created_on_failure(out, || {
+        write_pulled(
+            &registry,
+            reference,
+            out,
+            &image_bytes,
+            &image_manifest,
+            &image_digest,
+        )
+    })
+}
 
+/// Writes the pulled image (and its referrers) into `out/oci`, staged and swapped in whole.
+fn write_pulled(
+    registry: &Registry,
+    reference: &Reference,
+    out: &Path,
+    image_bytes: &[u8],
+    image_manifest: &ImageManifest,
+    image_digest: &str,
+) -> Result<Pulled, TransferError> {
     std::fs::create_dir_all(out).map_err(|e| layout_err(out, e))?;
     let _claim = crate::output::claim(out).map_err(|e| layout_err(out, e))?;
     let layout = out.join("oci");
@@ -135,13 +155,13 @@ pub fn pull(
     let blobs = staged.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| layout_err(&blobs, e))?;
     let mut staging = Staging {
-        registry: &registry,
+        registry,
         blobs,
         bytes: 0,
     };
 
-    staging.write_manifest(&image_bytes)?;
-    staging.fetch_blobs(&image_manifest)?;
+    staging.write_manifest(image_bytes)?;
+    staging.fetch_blobs(image_manifest)?;
     let config_path = staging.blobs.join(
         image_manifest
             .config()
@@ -204,12 +224,12 @@ pub fn pull(
                 })
                 .unwrap_or_default()
         };
-        match registry.get_manifest(&referrers_tag(&image_digest))? {
+        match registry.get_manifest(&referrers_tag(image_digest))? {
             Some((_, bytes)) => from_index(bytes),
             None => Vec::new(),
         }
     };
-    let sbom_name = sbom_tag(&image_digest);
+    let sbom_name = sbom_tag(image_digest);
     let candidates: Vec<String> = listed
         .into_iter()
         .chain(std::iter::once(sbom_name.clone()))
@@ -217,7 +237,7 @@ pub fn pull(
     for candidate in candidates {
         if let Some((bytes, manifest)) = staging.manifest(&candidate)? {
             if manifest.subject().as_ref().map(|s| s.digest().to_string())
-                != Some(image_digest.clone())
+                != Some(image_digest.to_string())
             {
                 continue;
             }
@@ -235,7 +255,7 @@ pub fn pull(
     }
 
     // The signature, at cosign's tag.
-    let sig_tag = signature_tag(&image_digest);
+    let sig_tag = signature_tag(image_digest);
     let mut signed = false;
     if let Some((bytes, manifest)) = staging.manifest(&sig_tag)? {
         let digest = staging.write_manifest(&bytes)?;
@@ -262,7 +282,7 @@ pub fn pull(
     let bytes = staging.bytes;
     staged.commit().map_err(|e| layout_err(&layout, e))?;
     Ok(Pulled {
-        image: image_digest,
+        image: image_digest.to_string(),
         signed,
         sbom: sbom.is_some(),
         bytes,
