@@ -177,7 +177,7 @@ impl Classified for TransferError {
             // A registry holding other bytes than the manifest names, or a layout that does
             // not hold together, is refused; a registry that is down or denies access, or a
             // malformed reference, is a run that could not happen.
-            TransferError::Layout { .. } => Exit::Refused,
+            TransferError::Layout { .. } | TransferError::Board { .. } => Exit::Refused,
             TransferError::Registry(e) => e.exit(),
             TransferError::Reference(_) => Exit::CouldNotRun,
         }

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
             compatible,
             installed_version,
             format,
+            board,
             connect,
         } => cli::signing::run_verify(cli::signing::VerifyRequest {
             out: &out,
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
             compatible,
             installed_version,
             format,
+            board: board.as_deref(),
             connect: connect.options(),
         }),
         Command::Export {
@@ -126,8 +128,9 @@ fn main() -> ExitCode {
         Command::Pull {
             reference,
             out,
+            board,
             connect,
-        } => cli::registry::run_pull(&reference, &out, &connect.options()),
+        } => cli::registry::run_pull(&reference, &out, board.as_deref(), &connect.options()),
         Command::Completions { shell } => cli::docs::run_completions(shell),
         Command::Manpages { output } => cli::docs::run_manpages(&output),
     }

@@ -761,3 +761,174 @@ fn an_inputs_archive_rebuilds_the_same_image_with_the_mirror_gone() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(stderr(&o).contains("no such tag"), "{}", stderr(&o));
 }
+
+/// One release for two boards (an arm64 and an armhf robot): `kiln push OUT-A OUT-B REF`
+/// writes an OCI image index under the tag, one manifest per board with its platform; skopeo
+/// sees both platforms; `kiln pull --board` and `kiln verify REF --board` take the board's
+/// image (the same digest as its build), and without a board, or with one the release lacks,
+/// they say which boards there are.
+#[test]
+fn a_release_for_two_boards_is_one_index_and_pull_and_verify_pick_the_board() {
+    use crate::fixture::{base_packages, build_archive, ArchiveSpec, Signer};
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
+    let key = work.path().join("release.key");
+    let o = kiln(&["keygen", "-o"], &[&key]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut outs = Vec::new();
+    for arch in ["arm64", "armhf"] {
+        let archive = build_archive(
+            &work.path().join(format!("archive-{arch}")),
+            ArchiveSpec::new("bookworm", arch, base_packages(arch), &signer),
+        );
+        let recipe = work.path().join(format!("recipe-{arch}"));
+        archive.write_recipe(&recipe, &["hello"], "");
+        let board = recipe.join("boards/test.toml");
+        let text_of = std::fs::read_to_string(&board).unwrap();
+        std::fs::write(
+            &board,
+            text_of.replace("name = \"test-board\"", &format!("name = \"robot-{arch}\"")),
+        )
+        .unwrap();
+        let out = recipe.join("out");
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(&recipe)
+            .env("KILN_CACHE_DIR", work.path().join("cache"))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_CACHE_REGISTRY")
+            .args(["build", "-o", "out"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let o = kiln(&["sign"], &[&out, Path::new("--key"), &key]);
+        assert!(o.status.success(), "{}", text(&o));
+        outs.push(out);
+    }
+    let built: Vec<String> = outs.iter().map(|o| image_digest(&o.join("oci"))).collect();
+    let reference = format!("{}/robots/fleet:2.0", registry.host());
+    let o = kiln(
+        &["push", "--insecure"],
+        &[&outs[0], &outs[1], Path::new(&reference)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Any OCI client sees one index with a manifest per platform.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    let platforms: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["annotations"]["dev.kiln.board"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                e["platform"]["architecture"].as_str().unwrap().to_string(),
+                e["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        vec![
+            ("robot-arm64".into(), "arm64".into(), built[0].clone()),
+            ("robot-armhf".into(), "arm".into(), built[1].clone()),
+        ]
+    );
+    let o = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "arm",
+        &format!("docker://{reference}"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let chosen: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(chosen["Architecture"], "arm", "{}", text(&o));
+
+    // pull --board takes that board's image, signature and SBOM.
+    let pulled = work.path().join("pulled");
+    let o = kiln(
+        &[
+            "pull",
+            "--insecure",
+            "--board",
+            "robot-armhf",
+            &reference,
+            "-o",
+        ],
+        &[&pulled],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(image_digest(&pulled.join("oci")), built[1]);
+    assert!(text(&o).contains("signed"), "{}", text(&o));
+    // verify REF --board: accepted for the board, and a local verify with another board refused.
+    let o = kiln(
+        &[
+            "verify",
+            &reference,
+            "--insecure",
+            "--board",
+            "robot-arm64",
+            "--key",
+        ],
+        &[&pub_of(&key)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&built[0]), "{}", text(&o));
+    let o = kiln(
+        &["verify", "--board", "robot-arm64", "--key"],
+        &[&pub_of(&key), &pulled],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the image is for board \"robot-armhf\", not \"robot-arm64\""),
+        "{}",
+        text(&o)
+    );
+
+    // No board, or one the release lacks: one line naming the boards, exit 1, nothing written.
+    for (args, says) in [
+        (
+            vec![],
+            "is a release for several boards (robot-arm64, robot-armhf); choose one with --board",
+        ),
+        (
+            vec!["--board", "robot-riscv"],
+            "has no image for board \"robot-riscv\" (it has: robot-arm64, robot-armhf)",
+        ),
+    ] {
+        let target = work.path().join("not-pulled");
+        let mut a = vec!["pull", "--insecure", reference.as_str()];
+        a.extend(args);
+        a.push("-o");
+        let o = kiln(&a, &[&target]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(!target.exists());
+    }
+    // Two layouts for the same board are refused before the tag is written.
+    let o = kiln(
+        &["push", "--insecure"],
+        &[
+            &outs[0],
+            &outs[0],
+            Path::new(&format!("{}/robots/fleet:dup", registry.host())),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("one image per board"), "{}", stderr(&o));
+}

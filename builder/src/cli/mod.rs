@@ -164,9 +164,13 @@ pub enum Command {
         sign_command: Option<String>,
     },
     /// Copy a build's image, signature and SBOM to a registry (HOST[:PORT]/REPO:TAG), tag last.
+    /// Several OUTs (one release built for several boards) go under one tag as an OCI image
+    /// index, one manifest per board.
     Push {
-        /// Output directory of `kiln build` (the layout is OUT/oci), or an OCI layout.
-        out: PathBuf,
+        /// Output directory of `kiln build` (the layout is OUT/oci), or an OCI layout; several
+        /// for several boards.
+        #[arg(required = true, num_args = 1..)]
+        out: Vec<PathBuf>,
         /// Where to: HOST[:PORT]/REPOSITORY:TAG.
         reference: String,
         #[command(flatten)]
@@ -196,6 +200,10 @@ pub enum Command {
         /// Output directory (the layout goes to OUT/oci).
         #[arg(short = 'o', long = "output", default_value = "out")]
         out: PathBuf,
+        /// The board (its name) whose image to take from a release for several boards; the
+        /// image must be that board's.
+        #[arg(long)]
+        board: Option<String>,
         #[command(flatten)]
         connect: RegistryArgs,
     },
@@ -240,6 +248,10 @@ pub enum Command {
         /// Output: one line, or every check as JSON.
         #[arg(long, value_enum, default_value = "line")]
         format: VerifyFormat,
+        /// The board (its name) the image must be built for; for a registry release for
+        /// several boards, the one whose image to verify.
+        #[arg(long)]
+        board: Option<String>,
         /// For OUT given as a registry reference (HOST[:PORT]/REPO:TAG).
         #[command(flatten)]
         connect: RegistryArgs,

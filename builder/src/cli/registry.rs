@@ -10,22 +10,26 @@ fn reference(text: &str) -> Result<Reference, ExitCode> {
 }
 
 /// `kiln push`: exit 0, 1 when the layout is wrong, 2 when the registry fails or refuses.
-pub fn run_push(out: &Path, text: &str, connect: &ConnectOptions) -> ExitCode {
+pub fn run_push(outs: &[std::path::PathBuf], text: &str, connect: &ConnectOptions) -> ExitCode {
     let reference = match reference(text) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let layout = layout_of(out);
-    let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
-        Ok(h) => h,
-        Err(e) => {
-            return failed(&TransferError::Layout {
-                path: out.to_path_buf(),
-                reason: e.to_string(),
-            })
+    let layouts: Vec<std::path::PathBuf> = outs.iter().map(|o| layout_of(o)).collect();
+    let mut holds = Vec::new();
+    for (out, layout) in outs.iter().zip(&layouts) {
+        match kiln::output::hold(layout, kiln::output::Access::Read) {
+            Ok(h) => holds.push(h),
+            Err(e) => {
+                return failed(&TransferError::Layout {
+                    path: out.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
         }
-    };
-    match kiln::registry::push::push(&layout, &reference, connect) {
+    }
+    let paths: Vec<&Path> = layouts.iter().map(std::path::PathBuf::as_path).collect();
+    match kiln::registry::push::push_boards(&paths, &reference, connect) {
         Ok(p) => {
             println!(
                 "pushed {} to {reference}: {} blobs uploaded ({} bytes), {} already there; tags {}",
@@ -42,12 +46,12 @@ pub fn run_push(out: &Path, text: &str, connect: &ConnectOptions) -> ExitCode {
 }
 
 /// `kiln pull`: exit 0, 1 when the registry holds other bytes than it names, 2 when it fails.
-pub fn run_pull(text: &str, out: &Path, connect: &ConnectOptions) -> ExitCode {
+pub fn run_pull(text: &str, out: &Path, board: Option<&str>, connect: &ConnectOptions) -> ExitCode {
     let reference = match reference(text) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match kiln::registry::pull::pull(&reference, out, connect) {
+    match kiln::registry::pull::pull(&reference, out, connect, board) {
         Ok(p) => {
             println!(
                 "pulled {} from {reference} into {}: {} bytes of blobs, {}, {}",

@@ -74,6 +74,8 @@ pub struct VerifyRequest<'a> {
     pub installed_version: Option<String>,
     /// How to print the verdict.
     pub format: VerifyFormat,
+    /// `--board`, for a registry reference.
+    pub board: Option<&'a str>,
     /// How to reach a registry, for a reference.
     pub connect: kiln::registry::ConnectOptions,
 }
@@ -88,12 +90,14 @@ pub fn run_verify(request: VerifyRequest) -> ExitCode {
         compatible,
         installed_version,
         format,
+        board,
         connect,
     } = request;
     let connect = &connect;
     let mut opts = kiln::signing::verify::VerifyOptions {
         compatible,
         installed_version,
+        board: board.map(str::to_string),
         ..Default::default()
     };
     for k in keys {
@@ -109,7 +113,7 @@ pub fn run_verify(request: VerifyRequest) -> ExitCode {
     };
     let result = match (root, registry_ref) {
         (_, Some(reference)) => {
-            match kiln::registry::pull::verify_reference(&reference, connect, &opts) {
+            match kiln::registry::pull::verify_reference(&reference, connect, board, &opts) {
                 Ok(v) => Ok(v),
                 Err(e) => return failed(&e),
             }

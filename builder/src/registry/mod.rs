@@ -35,6 +35,14 @@ pub enum TransferError {
     /// The registry failed, refused or lied.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The release has no image for the board asked for, or is for another board.
+    #[error("{reference}: {reason}")]
+    Board {
+        /// The reference.
+        reference: String,
+        /// Which boards it has.
+        reason: String,
+    },
     /// The local layout is missing, unreadable or inconsistent.
     #[error("{path}: {reason}")]
     Layout {

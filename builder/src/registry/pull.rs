@@ -97,35 +97,47 @@ fn referrer_entry(artifact_type: &str, digest: &str, size: usize, tag: &str) -> 
     })
 }
 
-/// Pulls `reference` into `out/oci` (replacing a previous pull there only once complete).
+/// Pulls `reference` into `out/oci` (replacing a previous pull there only once complete). A
+/// release for several boards (an image index) gives the image of `board`; with `board`
+/// given, the image must be that board's.
 pub fn pull(
     reference: &Reference,
     out: &Path,
     opts: &ConnectOptions,
+    board: Option<&str>,
 ) -> Result<Pulled, TransferError> {
     let registry = Registry::connect(reference, opts)?;
     let wanted = reference.manifest_reference().to_string();
-    let (media_type, image_bytes) =
+    let (media_type, bytes) =
         registry
             .get_manifest(&wanted)?
             .ok_or_else(|| RegistryError::Failed {
                 what: reference.to_string(),
                 reason: "the registry has no such image".into(),
             })?;
-    if media_type.starts_with(INDEX_MEDIA_TYPE)
-        || media_type.starts_with("application/vnd.docker.distribution.manifest.list")
-    {
-        return Err(RegistryError::Failed {
-            what: reference.to_string(),
-            reason: "is a multi-platform index; kiln pulls one image manifest".into(),
-        }
-        .into());
-    }
+    let image_bytes = if is_index(&media_type) {
+        board_image(&registry, reference, &bytes, board)?
+    } else {
+        bytes
+    };
     let image_manifest: ImageManifest =
         serde_json::from_slice(&image_bytes).map_err(|e| RegistryError::Corrupt {
             what: reference.to_string(),
             reason: format!("not an OCI image manifest: {e}"),
         })?;
+    let image_board = crate::image::layout::annotation_of(
+        image_manifest.annotations(),
+        crate::image::oci::annotation::BOARD,
+    );
+    if let Some(board) = board.filter(|b| image_board != Some(*b)) {
+        return Err(TransferError::Board {
+            reference: reference.to_string(),
+            reason: format!(
+                "is the image for board {:?}, not {board:?}",
+                image_board.unwrap_or("")
+            ),
+        });
+    }
     let image_digest = format!("sha256:{}", sha256_hex(&image_bytes));
     crate::output::removing_created_on_failure(out, || {
         write_pulled(
@@ -289,19 +301,84 @@ fn write_pulled(
     })
 }
 
+fn is_index(media_type: &str) -> bool {
+    media_type.starts_with(INDEX_MEDIA_TYPE)
+        || media_type.starts_with("application/vnd.docker.distribution.manifest.list")
+}
+
+/// The image manifest of `board` in the image index `bytes` (`kiln push` of several boards
+/// names each entry's board in `dev.kiln.board`), fetched by digest and proven to be it.
+fn board_image(
+    registry: &Registry,
+    reference: &Reference,
+    bytes: &[u8],
+    board: Option<&str>,
+) -> Result<Vec<u8>, TransferError> {
+    let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+        what: reference.to_string(),
+        reason: format!("not an OCI image index: {e}"),
+    })?;
+    let boards: Vec<(&str, &oci_spec::image::Descriptor)> = index
+        .manifests()
+        .iter()
+        .filter(|d| d.media_type().to_string() == MANIFEST_MEDIA_TYPE)
+        .filter_map(|d| {
+            crate::image::layout::annotation_of(
+                d.annotations(),
+                crate::image::oci::annotation::BOARD,
+            )
+            .map(|b| (b, d))
+        })
+        .collect();
+    let names = boards
+        .iter()
+        .map(|(b, _)| *b)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(board) = board else {
+        return Err(TransferError::Board {
+            reference: reference.to_string(),
+            reason: format!("is a release for several boards ({names}); choose one with --board"),
+        });
+    };
+    let Some((_, d)) = boards.iter().find(|(b, _)| *b == board) else {
+        return Err(TransferError::Board {
+            reference: reference.to_string(),
+            reason: format!("has no image for board {board:?} (it has: {names})"),
+        });
+    };
+    let digest = d.digest().to_string();
+    let (media_type, bytes) =
+        registry
+            .get_manifest(&digest)?
+            .ok_or_else(|| RegistryError::Failed {
+                what: format!("{reference} board {board}"),
+                reason: format!("the index names {digest}, which the registry does not have"),
+            })?;
+    if is_index(&media_type) {
+        return Err(RegistryError::Corrupt {
+            what: format!("{reference} board {board}"),
+            reason: format!("{digest} is another index, not an image manifest"),
+        }
+        .into());
+    }
+    Ok(bytes)
+}
+
 /// Verifies an image straight from a registry, for an OTA ingestion service: pulls it into a
 /// temporary directory (every blob hashed while it streams; the registry's own digests are
 /// never taken as proof), then runs the same checks as for a local layout.
 pub fn verify_reference(
     reference: &Reference,
     connect: &ConnectOptions,
+    board: Option<&str>,
     opts: &crate::signing::verify::VerifyOptions,
 ) -> Result<crate::signing::verify::Verification, TransferError> {
     let scratch = tempfile::Builder::new()
         .prefix(".kiln-verify-")
         .tempdir()
         .map_err(|e| layout_err(&std::env::temp_dir(), e))?;
-    pull(reference, scratch.path(), connect)?;
+    pull(reference, scratch.path(), connect, board)?;
     let layout = scratch.path().join("oci");
     crate::signing::verify::verify_layout(&layout, opts).map_err(|e| layout_err(&e.path, e.reason))
 }

@@ -15,7 +15,8 @@ use std::path::Path;
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
-    /// `sha256:` digest of the image manifest, now at the reference's tag.
+    /// `sha256:` digest of what is now at the reference's tag: the image manifest, or the
+    /// image index of a release for several boards.
     pub image: String,
     /// Blobs uploaded.
     pub uploaded: usize,
@@ -34,12 +35,82 @@ pub fn push(
     reference: &Reference,
     opts: &ConnectOptions,
 ) -> Result<Pushed, TransferError> {
+    push_boards(&[layout], reference, opts)
+}
+
+/// Pushes the layouts of one release built for several boards (one image each) to
+/// `reference`'s tag: each image with its referrers by digest, then, last, the tag: the image
+/// itself when there is one layout, else an OCI image index listing one manifest per board
+/// (its platform, and the board's name in `dev.kiln.board`), which `kiln pull --board`,
+/// `kiln verify --board` and any OCI client choosing by platform read.
+pub fn push_boards(
+    layouts: &[&Path],
+    reference: &Reference,
+    opts: &ConnectOptions,
+) -> Result<Pushed, TransferError> {
+    let first = layouts
+        .first()
+        .ok_or_else(|| layout_err(Path::new("."), "no layout to push"))?;
     let tag = reference.tag.clone().ok_or_else(|| {
         layout_err(
-            layout,
+            first,
             format!("push needs a tag to write ({reference} has none)"),
         )
     })?;
+    let registry = Registry::connect(reference, opts)?;
+    let mut pushed = Pushed {
+        image: String::new(),
+        uploaded: 0,
+        skipped: 0,
+        bytes: 0,
+        tags: Vec::new(),
+    };
+    let mut entries: Vec<(String, Descriptor, Vec<u8>)> = Vec::new();
+    for layout in layouts {
+        let (board, entry, bytes) = push_image(layout, &registry, &mut pushed)?;
+        if let Some((_, other, _)) = entries.iter().find(|(b, _, _)| *b == board) {
+            return Err(layout_err(
+                &layout.join("index.json"),
+                format!(
+                    "is for board {board:?}, as is {}; one image per board",
+                    other.digest()
+                ),
+            ));
+        }
+        entries.push((board, entry, bytes));
+    }
+    // Last, the tag people and the OTA server ask for.
+    if let [(_, entry, bytes)] = entries.as_slice() {
+        registry.put_manifest(&tag, MANIFEST_MEDIA_TYPE, bytes)?;
+        pushed.image = entry.digest().to_string();
+    } else {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let manifests: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(_, d, _)| serde_json::to_value(d))
+            .collect::<Result<_, _>>()
+            .map_err(|e| layout_err(first, e))?;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": manifests,
+        });
+        let bytes = index.to_string().into_bytes();
+        registry.put_manifest(&tag, INDEX_MEDIA_TYPE, &bytes)?;
+        pushed.image = format!("sha256:{}", crate::digest::sha256_hex(&bytes));
+    }
+    pushed.tags.push(tag);
+    Ok(pushed)
+}
+
+/// Pushes one layout's image and its referrers by digest (no tag of its own); returns its
+/// board and its entry for an image index (platform from the layout's index.json, the board's
+/// name as an annotation) with the manifest's bytes.
+fn push_image(
+    layout: &Path,
+    registry: &Registry,
+    pushed: &mut Pushed,
+) -> Result<(String, Descriptor, Vec<u8>), TransferError> {
     let local = Layout::open(layout)?;
     let index = local.index()?;
     let images: Vec<&Descriptor> = index
@@ -57,18 +128,10 @@ pub fn push(
         ));
     };
     let image_digest = image.digest().to_string();
-    let registry = Registry::connect(reference, opts)?;
-    let mut pushed = Pushed {
-        image: image_digest.clone(),
-        uploaded: 0,
-        skipped: 0,
-        bytes: 0,
-        tags: Vec::new(),
-    };
 
     // The image: blobs, then the manifest by digest (untagged until the end).
     let (image_bytes, image_manifest) = local.manifest(image)?;
-    push_blobs(&local, &registry, &image_manifest, &mut pushed)?;
+    push_blobs(&local, registry, &image_manifest, pushed)?;
     registry.put_manifest(&image_digest, MANIFEST_MEDIA_TYPE, &image_bytes)?;
 
     // Its referrers: the signature at cosign's tag, the SBOM at `cosign attach sbom`'s, and
@@ -92,7 +155,7 @@ pub fn push(
                 format!("{tag_for} does not name {image_digest} as its subject"),
             ));
         }
-        push_blobs(&local, &registry, &manifest, &mut pushed)?;
+        push_blobs(&local, registry, &manifest, pushed)?;
         registry.put_manifest(d.digest().as_ref(), MANIFEST_MEDIA_TYPE, &bytes)?;
         registry.put_manifest(&tag_for, MANIFEST_MEDIA_TYPE, &bytes)?;
         pushed.tags.push(tag_for);
@@ -128,10 +191,26 @@ pub fn push(
         pushed.tags.push(schema_tag);
     }
 
-    // Last, the tag people and the OTA server ask for.
-    registry.put_manifest(&tag, MANIFEST_MEDIA_TYPE, &image_bytes)?;
-    pushed.tags.push(tag);
-    Ok(pushed)
+    let board = crate::image::layout::annotation_of(
+        image_manifest.annotations(),
+        crate::image::oci::annotation::BOARD,
+    )
+    .unwrap_or("")
+    .to_string();
+    let mut entry = Descriptor::new(
+        oci_spec::image::MediaType::ImageManifest,
+        image_bytes.len() as u64,
+        image.digest().clone(),
+    );
+    entry.set_platform(image.platform().clone());
+    entry.set_annotations(Some(
+        [(
+            crate::image::oci::annotation::BOARD.to_string(),
+            board.clone(),
+        )]
+        .into(),
+    ));
+    Ok((board, entry, image_bytes))
 }
 
 fn push_blobs(

@@ -35,12 +35,15 @@ pub struct VerifyOptions {
     pub compatible: Option<String>,
     /// The version installed on the device; the image must be newer.
     pub installed_version: Option<String>,
+    /// The board (its name) the image must be built for.
+    pub board: Option<String>,
 }
 
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckResult {
-    /// Stable name: `layout`, `blob`, `unreferenced-blob`, `signature`, `compatible`, `version`.
+    /// Stable name: `layout`, `blob`, `unreferenced-blob`, `signature`, `sbom`, `board`,
+    /// `compatible`, `version`.
     pub check: &'static str,
     /// Whether it holds.
     pub ok: bool,
@@ -424,6 +427,21 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
     let annotations = manifest.annotations();
     v.board = annotation_of(annotations, annotation::BOARD).map(str::to_string);
     v.version = annotation_of(annotations, "org.opencontainers.image.version").map(str::to_string);
+    if let Some(want) = &opts.board {
+        let ok = v.board.as_deref() == Some(want.as_str());
+        v.push(
+            "board",
+            ok,
+            if ok {
+                format!("the image is for board {want:?}")
+            } else {
+                format!(
+                    "the image is for board {:?}, not {want:?}",
+                    v.board.as_deref().unwrap_or("")
+                )
+            },
+        );
+    }
     if let Some(device) = &opts.compatible {
         let listed: Vec<String> = annotation_of(annotations, annotation::COMPATIBLE)
             .and_then(|a| serde_json::from_str(a).ok())
