@@ -762,8 +762,9 @@ fn an_inputs_archive_rebuilds_the_same_image_with_the_mirror_gone() {
     assert!(stderr(&o).contains("no such tag"), "{}", stderr(&o));
 }
 
-/// One release for two boards (an arm64 and an armhf robot): `kiln push OUT-A OUT-B REF`
-/// writes an OCI image index under the tag, one manifest per board with its platform; skopeo
+/// One release for two boards (an arm64 and an armhf robot): one recipe lists both boards and
+/// one `kiln build` makes `OUT/BOARD` for each (a lock each); `kiln push OUT REF` writes an
+/// OCI image index under the tag, one manifest per board with its platform; skopeo
 /// sees both platforms; `kiln pull --board` and `kiln verify REF --board` take the board's
 /// image (the same digest as its build), and without a board, or with one the release lacks,
 /// they say which boards there are.
@@ -776,40 +777,65 @@ fn a_release_for_two_boards_is_one_index_and_pull_and_verify_pick_the_board() {
     let key = work.path().join("release.key");
     let o = kiln(&["keygen", "-o"], &[&key]);
     assert!(o.status.success(), "{}", text(&o));
-    let mut outs = Vec::new();
+    // One recipe listing both boards, each board file naming its own archive.
+    let recipe = work.path().join("recipe");
+    let mut boards = Vec::new();
     for arch in ["arm64", "armhf"] {
         let archive = build_archive(
             &work.path().join(format!("archive-{arch}")),
             ArchiveSpec::new("bookworm", arch, base_packages(arch), &signer),
         );
-        let recipe = work.path().join(format!("recipe-{arch}"));
-        archive.write_recipe(&recipe, &["hello"], "");
-        let board = recipe.join("boards/test.toml");
-        let text_of = std::fs::read_to_string(&board).unwrap();
-        std::fs::write(
-            &board,
-            text_of.replace("name = \"test-board\"", &format!("name = \"robot-{arch}\"")),
-        )
-        .unwrap();
-        let out = recipe.join("out");
-        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .current_dir(&recipe)
-            .env("KILN_CACHE_DIR", work.path().join("cache"))
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_CACHE_REGISTRY")
-            .args(["build", "-o", "out"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        let o = kiln(&["sign"], &[&out, Path::new("--key"), &key]);
-        assert!(o.status.success(), "{}", text(&o));
-        outs.push(out);
+        let scratch = work.path().join(format!("scratch-{arch}"));
+        archive.write_recipe(&scratch, &["hello"], "");
+        let board = std::fs::read_to_string(scratch.join("boards/test.toml"))
+            .unwrap()
+            .replace("name = \"test-board\"", &format!("name = \"robot-{arch}\""));
+        std::fs::create_dir_all(recipe.join("boards")).unwrap();
+        std::fs::write(recipe.join(format!("boards/{arch}.toml")), board).unwrap();
+        let kiln_toml = std::fs::read_to_string(scratch.join("kiln.toml"))
+            .unwrap()
+            .replace(
+                "board = \"boards/test.toml\"",
+                "boards = [\"boards/arm64.toml\", \"boards/armhf.toml\"]",
+            );
+        std::fs::write(recipe.join("kiln.toml"), kiln_toml).unwrap();
+        boards.push(format!("robot-{arch}"));
     }
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&recipe)
+        .env("KILN_CACHE_DIR", work.path().join("cache"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_CACHE_REGISTRY")
+        .args(["build", "-o", "out"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let outs: Vec<PathBuf> = boards.iter().map(|b| recipe.join("out").join(b)).collect();
+    for (board, out) in boards.iter().zip(&outs) {
+        assert!(recipe.join(format!("kiln.{board}.lock")).is_file());
+        assert!(
+            text(&o).contains(&format!("built out/{board}/oci:1.0")),
+            "{}",
+            text(&o)
+        );
+        let o = kiln(&["sign"], &[out, Path::new("--key"), &key]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // A command made for one board says so.
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&recipe)
+        .env("KILN_CACHE_DIR", work.path().join("cache"))
+        .args(["vendor", "127.0.0.1:1/x:y", "--insecure"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("lists 2 boards"), "{}", stderr(&o));
     let built: Vec<String> = outs.iter().map(|o| image_digest(&o.join("oci"))).collect();
     let reference = format!("{}/robots/fleet:2.0", registry.host());
+    // The build's output (one directory per board) goes under one tag.
     let o = kiln(
         &["push", "--insecure"],
-        &[&outs[0], &outs[1], Path::new(&reference)],
+        &[&recipe.join("out"), Path::new(&reference)],
     );
     assert!(o.status.success(), "{}", text(&o));
 

@@ -12,13 +12,15 @@ use std::process::ExitCode;
 /// `kiln lock`: exit 0, 1 when the recipe or the archive is wrong, 2 could not run.
 pub fn run_lock(dir: &Path) -> ExitCode {
     match build::lock_recipe(dir) {
-        Ok((lock, path)) => {
-            println!(
-                "locked {} packages from InRelease sha256:{} into {}",
-                lock.packages.len(),
-                lock.release.inrelease_sha256,
-                path.display()
-            );
+        Ok(locked) => {
+            for (lock, path) in locked {
+                println!(
+                    "locked {} packages from InRelease sha256:{} into {}",
+                    lock.packages.len(),
+                    lock.release.inrelease_sha256,
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -89,42 +91,48 @@ pub fn run_build(request: BuildRequest) -> ExitCode {
         }),
         emulate_all: request.emulate_all,
     };
-    match build::build(&request.dir, &opts) {
-        Ok(report) => {
-            if let Some(r) = &report.inputs {
-                println!(
-                    "inputs {}: {} files, {} downloaded into the cache{}",
-                    r.manifest,
-                    r.files,
-                    r.downloaded,
-                    if r.wrote_lock {
-                        ", kiln.lock written from the archive"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            println!(
-                "built {}:{} ({} packages{}) manifest {}",
-                report.layout.display(),
-                report.image.tag,
-                report.packages,
-                if report.base_reused {
-                    ", base layer reused from the layer cache"
-                } else {
-                    ""
-                },
-                report.image.manifest_digest
-            );
-            for (name, reused) in &report.overlays {
-                println!(
-                    "  layer {name}: {}",
-                    if *reused { "reused" } else { "built" }
-                );
+    match build::build_all(&request.dir, &opts) {
+        Ok(reports) => {
+            for report in &reports {
+                print_report(report);
             }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+fn print_report(report: &build::BuildReport) {
+    if let Some(r) = &report.inputs {
+        println!(
+            "inputs {}: {} files, {} downloaded into the cache{}",
+            r.manifest,
+            r.files,
+            r.downloaded,
+            if r.wrote_lock {
+                ", kiln.lock written from the archive"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "built {}:{} ({} packages{}) manifest {}",
+        report.layout.display(),
+        report.image.tag,
+        report.packages,
+        if report.base_reused {
+            ", base layer reused from the layer cache"
+        } else {
+            ""
+        },
+        report.image.manifest_digest
+    );
+    for (name, reused) in &report.overlays {
+        println!(
+            "  layer {name}: {}",
+            if *reused { "reused" } else { "built" }
+        );
     }
 }
 

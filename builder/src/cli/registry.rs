@@ -15,6 +15,8 @@ pub fn run_push(outs: &[std::path::PathBuf], text: &str, connect: &ConnectOption
         Ok(r) => r,
         Err(code) => return code,
     };
+    // The output of a build for several boards holds one output per board.
+    let outs: Vec<std::path::PathBuf> = outs.iter().flat_map(|o| board_outputs(o)).collect();
     let layouts: Vec<std::path::PathBuf> = outs.iter().map(|o| layout_of(o)).collect();
     let mut holds = Vec::new();
     for (out, layout) in outs.iter().zip(&layouts) {
@@ -42,6 +44,27 @@ pub fn run_push(outs: &[std::path::PathBuf], text: &str, connect: &ConnectOption
             ExitCode::SUCCESS
         }
         Err(e) => failed(&e),
+    }
+}
+
+/// `out` itself when it is a build's output or a layout; else the boards' outputs in it (what
+/// `kiln build` writes for a recipe listing several boards: `OUT/BOARD/oci`), by name.
+fn board_outputs(out: &Path) -> Vec<std::path::PathBuf> {
+    if layout_of(out).exists() {
+        return vec![out.to_path_buf()];
+    }
+    let mut boards: Vec<std::path::PathBuf> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("oci/index.json").is_file())
+        .collect();
+    boards.sort();
+    if boards.is_empty() {
+        vec![out.to_path_buf()]
+    } else {
+        boards
     }
 }
 

@@ -12,7 +12,7 @@ use crate::pipeline::compose::{self, ComposeError};
 use crate::pipeline::configure::{self, ConfigureError, ConfigureOptions};
 use crate::pipeline::fetch::{self, Cache, FetchError};
 use crate::pipeline::layercache;
-use crate::pipeline::lock::{self, Lock, LockError, Pinned, LOCK_FILE};
+use crate::pipeline::lock::{self, Lock, LockError, Pinned};
 use crate::recipe::{Recipe, RecipeError};
 use crate::transport::Transport;
 use std::path::{Path, PathBuf};
@@ -151,19 +151,23 @@ pub struct BuildReport {
     pub inputs: Option<crate::pipeline::inputs::Restored>,
 }
 
-/// Resolves the recipe and writes kiln.lock (the `kiln lock` command).
-pub fn lock_recipe(recipe_dir: &Path) -> Result<(Lock, PathBuf), BuildError> {
-    let recipe = Recipe::load(recipe_dir)?;
-    let lock = lock::resolve_lock(&recipe, &Transport::new())?;
-    let path = recipe.dir.join(LOCK_FILE);
-    lock.write(&path)?;
-    Ok((lock, path))
+/// Resolves the recipe and writes its lock, one per board (the `kiln lock` command).
+pub fn lock_recipe(recipe_dir: &Path) -> Result<Vec<(Lock, PathBuf)>, BuildError> {
+    let transport = Transport::new();
+    let mut locked = Vec::new();
+    for recipe in Recipe::load_all(recipe_dir)? {
+        let lock = lock::resolve_lock(&recipe, &transport)?;
+        let path = recipe.lock_path();
+        lock.write(&path)?;
+        locked.push((lock, path));
+    }
+    Ok(locked)
 }
 
 /// Picks the lock to build from: the existing one when it matches the recipe; otherwise a new
 /// resolution (written back), unless `--locked` or `--offline` forbid it.
 fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Pinned, BuildError> {
-    let path = recipe.dir.join(LOCK_FILE);
+    let path = recipe.lock_path();
     if opts.locked {
         return Ok(Lock::read(&path)?.pin(recipe, &path)?);
     }
@@ -187,27 +191,71 @@ fn lock_for_build(recipe: &Recipe, opts: &BuildOptions) -> Result<Pinned, BuildE
 /// Runs the whole pipeline for the recipe in `recipe_dir`. A failed build leaves no trace in
 /// the output: the output directories it created are removed again (when still empty).
 pub fn build(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
-    crate::output::removing_created_on_failure(&opts.out, || build_pipeline(recipe_dir, opts))
+    crate::output::removing_created_on_failure(&opts.out, || {
+        let restored = restore_inputs(recipe_dir, opts)?;
+        build_pipeline(Recipe::load(recipe_dir)?, restored, opts)
+    })
 }
 
-fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+/// Builds the recipe for every board it lists: one board into `OUT` as [`build`] does;
+/// several each into `OUT/BOARD` (its name), one after the other, sharing the cache (a .deb
+/// or wheel two boards use is fetched once). Each board's output is complete on its own; a
+/// failing board stops the build with the boards before it built.
+pub fn build_all(recipe_dir: &Path, opts: &BuildOptions) -> Result<Vec<BuildReport>, BuildError> {
+    let recipes = Recipe::load_all(recipe_dir)?;
+    if recipes.len() == 1 {
+        return build(recipe_dir, opts).map(|r| vec![r]);
+    }
+    if opts.inputs.is_some() {
+        return Err(BuildError::Offline(format!(
+            "--inputs: {} lists {} boards; an inputs archive is made and used per board",
+            recipe_dir.join("kiln.toml").display(),
+            recipes.len()
+        )));
+    }
+    crate::output::removing_created_on_failure(&opts.out, || {
+        let mut reports = Vec::new();
+        for recipe in recipes {
+            let board_opts = BuildOptions {
+                out: opts.out.join(&recipe.board.name),
+                ..opts.clone()
+            };
+            let report = crate::output::removing_created_on_failure(&board_opts.out, || {
+                build_pipeline(recipe, None, &board_opts)
+            })?;
+            reports.push(report);
+        }
+        Ok(reports)
+    })
+}
+
+/// Restores the inputs archive `--inputs` names, when one is given.
+fn restore_inputs(
+    recipe_dir: &Path,
+    opts: &BuildOptions,
+) -> Result<Option<crate::pipeline::inputs::Restored>, BuildError> {
+    let Some((reference, connect)) = &opts.inputs else {
+        return Ok(None);
+    };
+    let cache = Cache::open(&opts.cache_dir)?;
+    let registry = crate::registry::Registry::connect(reference, connect)?;
+    let tag = reference.tag.as_deref().ok_or_else(|| {
+        BuildError::Offline(format!(
+            "--inputs {reference}: name the archive's tag (HOST/REPO:TAG)"
+        ))
+    })?;
+    Ok(Some(crate::pipeline::inputs::restore(
+        recipe_dir, &cache, &registry, tag,
+    )?))
+}
+
+fn build_pipeline(
+    recipe: Recipe,
+    restored: Option<crate::pipeline::inputs::Restored>,
+    opts: &BuildOptions,
+) -> Result<BuildReport, BuildError> {
     let mut clock = StageClock::new(opts.timings);
     let mut cache = Cache::open(&opts.cache_dir)?;
-    let restored = match &opts.inputs {
-        Some((reference, connect)) => {
-            let registry = crate::registry::Registry::connect(reference, connect)?;
-            let tag = reference.tag.as_deref().ok_or_else(|| {
-                BuildError::Offline(format!(
-                    "--inputs {reference}: name the archive's tag (HOST/REPO:TAG)"
-                ))
-            })?;
-            Some(crate::pipeline::inputs::restore(
-                recipe_dir, &cache, &registry, tag,
-            )?)
-        }
-        None => None,
-    };
-    let recipe = Recipe::load(recipe_dir)?;
     let lock = lock_for_build(&recipe, opts)?;
     clock.lap("lock");
     if let Some((reference, connect)) = &opts.cache_registry {
@@ -224,7 +272,7 @@ fn build_pipeline(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuildReport,
         && lock.release.date_epoch > now + crate::debian::archive::FUTURE_TOLERANCE
     {
         return Err(BuildError::Output {
-            path: recipe_dir.join("kiln.lock"),
+            path: recipe.lock_path(),
             reason: format!(
                 "the Release date it records ({}) lies in the future; re-lock",
                 lock.release.date

@@ -12,7 +12,7 @@
 
 use crate::digest::sha256_digest_hex;
 use crate::pipeline::fetch::{Cache, FetchError};
-use crate::pipeline::lock::{Lock, LockError, Pinned, LOCK_FILE};
+use crate::pipeline::lock::{Lock, LockError, Pinned};
 use crate::recipe::overlay::Kind;
 use crate::recipe::{Recipe, RecipeError};
 use crate::registry::inputs::{self, ArchivedFile, DEB_MEDIA_TYPE, PYTHON_MEDIA_TYPE};
@@ -171,7 +171,7 @@ pub fn vendor(
     tag: &str,
 ) -> Result<Vendored, InputsError> {
     let recipe = Recipe::load(recipe_dir)?;
-    let lock_path = recipe.dir.join(LOCK_FILE);
+    let lock_path = recipe.lock_path();
     let lock = Lock::read(&lock_path)?.pin(&recipe, &lock_path)?;
     let lock_bytes = std::fs::read(&lock_path).map_err(|e| refused(lock_path.display(), e))?;
     let collected = collect(&recipe, &lock, cache)?;
@@ -253,7 +253,7 @@ pub fn restore(
     let recipe = Recipe::load(recipe_dir)?;
     let archive = inputs::lookup(registry, tag)?;
     let what = format!("{}:{tag}", registry.name());
-    let lock_path = recipe.dir.join(LOCK_FILE);
+    let lock_path = recipe.lock_path();
     let wrote_lock = match std::fs::read(&lock_path) {
         Ok(local) if local == archive.lock => false,
         Ok(_) => {

@@ -54,6 +54,9 @@ pub struct Recipe {
     pub board: Board,
     /// The board file path as written in the recipe (recorded in the lock).
     pub board_ref: String,
+    /// The lock file's name in `dir`: `kiln.lock`, or `kiln.BOARD.lock` for each board of a
+    /// recipe that lists several (`image.boards`).
+    pub lock_name: String,
     /// Which base set of packages to start from.
     pub variant: Variant,
     /// Extra packages requested by name, sorted and deduplicated.
@@ -163,7 +166,8 @@ struct RawRecipe {
 struct RawImage {
     name: Spanned<String>,
     version: Spanned<String>,
-    board: Spanned<String>,
+    board: Option<Spanned<String>>,
+    boards: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -334,8 +338,31 @@ impl Recipe {
         all
     }
 
-    /// Loads `kiln.toml` from a directory (or a recipe file path) and the board it names.
+    /// The lock file of this recipe (for this board).
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join(&self.lock_name)
+    }
+
+    /// Loads `kiln.toml` from a directory (or a recipe file path) and the one board it names;
+    /// a recipe listing several boards is refused here (see [`Recipe::load_all`]).
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        let mut all = Recipe::load_all(path)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            n => Err(RecipeError {
+                file: all[0].dir.join("kiln.toml"),
+                line: 0,
+                key: "image.boards".into(),
+                message: format!(
+                    "lists {n} boards; this command takes a recipe for one board (kiln lock and kiln build take several)"
+                ),
+            }),
+        }
+    }
+
+    /// Loads `kiln.toml` and every board it names (`image.board`, or the list
+    /// `image.boards`): one recipe per board, the same image for each, each with its own lock.
+    pub fn load_all(path: &Path) -> Result<Vec<Recipe>, RecipeError> {
         let file = if path.is_dir() {
             path.join("kiln.toml")
         } else {
@@ -392,16 +419,59 @@ impl Recipe {
                 format!("'{version}' must use only letters, digits and '._-+~'"),
             ));
         }
-        let board_ref = non_empty(&src, &image.board, "image.board")?;
-        let board_path = dir.join(&board_ref);
-        if !board_path.is_file() {
-            return Err(src.error(
-                image.board.span(),
-                "image.board",
-                format!("board file '{}' does not exist", board_path.display()),
-            ));
+        let board_refs: Vec<(&Spanned<String>, &str)> =
+            match (&image.board, &image.boards) {
+                (Some(one), None) => vec![(one, "image.board")],
+                (None, Some(list)) if !list.get_ref().is_empty() => {
+                    list.get_ref().iter().map(|b| (b, "image.boards")).collect()
+                }
+                (None, Some(list)) => {
+                    return Err(src.error(list.span(), "image.boards", "lists no board"))
+                }
+                _ => return Err(src.error(
+                    raw.image.span(),
+                    "image",
+                    "name the board file: board = \"FILE\" (or boards = [\"FILE\", …] for several)",
+                )),
+            };
+        let several = board_refs.len() > 1;
+        let mut boards: Vec<(String, Board)> = Vec::new();
+        for (spanned, key) in board_refs {
+            let board_ref = non_empty(&src, spanned, key)?;
+            let board_path = dir.join(&board_ref);
+            if !board_path.is_file() {
+                return Err(src.error(
+                    spanned.span(),
+                    key,
+                    format!("board file '{}' does not exist", board_path.display()),
+                ));
+            }
+            let board = Board::load(&board_path)?;
+            // Each board's lock and output are named after it.
+            let file_name_safe = board
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && !board.name.starts_with('.');
+            if several && !file_name_safe {
+                return Err(src.error(
+                    spanned.span(),
+                    key,
+                    format!(
+                        "board '{}' of several needs a name of lower-case letters, digits and '._-' (it names its lock and output)",
+                        board.name
+                    ),
+                ));
+            }
+            if boards.iter().any(|(_, b)| b.name == board.name) {
+                return Err(src.error(
+                    spanned.span(),
+                    key,
+                    format!("two boards are named '{}'", board.name),
+                ));
+            }
+            boards.push((board_ref, board));
         }
-        let board = Board::load(&board_path)?;
 
         let configure = raw.base.as_ref().and_then(|b| b.configure).unwrap_or(true);
         let mut debconf = Vec::new();
@@ -485,19 +555,28 @@ impl Recipe {
             overlays.push(overlay);
         }
 
-        Ok(Recipe {
-            dir,
-            name,
-            version,
-            board,
-            board_ref,
-            variant,
-            packages,
-            configure,
-            debconf,
-            overlays,
-            waivers: waivers(&src, raw.waiver)?,
-        })
+        let waivers = waivers(&src, raw.waiver)?;
+        Ok(boards
+            .into_iter()
+            .map(|(board_ref, board)| Recipe {
+                dir: dir.clone(),
+                name: name.clone(),
+                version: version.clone(),
+                lock_name: if several {
+                    format!("kiln.{}.lock", board.name)
+                } else {
+                    "kiln.lock".to_string()
+                },
+                board,
+                board_ref,
+                variant,
+                packages: packages.clone(),
+                configure,
+                debconf: debconf.clone(),
+                overlays: overlays.clone(),
+                waivers: waivers.clone(),
+            })
+            .collect())
     }
 }
 
@@ -702,6 +781,78 @@ mod tests {
         let r = Recipe::load(d.path()).unwrap();
         assert_eq!(r.overlays.len(), 1);
         assert_eq!(r.overlays[0].name, "telemetry");
+    }
+
+    /// A recipe for several boards: one recipe per board, each with its own lock; a command
+    /// for one board refuses it; a board named so it could not name a file, two boards of one
+    /// name, both keys or neither are refused with the key.
+    #[test]
+    fn a_recipe_lists_several_boards_each_with_its_own_lock() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "key.gpg", "x");
+        write(
+            d.path(),
+            "a.toml",
+            &board_text("arm64").replace("\"b\"", "\"robot-a\""),
+        );
+        write(
+            d.path(),
+            "h.toml",
+            &board_text("armhf").replace("\"b\"", "\"robot-h\""),
+        );
+        let recipe = |image: &str| {
+            write(
+                d.path(),
+                "kiln.toml",
+                &format!("[image]\nname = \"img\"\nversion = \"1.0\"\n{image}\n"),
+            );
+        };
+        recipe("boards = [\"a.toml\", \"h.toml\"]");
+        let all = Recipe::load_all(d.path()).unwrap();
+        let got: Vec<(&str, DebianArch, PathBuf)> = all
+            .iter()
+            .map(|r| (r.board.name.as_str(), r.board.arch, r.lock_path()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "robot-a",
+                    DebianArch::Arm64,
+                    d.path().join("kiln.robot-a.lock")
+                ),
+                (
+                    "robot-h",
+                    DebianArch::Armhf,
+                    d.path().join("kiln.robot-h.lock")
+                ),
+            ]
+        );
+        let e = Recipe::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("lists 2 boards"), "{e}");
+        recipe("board = \"a.toml\"");
+        assert_eq!(
+            Recipe::load(d.path()).unwrap().lock_path(),
+            d.path().join("kiln.lock")
+        );
+
+        write(
+            d.path(),
+            "x.toml",
+            &board_text("armhf").replace("\"b\"", "\"../up\""),
+        );
+        recipe("boards = [\"a.toml\", \"x.toml\"]");
+        let e = Recipe::load_all(d.path()).unwrap_err().to_string();
+        assert!(e.contains("needs a name of lower-case letters"), "{e}");
+        recipe("boards = [\"a.toml\", \"a.toml\"]");
+        let e = Recipe::load_all(d.path()).unwrap_err().to_string();
+        assert!(e.contains("two boards are named 'robot-a'"), "{e}");
+        recipe("board = \"a.toml\"\nboards = [\"h.toml\"]");
+        let e = Recipe::load_all(d.path()).unwrap_err().to_string();
+        assert!(e.contains("name the board file"), "{e}");
+        recipe("boards = []");
+        let e = Recipe::load_all(d.path()).unwrap_err().to_string();
+        assert!(e.contains("lists no board"), "{e}");
     }
 
     #[test]
