@@ -34,12 +34,20 @@ pub fn run_push(outs: &[std::path::PathBuf], text: &str, connect: &ConnectOption
     match kiln::registry::push::push_boards(&paths, &reference, connect) {
         Ok(p) => {
             println!(
-                "pushed {} to {reference}: {} blobs uploaded ({} bytes), {} already there; tags {}",
+                "pushed {} to {reference}: {} blobs uploaded ({} bytes), {} already there; tags {}{}",
                 p.image,
                 p.uploaded,
                 p.bytes,
                 p.skipped,
-                p.tags.join(", ")
+                p.tags.join(", "),
+                if p.resumed + p.restarted > 0 {
+                    format!(
+                        "; after a dropped connection {} upload(s) resumed, {} started again",
+                        p.resumed, p.restarted
+                    )
+                } else {
+                    String::new()
+                }
             );
             ExitCode::SUCCESS
         }

@@ -23,9 +23,34 @@ const PUT_ATTEMPTS: u32 = 4;
 /// A failure worth another try with the same bytes: a server error, or distribution's
 /// `DIGEST_INVALID` for content kiln hashed itself, which its filesystem driver answers when
 /// two clients write the same manifest at the same moment (two CI runners pushing one image).
+/// The bytes an upload holds, from its `Range: 0-N` header: N + 1, but 0 for `0-0` (see
+/// [`Registry::upload_chunked`]); none when it has none.
+fn received(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    received_of(response.headers().get("range")?.to_str().ok()?)
+}
+
+fn received_of(range: &str) -> Option<u64> {
+    let (start, end) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    match end.trim().parse::<u64>().ok()? {
+        0 => Some(0),
+        n => Some(n + 1),
+    }
+}
+
 fn transient(status: u16, err: &RegistryError) -> bool {
     status >= 500 || (status == 400 && err.to_string().contains("DIGEST_INVALID"))
 }
+
+/// Blobs bigger than this go up in chunks of this size (PATCH with `Content-Range`), so a
+/// connection dropped mid-upload costs one chunk at most: the upload resumes where the
+/// registry says it stopped.
+const CHUNK: u64 = 16 << 20;
+
+/// How many dropped connections one blob upload survives.
+const RESUMES: u32 = 8;
 
 /// Media types a manifest GET accepts.
 const ACCEPT: &str =
@@ -76,6 +101,8 @@ enum Payload<'a> {
     None,
     Bytes(&'a [u8]),
     File(&'a std::fs::File),
+    /// `len` bytes of the file from `offset` (one chunk of an upload).
+    FileRange(&'a std::fs::File, u64, u64),
 }
 
 /// A connection to one repository of one registry.
@@ -87,6 +114,8 @@ pub struct Registry {
     credentials: Option<Credentials>,
     /// The `Authorization` value the last challenge earned, sent with every later request.
     authorization: std::sync::Mutex<Option<String>>,
+    resumed: std::sync::atomic::AtomicU32,
+    restarted: std::sync::atomic::AtomicU32,
 }
 
 fn status_reason(status: u16, body: &str) -> String {
@@ -151,6 +180,8 @@ impl Registry {
             name: format!("{}/{}", reference.registry, reference.repository),
             credentials,
             authorization: std::sync::Mutex::new(None),
+            resumed: std::sync::atomic::AtomicU32::new(0),
+            restarted: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -189,6 +220,13 @@ impl Registry {
                     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
                         .map_err(|e| self.failed(what, e))?;
                     self.agent.run(request.body(f).map_err(bad)?)
+                }
+                Payload::FileRange(mut f, offset, len) => {
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))
+                        .map_err(|e| self.failed(what, e))?;
+                    let mut chunk = f.take(len);
+                    let body = ureq::SendBody::from_reader(&mut chunk);
+                    self.agent.run(request.body(body).map_err(bad)?)
                 }
             }
             .map_err(|e| self.failed(what, e))?;
@@ -361,7 +399,12 @@ impl Registry {
         }
         let mut attempt = 1;
         loop {
-            match self.upload_once(digest, file)? {
+            let outcome = if size > CHUNK {
+                self.upload_chunked(digest, size, file)?
+            } else {
+                self.upload_once(digest, file)?
+            };
+            match outcome {
                 Ok(()) => return Ok(true),
                 Err((status, err)) => {
                     if attempt >= PUT_ATTEMPTS || !transient(status, &err) {
@@ -423,6 +466,147 @@ impl Registry {
             return Ok(Err((status, self.refused(&what, response))));
         }
         Ok(Ok(()))
+    }
+
+    /// An upload location as a URL (registries answer a path or a full URL).
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+
+    fn location_of(
+        &self,
+        response: &ureq::http::Response<ureq::Body>,
+        what: &str,
+    ) -> Result<String, RegistryError> {
+        response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| self.failed(what, "the registry gave no upload location"))
+    }
+
+    /// A chunked upload (POST, a PATCH per [`CHUNK`], then the closing PUT); after a dropped
+    /// connection it asks the registry how many bytes it holds (GET on the upload, `Range:
+    /// 0-N`) and goes on from there, or starts a new upload when the registry has dropped that
+    /// one. The inner error, with its HTTP status, is a refusal.
+    #[allow(clippy::type_complexity)]
+    fn upload_chunked(
+        &self,
+        digest: &str,
+        size: u64,
+        file: &std::fs::File,
+    ) -> Result<Result<(), (u16, RegistryError)>, RegistryError> {
+        let what = format!("upload of blob {digest}");
+        let response = self.send(
+            "POST",
+            &self.url("blobs/uploads/"),
+            &[],
+            Payload::None,
+            &what,
+        )?;
+        let status = response.status().as_u16();
+        if status != 202 {
+            return Ok(Err((status, self.refused(&what, response))));
+        }
+        let mut location = self.location_of(&response, &what)?;
+        let mut offset = 0u64;
+        let mut resumes = 0u32;
+        let mut from_one = false;
+        while offset < size {
+            let len = CHUNK.min(size - offset);
+            let range = format!("{offset}-{}", offset + len - 1);
+            let length = len.to_string();
+            let sent = self.send(
+                "PATCH",
+                &location,
+                &[
+                    ("content-type", "application/octet-stream"),
+                    ("content-range", &range),
+                    ("content-length", &length),
+                ],
+                Payload::FileRange(file, offset, len),
+                &what,
+            );
+            match sent {
+                Ok(response) if response.status().as_u16() == 202 => {
+                    location = self.location_of(&response, &what)?;
+                    offset = received(&response).unwrap_or(offset + len);
+                }
+                // `Range: 0-0` is both "nothing" and "one byte" (distribution writes 0-0 for
+                // either): when the registry holds one byte, the chunk from 0 is refused with
+                // 416 and the upload goes on from 1.
+                Ok(response) if response.status().as_u16() == 416 && offset == 0 && !from_one => {
+                    from_one = true;
+                    offset = 1;
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    return Ok(Err((status, self.refused(&what, response))));
+                }
+                Err(e) if matches!(e, RegistryError::Failed { .. }) && resumes < RESUMES => {
+                    // The connection dropped: ask where the upload stands and go on from there.
+                    resumes += 1;
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(resumes)));
+                    let status = self.send("GET", &location, &[], Payload::None, &what)?;
+                    if status.status().as_u16() == 204 {
+                        location = self.location_of(&status, &what)?;
+                        offset = received(&status).unwrap_or(0);
+                        self.resumed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        // distribution 2.8 keeps the bytes of a cut PATCH but not the state that
+                        // would let the upload go on (its `_state` token no longer matches):
+                        // the upload is gone, and a new one starts from the first byte.
+                        let response = self.send(
+                            "POST",
+                            &self.url("blobs/uploads/"),
+                            &[],
+                            Payload::None,
+                            &what,
+                        )?;
+                        let code = response.status().as_u16();
+                        if code != 202 {
+                            return Ok(Err((code, self.refused(&what, response))));
+                        }
+                        location = self.location_of(&response, &what)?;
+                        offset = 0;
+                        from_one = false;
+                        self.restarted
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut url = location;
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let response = self.send(
+            "PUT",
+            &url,
+            &[("content-length", "0")],
+            Payload::None,
+            &what,
+        )?;
+        let status = response.status().as_u16();
+        if status != 201 {
+            return Ok(Err((status, self.refused(&what, response))));
+        }
+        Ok(Ok(()))
+    }
+
+    /// How many times an upload went on after a dropped connection, and how many times one
+    /// had to start again because the registry had dropped it (for the push report).
+    pub fn interrupted_uploads(&self) -> (u32, u32) {
+        (
+            self.resumed.load(std::sync::atomic::Ordering::Relaxed),
+            self.restarted.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Stores `bytes` as a manifest of `media_type` under `reference` (a tag or its digest).
@@ -620,4 +804,19 @@ fn percent_encode(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_uploads_range_says_how_many_bytes_it_holds() {
+        assert_eq!(received_of("0-16777215"), Some(16 << 20));
+        assert_eq!(received_of("0-0"), Some(0));
+        assert_eq!(received_of("0-9"), Some(10));
+        for bad in ["5-9", "0-", "bytes", "0-x", "-1"] {
+            assert_eq!(received_of(bad), None, "{bad}");
+        }
+    }
 }

@@ -26,6 +26,10 @@ pub struct Pushed {
     pub bytes: u64,
     /// The tags written, image tag last.
     pub tags: Vec<String>,
+    /// Uploads that went on after a dropped connection.
+    pub resumed: u32,
+    /// Uploads started again after a dropped connection (the registry had dropped them).
+    pub restarted: u32,
 }
 
 /// Pushes the layout at `layout` (an `OUT/oci` directory holding one image, signed or not) to
@@ -64,6 +68,8 @@ pub fn push_boards(
         skipped: 0,
         bytes: 0,
         tags: Vec::new(),
+        resumed: 0,
+        restarted: 0,
     };
     let mut entries: Vec<(String, Descriptor, Vec<u8>)> = Vec::new();
     for layout in layouts {
@@ -100,6 +106,7 @@ pub fn push_boards(
         pushed.image = format!("sha256:{}", crate::digest::sha256_hex(&bytes));
     }
     pushed.tags.push(tag);
+    (pushed.resumed, pushed.restarted) = registry.interrupted_uploads();
     Ok(pushed)
 }
 
