@@ -117,8 +117,9 @@ fn main() -> ExitCode {
         Command::Push {
             out,
             reference,
+            mount_from,
             connect,
-        } => cli::registry::run_push(&out, &reference, &connect.options()),
+        } => cli::registry::run_push(&out, &reference, mount_from.as_deref(), &connect.options()),
         Command::Vendor {
             reference,
             dir,

@@ -1026,4 +1026,20 @@ fn an_upload_cut_mid_chunk_is_taken_up_again_and_the_image_arrives_whole() {
     );
     let direct = format!("{}/robots/big:1.0", registry.host());
     assert_registry_verifies(&direct, &key, &image_digest(&out.join("oci")));
+
+    // The same image into another repository of the registry: every blob is linked by a
+    // cross-repository mount, none uploaded.
+    let copy = format!("{}/robots/copy:1.0", registry.host());
+    let from = format!("{}/robots/big", registry.host());
+    let o = kiln(
+        &["push", "--insecure", "--mount-from", &from],
+        &[&out, Path::new(&copy)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(": 0 blobs uploaded (0 bytes), 4 already there (4 mounted)"),
+        "{}",
+        text(&o)
+    );
+    assert_registry_verifies(&copy, &key, &image_digest(&out.join("oci")));
 }

@@ -173,6 +173,10 @@ pub enum Command {
         out: Vec<PathBuf>,
         /// Where to: HOST[:PORT]/REPOSITORY:TAG.
         reference: String,
+        /// A repository of the same registry (HOST[:PORT]/REPO) whose blobs are linked by a
+        /// cross-repository mount instead of uploaded: by default the fleet's layer cache.
+        #[arg(long, env = "KILN_CACHE_REGISTRY")]
+        mount_from: Option<String>,
         #[command(flatten)]
         connect: RegistryArgs,
     },

@@ -10,10 +10,22 @@ fn reference(text: &str) -> Result<Reference, ExitCode> {
 }
 
 /// `kiln push`: exit 0, 1 when the layout is wrong, 2 when the registry fails or refuses.
-pub fn run_push(outs: &[std::path::PathBuf], text: &str, connect: &ConnectOptions) -> ExitCode {
+pub fn run_push(
+    outs: &[std::path::PathBuf],
+    text: &str,
+    mount_from: Option<&str>,
+    connect: &ConnectOptions,
+) -> ExitCode {
     let reference = match reference(text) {
         Ok(r) => r,
         Err(code) => return code,
+    };
+    let mount_from = match mount_from.filter(|m| !m.is_empty()) {
+        Some(m) => match Reference::parse_repository(m) {
+            Ok(r) => Some(r),
+            Err(e) => return failed(&TransferError::from(e)),
+        },
+        None => None,
     };
     // The output of a build for several boards holds one output per board.
     let outs: Vec<std::path::PathBuf> = outs.iter().flat_map(|o| board_outputs(o)).collect();
@@ -31,14 +43,15 @@ pub fn run_push(outs: &[std::path::PathBuf], text: &str, connect: &ConnectOption
         }
     }
     let paths: Vec<&Path> = layouts.iter().map(std::path::PathBuf::as_path).collect();
-    match kiln::registry::push::push_boards(&paths, &reference, connect) {
+    match kiln::registry::push::push_boards(&paths, &reference, connect, mount_from.as_ref()) {
         Ok(p) => {
             println!(
-                "pushed {} to {reference}: {} blobs uploaded ({} bytes), {} already there; tags {}{}",
+                "pushed {} to {reference}: {} blobs uploaded ({} bytes), {} already there ({} mounted); tags {}{}",
                 p.image,
                 p.uploaded,
                 p.bytes,
                 p.skipped,
+                p.mounted,
                 p.tags.join(", "),
                 if p.resumed + p.restarted > 0 {
                     format!(

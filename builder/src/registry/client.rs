@@ -116,6 +116,8 @@ pub struct Registry {
     authorization: std::sync::Mutex<Option<String>>,
     resumed: std::sync::atomic::AtomicU32,
     restarted: std::sync::atomic::AtomicU32,
+    mounted: std::sync::atomic::AtomicU32,
+    mount_from: Option<String>,
 }
 
 fn status_reason(status: u16, body: &str) -> String {
@@ -182,6 +184,8 @@ impl Registry {
             authorization: std::sync::Mutex::new(None),
             resumed: std::sync::atomic::AtomicU32::new(0),
             restarted: std::sync::atomic::AtomicU32::new(0),
+            mounted: std::sync::atomic::AtomicU32::new(0),
+            mount_from: None,
         })
     }
 
@@ -386,8 +390,9 @@ impl Registry {
         }
     }
 
-    /// Uploads `file` (read from its start) as blob `digest` unless the repository has it already;
-    /// returns whether bytes were sent. The registry checks the digest before it commits.
+    /// Uploads `file` (read from its start) as blob `digest` unless the repository has it already
+    /// or can mount it from the repository set with [`Registry::mounting_from`]; returns whether
+    /// bytes were sent. The registry checks the digest before it commits.
     pub fn push_blob(
         &self,
         digest: &str,
@@ -395,6 +400,9 @@ impl Registry {
         file: &std::fs::File,
     ) -> Result<bool, RegistryError> {
         if self.blob_size(digest)? == Some(size) {
+            return Ok(false);
+        }
+        if self.mount(digest)? {
             return Ok(false);
         }
         let mut attempt = 1;
@@ -598,6 +606,53 @@ impl Registry {
             return Ok(Err((status, self.refused(&what, response))));
         }
         Ok(Ok(()))
+    }
+
+    /// Blobs of this registry's other repository `from` (a path on the same registry) are linked
+    /// into this one by a cross-repository mount instead of being uploaded again (a release
+    /// pushed next to the CI fleet's layer cache).
+    pub fn mounting_from(mut self, from: &str) -> Registry {
+        self.mount_from = Some(from.to_string());
+        self
+    }
+
+    /// Mounts blob `digest` from the mount repository; true when the registry linked it (201).
+    /// A registry that cannot (it answers 202, an upload session) is left to the upload.
+    fn mount(&self, digest: &str) -> Result<bool, RegistryError> {
+        let Some(from) = &self.mount_from else {
+            return Ok(false);
+        };
+        let what = format!("mount of blob {digest} from {from}");
+        let response = self.send(
+            "POST",
+            &self.url(&format!(
+                "blobs/uploads/?mount={digest}&from={}",
+                percent_encode(from)
+            )),
+            &[("content-length", "0")],
+            Payload::None,
+            &what,
+        )?;
+        match response.status().as_u16() {
+            201 => {
+                self.mounted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
+            }
+            202 => {
+                // An upload session the mount turned into: closed again, the upload makes its own.
+                if let Ok(location) = self.location_of(&response, &what) {
+                    let _ = self.send("DELETE", &location, &[], Payload::None, &what);
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Blobs linked by a cross-repository mount instead of uploaded.
+    pub fn mounted_blobs(&self) -> u32 {
+        self.mounted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many times an upload went on after a dropped connection, and how many times one

@@ -20,8 +20,10 @@ pub struct Pushed {
     pub image: String,
     /// Blobs uploaded.
     pub uploaded: usize,
-    /// Blobs the registry already held.
+    /// Blobs the registry already held, or linked by a cross-repository mount.
     pub skipped: usize,
+    /// Of those, blobs linked from the mount repository.
+    pub mounted: u32,
     /// Bytes uploaded.
     pub bytes: u64,
     /// The tags written, image tag last.
@@ -39,7 +41,7 @@ pub fn push(
     reference: &Reference,
     opts: &ConnectOptions,
 ) -> Result<Pushed, TransferError> {
-    push_boards(&[layout], reference, opts)
+    push_boards(&[layout], reference, opts, None)
 }
 
 /// Pushes the layouts of one release built for several boards (one image each) to
@@ -47,10 +49,15 @@ pub fn push(
 /// itself when there is one layout, else an OCI image index listing one manifest per board
 /// (its platform, and the board's name in `dev.kiln.board`), which `kiln pull --board`,
 /// `kiln verify --board` and any OCI client choosing by platform read.
+///
+/// With `mount_from` (a repository, `HOST/REPO`, such as the fleet's layer cache), blobs that
+/// repository holds are linked instead of uploaded when it is on the same registry; on another
+/// registry it is not used.
 pub fn push_boards(
     layouts: &[&Path],
     reference: &Reference,
     opts: &ConnectOptions,
+    mount_from: Option<&Reference>,
 ) -> Result<Pushed, TransferError> {
     let first = layouts
         .first()
@@ -61,7 +68,12 @@ pub fn push_boards(
             format!("push needs a tag to write ({reference} has none)"),
         )
     })?;
-    let registry = Registry::connect(reference, opts)?;
+    let mut registry = Registry::connect(reference, opts)?;
+    if let Some(from) = mount_from
+        .filter(|m| m.registry == reference.registry && m.repository != reference.repository)
+    {
+        registry = registry.mounting_from(&from.repository);
+    }
     let mut pushed = Pushed {
         image: String::new(),
         uploaded: 0,
@@ -70,6 +82,7 @@ pub fn push_boards(
         tags: Vec::new(),
         resumed: 0,
         restarted: 0,
+        mounted: 0,
     };
     let mut entries: Vec<(String, Descriptor, Vec<u8>)> = Vec::new();
     for layout in layouts {
@@ -107,6 +120,7 @@ pub fn push_boards(
     }
     pushed.tags.push(tag);
     (pushed.resumed, pushed.restarted) = registry.interrupted_uploads();
+    pushed.mounted = registry.mounted_blobs();
     Ok(pushed)
 }
 
