@@ -821,6 +821,29 @@ fn a_release_for_two_boards_is_one_index_and_pull_and_verify_pick_the_board() {
         let o = kiln(&["sign"], &[out, Path::new("--key"), &key]);
         assert!(o.status.success(), "{}", text(&o));
     }
+    // Export (and flash) take the build's output and the board file, and find that board's
+    // image in it.
+    let tars: Vec<PathBuf> = ["whole", "board"]
+        .iter()
+        .map(|n| work.path().join(format!("{n}.tar")))
+        .collect();
+    let o = kiln(
+        &["export", "--format", "tar", "--board"],
+        &[
+            &recipe.join("boards/armhf.toml"),
+            &recipe.join("out"),
+            Path::new("-o"),
+            &tars[0],
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiln(&["export", "--format", "tar", "-o"], &[&tars[1], &outs[1]]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&tars[0]).unwrap(),
+        std::fs::read(&tars[1]).unwrap()
+    );
+
     // A command made for one board says so.
     let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(&recipe)

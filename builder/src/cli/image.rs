@@ -2,7 +2,7 @@
 //! [`kiln::export`] and [`kiln::flash`].
 
 use super::signing::require_signed;
-use crate::cli::report::{error_exit, failed, layout_of};
+use crate::cli::report::{error_exit, failed, layout_for_board, layout_of};
 use kiln::check::report::{render, summary, Format};
 use kiln::check::{check_image, CheckOptions};
 use kiln::exit::Exit;
@@ -23,7 +23,11 @@ pub fn run_export(
     keys: &[PathBuf],
     rauc: Option<(&std::path::Path, &std::path::Path)>,
 ) -> ExitCode {
-    let layout = layout_of(out);
+    let board = match board.map(Board::load).transpose() {
+        Ok(b) => b,
+        Err(e) => return failed(&e),
+    };
+    let layout = layout_for_board(out, board.as_ref().map(|b| b.name.as_str()));
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
         Ok(h) => h,
         Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
@@ -51,10 +55,6 @@ pub fn run_export(
                 chain_der: certs,
             })
         }
-    };
-    let board = match board.map(Board::load).transpose() {
-        Ok(b) => b,
-        Err(e) => return failed(&e),
     };
     let opts = kiln::export::ExportOptions {
         format,
@@ -90,7 +90,11 @@ pub fn run_flash(
     force: bool,
     cache: Option<PathBuf>,
 ) -> ExitCode {
-    let layout = layout_of(image);
+    let board = match Board::load(board) {
+        Ok(b) => b,
+        Err(e) => return failed(&e),
+    };
+    let layout = layout_for_board(image, Some(&board.name));
     let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
         Ok(h) => h,
         Err(e) => return error_exit(format!("{}: {e}", image.display()), Exit::CouldNotRun),
@@ -98,10 +102,6 @@ pub fn run_flash(
     if let Err(code) = require_signed(&layout, keys) {
         return code;
     }
-    let board = match Board::load(board) {
-        Ok(b) => b,
-        Err(e) => return failed(&e),
-    };
     let flash_layout = match kiln::export::layout::FlashLayout::from_board(&board) {
         Ok(l) => l,
         Err(e) => return failed(&e),

@@ -29,6 +29,18 @@ pub fn layout_of(out: &std::path::Path) -> PathBuf {
     }
 }
 
+/// The layout of `out` for `board`: as [`layout_of`], or, for the output of a build for several
+/// boards (`OUT/BOARD/oci`), the board's.
+pub fn layout_for_board(out: &std::path::Path, board: Option<&str>) -> PathBuf {
+    let layout = layout_of(out);
+    match board {
+        Some(name) if !layout.exists() && out.join(name).join("oci").is_dir() => {
+            out.join(name).join("oci")
+        }
+        _ => layout,
+    }
+}
+
 /// Reports a failed build: the check report first when the check gate stopped it.
 pub fn fail(e: &BuildError) -> ExitCode {
     if let BuildError::Check { report, .. } = e {
