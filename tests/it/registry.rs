@@ -708,6 +708,51 @@ fn an_inputs_archive_rebuilds_the_same_image_with_the_mirror_gone() {
     assert!(!recipe.join("out-3").exists());
     std::fs::write(recipe.join("kiln.lock"), &lock).unwrap();
 
+    // An archive for this lock that also carries a file the lock does not pin (made with the
+    // library, as a hostile or broken archiver would): refused before anything is cached.
+    let extra = work.path().join("evil_1.0_arm64.deb");
+    std::fs::write(&extra, b"not in the lock").unwrap();
+    let evil_ref = format!("{}/robots/hello-inputs:evil", registry.host());
+    let evil = kiln::registry::Reference::parse(&evil_ref).unwrap();
+    let connection = kiln::registry::Registry::connect(
+        &evil,
+        &kiln::registry::ConnectOptions {
+            insecure: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let file = kiln::registry::inputs::ArchivedFile {
+        media_type: kiln::registry::inputs::DEB_MEDIA_TYPE.into(),
+        title: "evil_1.0_arm64.deb".into(),
+        digest: format!("sha256:{}", crate::fixture::sha256(b"not in the lock")),
+        size: 15,
+    };
+    kiln::registry::inputs::store(&connection, "evil", &lock, &[file], &|_| {
+        std::fs::File::open(&extra)
+    })
+    .unwrap();
+    let o = run(
+        "cache-6",
+        &[
+            "build",
+            "-o",
+            "out-6",
+            "--offline",
+            "--inputs",
+            &evil_ref,
+            "--insecure",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("evil_1.0_arm64.deb")
+            && stderr(&o).contains("is not an input the lock pins"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(cache_entries("cache-6"), 0);
+
     // A .deb corrupted in the registry's storage: refused, naming it, and not cached.
     let layer = m["layers"][0].clone();
     let digest = layer["digest"].as_str().unwrap();

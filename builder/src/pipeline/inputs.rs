@@ -275,12 +275,48 @@ pub fn restore(
         .map_err(|e| refused(recipe.dir.display(), e))?;
     std::io::Write::write_all(&mut staged, &archive.lock)
         .map_err(|e| refused(staged.path().display(), e))?;
-    Lock::read(staged.path())
+    let lock = Lock::read(staged.path())
         .map_err(|e| refused(&what, format!("its lock is unusable: {e}")))?
         .pin(&recipe, &lock_path)?;
+    // Only what the lock pins (a .deb, by digest and size) or a requirement lock allows (a
+    // Python file, by digest) is taken: an archive cannot fill the cache with anything else.
+    let debs: std::collections::BTreeMap<&str, u64> = lock
+        .packages
+        .iter()
+        .map(|p| (p.sha256.as_str(), p.size))
+        .collect();
+    let python: std::collections::BTreeSet<&str> = recipe
+        .overlays
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Kind::PythonVenv {
+                requirements,
+                build_requirements,
+                ..
+            } => Some(std::iter::once(requirements).chain(build_requirements)),
+            _ => None,
+        })
+        .flatten()
+        .flat_map(|l| l.requirements.iter())
+        .flat_map(|r| r.hashes.iter().map(String::as_str))
+        .collect();
     for f in &archive.files {
-        if sha256_digest_hex(&f.digest).is_none() {
+        let Some(hex) = sha256_digest_hex(&f.digest) else {
             return Err(refused(&what, format!("unsupported digest {:?}", f.digest)));
+        };
+        let pinned = if f.media_type == DEB_MEDIA_TYPE {
+            debs.get(hex) == Some(&f.size)
+        } else {
+            python.contains(hex)
+        };
+        if !pinned && (f.media_type == DEB_MEDIA_TYPE || f.media_type == PYTHON_MEDIA_TYPE) {
+            return Err(refused(
+                &what,
+                format!(
+                    "{} ({}, {} bytes) is not an input the lock pins",
+                    f.title, f.digest, f.size
+                ),
+            ));
         }
         if f.media_type != DEB_MEDIA_TYPE && f.media_type != PYTHON_MEDIA_TYPE {
             return Err(refused(
