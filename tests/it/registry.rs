@@ -131,6 +131,18 @@ fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo").args(args).output().unwrap()
 }
 
+/// What `skopeo inspect --raw` reads at `reference` (a manifest or an index), as JSON.
+fn skopeo_raw(reference: &str) -> serde_json::Value {
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    serde_json::from_slice(&raw.stdout).unwrap()
+}
+
 fn index(layout: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap()
 }
@@ -639,14 +651,7 @@ fn an_inputs_archive_rebuilds_the_same_image_with_the_mirror_gone() {
     let manifest_of = |o: &Output| text(o).trim().rsplit(' ').next().unwrap().to_string();
     assert_eq!(manifest_of(&again), manifest_of(&o));
     // A client kiln did not write sees an OCI artifact with one layer per .deb.
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{reference}"),
-    ]);
-    assert!(raw.status.success(), "{}", text(&raw));
-    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let m = skopeo_raw(&reference);
     assert_eq!(
         m["artifactType"],
         kiln::registry::inputs::INPUTS_ARTIFACT_TYPE
@@ -908,14 +913,7 @@ fn a_release_for_two_boards_is_one_index_and_pull_and_verify_pick_the_board() {
     assert!(o.status.success(), "{}", text(&o));
 
     // Any OCI client sees one index with a manifest per platform.
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{reference}"),
-    ]);
-    assert!(raw.status.success(), "{}", text(&raw));
-    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let index = skopeo_raw(&reference);
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"

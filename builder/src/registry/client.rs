@@ -438,40 +438,57 @@ impl Registry {
         file: &std::fs::File,
     ) -> Result<Result<(), (u16, RegistryError)>, RegistryError> {
         let what = format!("upload of blob {digest}");
+        let location = match self.start_upload(&what)? {
+            Ok(l) => l,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.finish_upload(
+            &location,
+            digest,
+            &[("content-type", "application/octet-stream")],
+            Payload::File(file),
+            &what,
+        )
+    }
+
+    /// Opens an upload session (POST); its location, or the refusal with its HTTP status.
+    #[allow(clippy::type_complexity)]
+    fn start_upload(
+        &self,
+        what: &str,
+    ) -> Result<Result<String, (u16, RegistryError)>, RegistryError> {
         let response = self.send(
             "POST",
             &self.url("blobs/uploads/"),
             &[],
             Payload::None,
-            &what,
+            what,
         )?;
         let status = response.status().as_u16();
         if status != 202 {
-            return Ok(Err((status, self.refused(&what, response))));
+            return Ok(Err((status, self.refused(what, response))));
         }
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| self.failed(&what, "the registry gave no upload location"))?
-            .to_string();
-        let mut url = if location.starts_with("http://") || location.starts_with("https://") {
-            location
-        } else {
-            format!("{}{location}", self.base)
-        };
+        self.location_of(&response, what).map(Ok)
+    }
+
+    /// Closes the upload at `location` as blob `digest` (PUT, with the last bytes if any); the
+    /// registry checks the digest before it commits.
+    #[allow(clippy::type_complexity)]
+    fn finish_upload(
+        &self,
+        location: &str,
+        digest: &str,
+        headers: &[(&str, &str)],
+        payload: Payload,
+        what: &str,
+    ) -> Result<Result<(), (u16, RegistryError)>, RegistryError> {
+        let mut url = location.to_string();
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={digest}"));
-        let response = self.send(
-            "PUT",
-            &url,
-            &[("content-type", "application/octet-stream")],
-            Payload::File(file),
-            &what,
-        )?;
+        let response = self.send("PUT", &url, headers, payload, what)?;
         let status = response.status().as_u16();
         if status != 201 {
-            return Ok(Err((status, self.refused(&what, response))));
+            return Ok(Err((status, self.refused(what, response))));
         }
         Ok(Ok(()))
     }
@@ -510,18 +527,10 @@ impl Registry {
         file: &std::fs::File,
     ) -> Result<Result<(), (u16, RegistryError)>, RegistryError> {
         let what = format!("upload of blob {digest}");
-        let response = self.send(
-            "POST",
-            &self.url("blobs/uploads/"),
-            &[],
-            Payload::None,
-            &what,
-        )?;
-        let status = response.status().as_u16();
-        if status != 202 {
-            return Ok(Err((status, self.refused(&what, response))));
-        }
-        let mut location = self.location_of(&response, &what)?;
+        let mut location = match self.start_upload(&what)? {
+            Ok(l) => l,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let mut offset = 0u64;
         let mut resumes = 0u32;
         let mut from_one = false;
@@ -570,18 +579,10 @@ impl Registry {
                         // distribution 2.8 keeps the bytes of a cut PATCH but not the state that
                         // would let the upload go on (its `_state` token no longer matches):
                         // the upload is gone, and a new one starts from the first byte.
-                        let response = self.send(
-                            "POST",
-                            &self.url("blobs/uploads/"),
-                            &[],
-                            Payload::None,
-                            &what,
-                        )?;
-                        let code = response.status().as_u16();
-                        if code != 202 {
-                            return Ok(Err((code, self.refused(&what, response))));
-                        }
-                        location = self.location_of(&response, &what)?;
+                        location = match self.start_upload(&what)? {
+                            Ok(l) => l,
+                            Err(refusal) => return Ok(Err(refusal)),
+                        };
                         offset = 0;
                         from_one = false;
                         self.restarted
@@ -591,21 +592,13 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        let mut url = location;
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
-        let response = self.send(
-            "PUT",
-            &url,
+        self.finish_upload(
+            &location,
+            digest,
             &[("content-length", "0")],
             Payload::None,
             &what,
-        )?;
-        let status = response.status().as_u16();
-        if status != 201 {
-            return Ok(Err((status, self.refused(&what, response))));
-        }
-        Ok(Ok(()))
+        )
     }
 
     /// Blobs of this registry's other repository `from` (a path on the same registry) are linked
