@@ -12,6 +12,7 @@ use crate::registry::{RegistryError, TransferError};
 use crate::signing::keys::KeyError;
 use crate::signing::release::ReleaseError;
 use crate::signing::sign::SignError;
+use crate::signing::tuf::TufError;
 
 /// How a failed command ends (0 is success).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +157,14 @@ impl Classified for ReleaseError {
             ReleaseError::Io { .. } => Exit::CouldNotRun,
             _ => Exit::Refused,
         }
+    }
+}
+
+impl Classified for TufError {
+    /// Metadata that does not verify, a key that is not the role's, a threshold not met: the
+    /// input is wrong.
+    fn exit(&self) -> Exit {
+        Exit::Refused
     }
 }
 

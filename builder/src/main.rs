@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             out,
             root,
             target,
+            state,
             key,
             compatible,
             installed_version,
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
         } => cli::signing::run_verify(cli::signing::VerifyRequest {
             out: &out,
             root: root.as_deref(),
+            state: state.as_deref(),
             target: target.as_deref(),
             keys: &key,
             compatible,
@@ -110,10 +112,19 @@ fn main() -> ExitCode {
         Command::Release {
             out,
             key,
+            keys,
             to,
             min_version,
             expires_days,
-        } => cli::signing::run_release(&out, &key, &to, min_version, expires_days),
+        } => cli::trust::run_release(cli::trust::ReleaseRequest {
+            out: &out,
+            key: key.as_deref(),
+            keys: &keys,
+            to: &to,
+            min_version,
+            expires_days,
+        }),
+        Command::Trust { action } => cli::trust::run_trust(action),
         Command::Push {
             out,
             reference,

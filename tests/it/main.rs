@@ -14,3 +14,4 @@ mod foundation;
 mod overlay;
 mod registry;
 mod sign;
+mod trust;

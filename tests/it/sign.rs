@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The fixture image again as version 1.1 (same packages; the base layer comes from the cache).
-fn built_v11() -> &'static PathBuf {
+pub(crate) fn built_v11() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let work = built().0.path();
@@ -39,7 +39,7 @@ fn built_v11() -> &'static PathBuf {
 }
 
 /// A built, unsigned fixture layout (built once) and the directory holding it.
-fn built() -> &'static (tempfile::TempDir, PathBuf) {
+pub(crate) fn built() -> &'static (tempfile::TempDir, PathBuf) {
     static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let work = tempfile::tempdir().unwrap();
@@ -501,7 +501,7 @@ fn wrong_key_wrong_board_rollback_and_extra_blobs() {
 }
 
 /// Signs a copy of `out` with `key` (made if missing) into `dir/name`.
-fn sign_copy(out: &Path, dir: &Path, name: &str, key: &Path) -> PathBuf {
+pub(crate) fn sign_copy(out: &Path, dir: &Path, name: &str, key: &Path) -> PathBuf {
     let copy = dir.join(name);
     assert!(Command::new("cp")
         .arg("-a")

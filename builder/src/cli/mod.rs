@@ -10,6 +10,7 @@ pub mod image;
 pub mod registry;
 pub mod report;
 pub mod signing;
+pub mod trust;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -212,13 +213,18 @@ pub enum Command {
         connect: RegistryArgs,
     },
     /// Put a signed image into an OTA repository: an OCI archive and signed TUF metadata.
+    /// A fleet's repository is made by `kiln trust init`; a release takes only the online keys
+    /// (targets or the board team's, snapshot, timestamp), never the root keys.
     Release {
-        /// Output directory of `kiln build` (the layout is OUT/oci), signed with KEY.
+        /// Output directory of `kiln build` (the layout is OUT/oci), signed with a targets key.
         out: PathBuf,
-        /// The release key (signs the TUF metadata; must have signed the image).
+        /// One key for every role (a dev board; kiln warns): signs targets, snapshot and
+        /// timestamp, and on the first release makes a root trusting only it.
         #[arg(long)]
-        key: PathBuf,
-        /// The OTA repository (DIR/metadata, DIR/targets), created on the first release.
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
+        /// The OTA repository (DIR/metadata, DIR/targets).
         #[arg(long)]
         to: PathBuf,
         /// Lowest version devices may still be given; older releases count as revoked.
@@ -237,9 +243,13 @@ pub enum Command {
         /// Pinned TUF root.json: verify OUT as an OTA repository made by `kiln release`.
         #[arg(long)]
         root: Option<PathBuf>,
-        /// With --root: the release to check (TUF target name); default the newest.
+        /// With --root: the release to check (TUF target name); default the newest (of --board).
         #[arg(long, requires = "root")]
         target: Option<String>,
+        /// With --root: a directory keeping the metadata trusted at the last check (as a TUF
+        /// client's), so that no version goes down (rollback) and rotated roots are remembered.
+        #[arg(long, requires = "root")]
+        state: Option<PathBuf>,
         /// Trusted public key(s) (PEM); any one signature by them suffices.
         #[arg(long, required = true)]
         key: Vec<PathBuf>,
@@ -303,6 +313,12 @@ pub enum Command {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
+    /// The OTA repository's TUF trust: make its root, rotate it, delegate boards to their
+    /// teams' keys, re-sign the timestamp.
+    Trust {
+        #[command(subcommand)]
+        action: TrustAction,
+    },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {
         #[command(subcommand)]
@@ -337,6 +353,101 @@ pub enum Command {
         /// The directory to write them into (created if missing).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+    },
+}
+
+/// The online roles' keys: a private key file signs; `--sign-command` signs through an HSM or
+/// KMS. For `kiln trust init` and `rotate-root`, a public key file lists a key without signing.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OnlineKeyArgs {
+    /// A targets key (repeat for several): signs targets.json, or for a delegated board the
+    /// board's role (then it is the board team's key).
+    #[arg(long = "targets-key")]
+    pub targets: Vec<PathBuf>,
+    /// A snapshot key (repeat for several).
+    #[arg(long = "snapshot-key")]
+    pub snapshot: Vec<PathBuf>,
+    /// A timestamp key (repeat for several).
+    #[arg(long = "timestamp-key")]
+    pub timestamp: Vec<PathBuf>,
+    /// ROLE=PUBLIC_KEY=COMMAND: sign ROLE's metadata through COMMAND, as `kiln sign
+    /// --sign-command` runs it; PUBLIC_KEY is the key's public half (ROLE: root, old-root,
+    /// targets, snapshot, timestamp).
+    #[arg(long = "sign-command")]
+    pub sign_command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TrustAction {
+    /// Create the repository's root (version 1): which keys sign which role, and how many
+    /// must (thresholds). Signed by the root keys, which then go back offline.
+    Init {
+        /// The OTA repository (DIR/metadata is created).
+        repo: PathBuf,
+        /// A root key (repeat for several): private to sign, public to only list.
+        #[arg(long = "root-key")]
+        root: Vec<PathBuf>,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
+        /// ROLE=N: how many distinct keys must sign ROLE (default 1 each).
+        #[arg(long)]
+        threshold: Vec<String>,
+        /// Days until the root expires.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u64,
+    },
+    /// Write root version N+1, signed by a threshold of the current root keys and of the new
+    /// ones: new keys for the roles given (dropping a leaked key), new thresholds.
+    RotateRoot {
+        /// The OTA repository.
+        repo: PathBuf,
+        /// A current root key that signs the rotation (repeat; not listed in the new root
+        /// unless also given as --root-key).
+        #[arg(long = "old-root-key")]
+        old_root: Vec<PathBuf>,
+        /// The new root's root keys (repeat): private to sign, public to only list. Default:
+        /// unchanged.
+        #[arg(long = "root-key")]
+        root: Vec<PathBuf>,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
+        /// ROLE=N: a role's new threshold.
+        #[arg(long)]
+        threshold: Vec<String>,
+        /// Days until the new root expires.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u64,
+    },
+    /// Delegate a board's releases (BOARD/*) to its team's keys, terminating: no other key
+    /// may release for that board. Signed by the targets keys.
+    Delegate {
+        /// The OTA repository.
+        repo: PathBuf,
+        /// The board (its name).
+        #[arg(long)]
+        board: String,
+        /// The board team's public key (repeat for several).
+        #[arg(long = "board-key", required = true)]
+        board_keys: Vec<PathBuf>,
+        /// How many board keys must sign a release.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
+        /// Days until targets, snapshot and timestamp expire.
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+    },
+    /// Re-sign only timestamp.json with the online timestamp key (run it from cron), so
+    /// devices can tell a frozen mirror from a quiet one.
+    RefreshTimestamp {
+        /// The OTA repository.
+        repo: PathBuf,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
+        /// Days until the timestamp expires.
+        #[arg(long, default_value_t = 1)]
+        expires_days: u64,
     },
 }
 

@@ -66,6 +66,8 @@ pub struct VerifyRequest<'a> {
     pub root: Option<&'a std::path::Path>,
     /// The TUF target to check.
     pub target: Option<&'a str>,
+    /// The TUF client state directory.
+    pub state: Option<&'a std::path::Path>,
     /// Trusted public keys.
     pub keys: &'a [PathBuf],
     /// The device's compatible string.
@@ -86,6 +88,7 @@ pub fn run_verify(request: VerifyRequest) -> ExitCode {
         out,
         root,
         target,
+        state,
         keys,
         compatible,
         installed_version,
@@ -119,7 +122,13 @@ pub fn run_verify(request: VerifyRequest) -> ExitCode {
             }
         }
         (Some(root), None) => {
-            kiln::signing::verify::verify_release(out, root, target, &opts, now())
+            let query = kiln::signing::verify::ReleaseQuery {
+                trusted_root: root,
+                state,
+                target,
+                now: now(),
+            };
+            kiln::signing::verify::verify_release(out, &query, &opts)
         }
         (None, None) => {
             let layout = layout_of(out);
@@ -235,44 +244,4 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// `kiln release`: exit 0, 1 when the image or the repository refuses, 2 could not run.
-pub fn run_release(
-    out: &std::path::Path,
-    key: &std::path::Path,
-    to: &std::path::Path,
-    min_version: Option<String>,
-    expires_days: u64,
-) -> ExitCode {
-    let key = match kiln::signing::keys::load_signing_key(key) {
-        Ok(k) => k,
-        Err(e) => return error_exit(e, Exit::CouldNotRun),
-    };
-    let opts = kiln::signing::release::ReleaseOptions {
-        min_version,
-        expiry: kiln::signing::tuf::Expiry {
-            root_days: 365,
-            release_days: expires_days,
-        },
-        now: now(),
-    };
-    let layout = layout_of(out);
-    let _hold = match kiln::output::hold(&layout, kiln::output::Access::Read) {
-        Ok(h) => h,
-        Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
-    };
-    match kiln::signing::release::release(&layout, to, &key, &opts) {
-        Ok(r) => {
-            println!(
-                "released {} as {} (targets version {}) in {}",
-                r.image,
-                r.target,
-                r.targets_version,
-                to.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed(&e),
-    }
 }

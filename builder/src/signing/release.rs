@@ -3,15 +3,17 @@
 //! `skopeo copy oci-archive:` reads it), placed under `DIR/targets/BOARD/`, and the TUF
 //! repository in `DIR/metadata` gets a new signed targets version naming it (see [`crate::signing::tuf`]).
 //!
-//! Only an intact image signed by the release key is released: the layout is verified with
-//! the key's public half first.
+//! Only an intact image signed by a key of the role that lists it is released: the layout is
+//! verified with the public halves of the targets (or board) signers first.
+//!
+//! A repository starts with `kiln trust init` (root keys offline). For a dev board, the first
+//! release with one key for every role creates the root itself, all roles trusting that key.
 
 use crate::image::oci::annotation;
-use crate::signing::sign::KeySigner;
-use crate::signing::tuf::{self, Expiry, ReleaseInfo};
+use crate::signing::tuf::{self, Expiry, ReleaseInfo, ReleaseSigners, Role, RoleKeys};
 use crate::signing::verify::{verify_layout, VerifyOptions};
-use p256::ecdsa::SigningKey;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -64,8 +66,10 @@ pub struct Released {
     pub target: String,
     /// The archive.
     pub archive: PathBuf,
-    /// targets.json version.
-    pub targets_version: u64,
+    /// The role that lists it ("targets" or the board's delegated role) and its new version.
+    pub recorded: tuf::Recorded,
+    /// Whether this release created the repository's root with one key for every role.
+    pub created_single_key_root: bool,
     /// Image manifest digest.
     pub image: String,
 }
@@ -143,18 +147,18 @@ pub fn write_oci_archive(layout: &Path, dest: &Path, mtime: u64) -> Result<(), R
     temp_path.persist(dest).map_err(|e| io_err(dest, e.error))
 }
 
-/// Releases the signed image in `layout` into the OTA repository `dir`.
+/// Releases the signed image in `layout` into the OTA repository `dir`, signing with the
+/// online keys in `signers`.
 pub fn release(
     layout: &Path,
     dir: &Path,
-    key: &SigningKey,
+    signers: &ReleaseSigners,
     opts: &ReleaseOptions,
 ) -> Result<Released, ReleaseError> {
-    let public = *key.verifying_key();
     let checked = verify_layout(
         layout,
         &VerifyOptions {
-            keys: vec![public],
+            keys: signers.targets.iter().map(|s| s.public).collect(),
             ..Default::default()
         },
     )
@@ -199,6 +203,8 @@ pub fn release(
     if !safe(&board) || !safe(&version) || !safe(&title) {
         return Err(io_err(&manifest_path, format!("board {board:?}, title {title:?} or version {version:?} is not usable in a file name")));
     }
+    // Before anything is written: a new repository gets a root only from one dev key.
+    let created_single_key_root = init_single_key_root(dir, signers, opts)?;
     let target = format!("{board}/{title}-{version}.oci.tar");
     let archive = dir.join("targets").join(&target);
     let parent = archive.parent().unwrap_or(dir);
@@ -216,14 +222,13 @@ pub fn release(
         min_version: opts.min_version.clone(),
         manifest_digest: image.clone(),
     };
-    let signer = KeySigner(key.clone());
     let new = tuf::NewTarget {
         name: &target,
         archive: &staged,
         info: &info,
     };
-    let added = tuf::add_release(dir, &new, &signer, &public, opts.now, opts.expiry);
-    let targets_version = match added {
+    let added = tuf::add_release(dir, &new, signers, opts.now, opts.expiry);
+    let recorded = match added {
         Ok(v) => v,
         Err(e) => {
             let _ = fs::remove_file(&staged);
@@ -234,7 +239,48 @@ pub fn release(
     Ok(Released {
         target,
         archive,
-        targets_version,
+        recorded,
         image,
+        created_single_key_root,
     })
+}
+
+/// A repository without a root gets one on its first release only when one key signs every
+/// role (a dev board): that key then is the root key too. Otherwise the root must come from
+/// `kiln trust init`, made with the root keys, which a release never needs.
+fn init_single_key_root(
+    dir: &Path,
+    signers: &ReleaseSigners,
+    opts: &ReleaseOptions,
+) -> Result<bool, tuf::TufError> {
+    let root_path = dir.join("metadata/root.json");
+    if tuf::metadata::read_metadata(&root_path)?.is_some() {
+        return Ok(false);
+    }
+    let ids: std::collections::BTreeSet<String> =
+        [&signers.targets, &signers.snapshot, &signers.timestamp]
+            .into_iter()
+            .flatten()
+            .map(|s| tuf::key_id(&s.public))
+            .collect();
+    let (1, Some(only)) = (ids.len(), signers.targets.first()) else {
+        return Err(tuf::metadata::err(
+            &root_path,
+            "is missing: create the repository with `kiln trust init` and the root keys first",
+        ));
+    };
+    let roles: BTreeMap<Role, RoleKeys> = Role::ALL
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                RoleKeys {
+                    keys: vec![only.public],
+                    threshold: 1,
+                },
+            )
+        })
+        .collect();
+    tuf::init(dir, &roles, &[only], opts.now, opts.expiry.root_days)?;
+    Ok(true)
 }

@@ -565,18 +565,32 @@ fn finish(mut v: Verification) -> Verification {
     v
 }
 
+/// Where a release check starts from: the pinned root, the state kept since the last check
+/// (rollback protection; updated when the metadata verifies), the release to check and the
+/// time.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseQuery<'a> {
+    /// The pinned root.json.
+    pub trusted_root: &'a Path,
+    /// The directory keeping the last trusted root, timestamp and snapshot.
+    pub state: Option<&'a Path>,
+    /// The TUF target name; by default the newest release (of `VerifyOptions::board`).
+    pub target: Option<&'a str>,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
 /// Verifies a release from an OTA repository (`dir/metadata`, `dir/targets`, as
-/// `kiln release` writes it) against the pinned `trusted_root` at time `now`: the TUF chain
-/// and expiry, the archive's length and SHA-256, that it is not below the repository's
-/// `min_version`, then the image inside as [`verify_layout`] does, and that the signed image
-/// is the one the metadata names. `target` picks a release; by default the newest.
+/// `kiln release` writes it) from the pinned root: the TUF root chain, the top-level roles and
+/// any delegation, expiry and (with a state directory) rollback; the archive's length and
+/// SHA-256, that it is not below the repository's `min_version`, then the image inside as
+/// [`verify_layout`] does, and that the signed image is the one the metadata names.
 pub fn verify_release(
     dir: &Path,
-    trusted_root: &Path,
-    target: Option<&str>,
+    query: &ReleaseQuery,
     opts: &VerifyOptions,
-    now: u64,
 ) -> Result<Verification, VerifyError> {
+    use crate::signing::tuf::{client, DirSource, TrustedState};
     let mut tuf_checks = Verification {
         accepted: false,
         image: None,
@@ -584,20 +598,45 @@ pub fn verify_release(
         version: None,
         checks: Vec::new(),
     };
-    let trusted =
-        match crate::signing::tuf::verify_repository(&dir.join("metadata"), trusted_root, now) {
-            Ok(t) => t,
-            Err(e) => {
-                tuf_checks.push("metadata", false, e.to_string());
-                return Ok(finish(tuf_checks));
-            }
-        };
+    let now = query.now;
+    let source = DirSource(dir.join("metadata"));
+    let previous = match query.state.map(TrustedState::load).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            return Err(VerifyError {
+                path: e.file,
+                reason: e.reason,
+            })
+        }
+    };
+    let anchor = crate::signing::tuf::metadata::read_metadata(query.trusted_root)
+        .and_then(|b| {
+            b.ok_or_else(|| crate::signing::tuf::metadata::err(query.trusted_root, "is missing"))
+        })
+        .map_err(|e| VerifyError {
+            path: e.file,
+            reason: e.reason,
+        })?;
+    let trusted = match client::update(&source, (query.trusted_root, &anchor), &previous, now) {
+        Ok(t) => t,
+        Err(e) => {
+            tuf_checks.push("metadata", false, e.to_string());
+            return Ok(finish(tuf_checks));
+        }
+    };
+    if let Some(state) = query.state {
+        trusted.state().save(state).map_err(|e| VerifyError {
+            path: e.file,
+            reason: e.reason,
+        })?;
+    }
     tuf_checks.push(
         "metadata",
         true,
         format!(
-            "TUF root, timestamp, snapshot and targets (version {}) verify and are current",
-            trusted.version
+            "TUF root (version {}), timestamp, snapshot and targets (version {}) verify and are current",
+            trusted.root_version(),
+            trusted.targets_version()
         ),
     );
     let version_of = |e: &Value| {
@@ -605,26 +644,52 @@ pub fn verify_release(
             .and_then(Value::as_str)
             .and_then(|v| Version::parse(v).ok())
     };
-    let chosen = match target {
-        Some(name) => trusted
-            .targets
-            .get(name)
-            .map(|e| (name.to_string(), e.clone())),
-        None => trusted
-            .targets
-            .iter()
-            .filter(|(_, e)| version_of(e).is_some())
-            .max_by(|a, b| version_of(a.1).cmp(&version_of(b.1)))
-            .map(|(n, e)| (n.clone(), e.clone())),
+    let board = opts.board.as_deref();
+    let releases = match trusted.releases(&source, board, now) {
+        Ok(r) => r,
+        Err(e) => {
+            tuf_checks.push("metadata", false, e.to_string());
+            return Ok(finish(tuf_checks));
+        }
     };
-    let Some((name, entry)) = chosen else {
+    let chosen = match query.target {
+        Some(name) => match trusted.find(&source, name, now) {
+            Ok(found) => found,
+            Err(e) => {
+                tuf_checks.push("metadata", false, e.to_string());
+                return Ok(finish(tuf_checks));
+            }
+        },
+        None => releases
+            .iter()
+            .filter(|f| version_of(&f.entry).is_some())
+            .max_by(|a, b| version_of(&a.entry).cmp(&version_of(&b.entry)))
+            .cloned(),
+    };
+    let Some(found) = chosen else {
+        let what = match (query.target, board) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(b)) => format!("release of board {b}"),
+            (None, None) => "release".to_string(),
+        };
         tuf_checks.push(
             "target",
             false,
-            format!("targets.json lists no {}", target.unwrap_or("release")),
+            format!("targets.json and the roles it delegates list no {what}"),
         );
         return Ok(finish(tuf_checks));
     };
+    if found.role != "targets" {
+        tuf_checks.push(
+            "delegation",
+            true,
+            format!(
+                "{} is listed by role {}, delegated by targets.json",
+                found.name, found.role
+            ),
+        );
+    }
+    let (name, entry) = (found.name.clone(), found.entry.clone());
     // The archive: exactly the length and hash the signed targets state. Opened once (a
     // regular file inside targets/, no symlink, FIFO or device), its size compared before
     // hashing, and the same descriptor rewound for unpacking: the bytes unpacked are the bytes
@@ -682,10 +747,16 @@ pub fn verify_release(
             return Ok(finish(tuf_checks));
         }
     }
-    // Revocation: nothing below the highest min_version any release states.
-    let floor = trusted
-        .targets
-        .values()
+    // Revocation: nothing below the highest min_version any release (of this board) states.
+    let board_of = |e: &Value| {
+        e.pointer("/custom/board")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let floor = releases
+        .iter()
+        .map(|f| &f.entry)
+        .filter(|e| board_of(e) == board_of(&entry))
         .filter_map(|e| e.pointer("/custom/min_version").and_then(Value::as_str))
         .filter_map(|v| Version::parse(v).ok().map(|p| (p, v.to_string())))
         .max_by(|a, b| a.0.cmp(&b.0));
