@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             emulate_all,
             cache_registry,
             inputs,
+            builder_id,
             connect,
         } => cli::build::run_build(cli::build::BuildRequest {
             dir,
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             emulate_all,
             cache_registry,
             inputs,
+            builder_id,
             connect: connect.options(),
         }),
         Command::Check {
@@ -71,6 +73,8 @@ fn main() -> ExitCode {
             installed_version,
             format,
             board,
+            provenance,
+            builder_id,
             connect,
         } => cli::signing::run_verify(cli::signing::VerifyRequest {
             out: &out,
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
             installed_version,
             format,
             board: board.as_deref(),
+            provenance,
+            builder_ids: builder_id,
             connect: connect.options(),
         }),
         Command::Export {

@@ -52,6 +52,14 @@ fn days_since_epoch(date: Date) -> i64 {
     i64::from(date.to_julian_day() - OffsetDateTime::UNIX_EPOCH.date().to_julian_day())
 }
 
+/// Now, as seconds since the epoch (0 on a clock set before 1970).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Today (UTC) as days since 1970-01-01.
 pub fn today() -> i64 {
     days_since_epoch(OffsetDateTime::now_utc().date())

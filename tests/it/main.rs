@@ -12,6 +12,7 @@ mod configure;
 mod export;
 mod foundation;
 mod overlay;
+mod provenance;
 mod registry;
 mod sign;
 mod trust;

@@ -224,7 +224,11 @@ fn push_and_pull_round_trip_agree_with_skopeo_and_refuse_a_lying_registry() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("signed, with its SBOM"), "{}", text(&o));
     assert_eq!(image_digest(&pulled.join("oci")), built);
-    let o = kiln(&["verify"], &[&pulled, Path::new("--key"), &pub_of(&key)]);
+    // The signed provenance came along (cosign's .att tag).
+    let o = kiln(
+        &["verify", "--provenance"],
+        &[&pulled, Path::new("--key"), &pub_of(&key)],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("accepted {built}")),

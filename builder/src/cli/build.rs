@@ -51,6 +51,8 @@ pub struct BuildRequest {
     pub cache_registry: Option<String>,
     /// `--inputs`.
     pub inputs: Option<String>,
+    /// `--builder-id`.
+    pub builder_id: Option<String>,
     /// `--insecure`, `--ca-file`.
     pub connect: kiln::registry::ConnectOptions,
 }
@@ -77,6 +79,7 @@ pub fn run_build(request: BuildRequest) -> ExitCode {
     };
     let opts = BuildOptions {
         inputs,
+        builder_id: request.builder_id.clone(),
         cache_registry,
         locked: request.locked,
         offline: request.offline,

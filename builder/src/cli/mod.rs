@@ -139,6 +139,10 @@ pub enum Command {
         /// first: with --offline, a rebuild that needs no Debian mirror and no Python index.
         #[arg(long)]
         inputs: Option<String>,
+        /// Who builds, as the provenance (OUT/provenance.json, SLSA v1) states it: your CI's
+        /// id (a URI), which `kiln verify --builder-id` can require.
+        #[arg(long, env = "KILN_BUILDER_ID")]
+        builder_id: Option<String>,
         #[command(flatten)]
         connect: RegistryArgs,
     },
@@ -266,6 +270,14 @@ pub enum Command {
         /// several boards, the one whose image to verify.
         #[arg(long)]
         board: Option<String>,
+        /// Require the signed build provenance (SLSA v1 in a DSSE envelope, from `kiln sign`)
+        /// naming this image, signed by one of the keys.
+        #[arg(long)]
+        provenance: bool,
+        /// Trust only provenance from this builder id (repeat for several; implies
+        /// --provenance).
+        #[arg(long = "builder-id")]
+        builder_id: Vec<String>,
         /// For OUT given as a registry reference (HOST[:PORT]/REPO:TAG).
         #[command(flatten)]
         connect: RegistryArgs,

@@ -31,9 +31,14 @@ pub fn run_sign(
     key: Option<&std::path::Path>,
     command: Option<&str>,
 ) -> ExitCode {
+    // The key id an attestation names: TUF's (securesystemslib's) id of the public key.
+    let mut keyid = String::new();
     let signer: Box<dyn kiln::signing::sign::Signer> = match (key, command) {
         (Some(key), _) => match kiln::signing::keys::load_signing_key(key) {
-            Ok(k) => Box::new(kiln::signing::sign::KeySigner(k)),
+            Ok(k) => {
+                keyid = kiln::signing::tuf::key_id(k.verifying_key());
+                Box::new(kiln::signing::sign::KeySigner(k))
+            }
             Err(e) => return failed(&e),
         },
         (None, Some(cmd)) => Box::new(kiln::signing::sign::CommandSigner(cmd.to_string())),
@@ -47,15 +52,28 @@ pub fn run_sign(
         Ok(h) => h,
         Err(e) => return error_exit(format!("{}: {e}", out.display()), Exit::CouldNotRun),
     };
-    match kiln::signing::sign::sign_layout(&layout, signer.as_ref()) {
-        Ok(signed) => {
-            for s in signed {
-                println!("signed {} as {} ({})", s.image, s.tag, s.signature_manifest);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => failed(&e),
+    let signed = match kiln::signing::sign::sign_layout(&layout, signer.as_ref()) {
+        Ok(signed) => signed,
+        Err(e) => return failed(&e),
+    };
+    for s in signed {
+        println!("signed {} as {} ({})", s.image, s.tag, s.signature_manifest);
     }
+    // The build's provenance, when it wrote one beside the layout: signed and attached.
+    let statement = match kiln::signing::attest::read_statement(out) {
+        Ok(s) => s,
+        Err(e) => return failed(&e),
+    };
+    if let Some(statement) = statement {
+        match kiln::signing::attest::attest_layout(&layout, &statement, signer.as_ref(), &keyid) {
+            Ok(a) => println!(
+                "attested the provenance of {} as {} ({})",
+                a.image, a.tag, a.manifest
+            ),
+            Err(e) => return failed(&e),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// What `kiln verify` was asked.
@@ -78,6 +96,10 @@ pub struct VerifyRequest<'a> {
     pub format: VerifyFormat,
     /// `--board`, for a registry reference.
     pub board: Option<&'a str>,
+    /// `--provenance`: require the signed build provenance.
+    pub provenance: bool,
+    /// `--builder-id`: the builders trusted.
+    pub builder_ids: Vec<String>,
     /// How to reach a registry, for a reference.
     pub connect: kiln::registry::ConnectOptions,
 }
@@ -94,6 +116,8 @@ pub fn run_verify(request: VerifyRequest) -> ExitCode {
         installed_version,
         format,
         board,
+        provenance,
+        builder_ids,
         connect,
     } = request;
     let connect = &connect;
@@ -101,6 +125,8 @@ pub fn run_verify(request: VerifyRequest) -> ExitCode {
         compatible,
         installed_version,
         board: board.map(str::to_string),
+        provenance: provenance || !builder_ids.is_empty(),
+        builder_ids,
         ..Default::default()
     };
     for k in keys {
@@ -240,8 +266,5 @@ pub fn make_certificate(action: CertAction) -> Result<ExitCode, ExitCode> {
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    kiln::timefmt::now()
 }

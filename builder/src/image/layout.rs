@@ -26,6 +26,10 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// artifactType of a cosign signature manifest as an OCI 1.1 referrer.
 pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// The artifactType (and layer media type) of a DSSE attestation: the signed provenance.
+pub const ATTESTATION_ARTIFACT_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// DSSE's payload type for in-toto statements (what an attestation's envelope carries).
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
 /// A file of the layout is missing, unreadable, of the wrong shape or not what its descriptor
 /// says.
@@ -47,6 +51,8 @@ pub enum EntryKind {
     Signature,
     /// kiln's SPDX SBOM referrer.
     Sbom,
+    /// A DSSE attestation (the signed provenance), at cosign's `.att` tag.
+    Attestation,
     /// Another artifact, or not a manifest.
     Other,
 }
@@ -61,6 +67,10 @@ pub fn entry_kind(d: &Descriptor) -> EntryKind {
         EntryKind::Signature
     } else if artifact.as_deref() == Some(SPDX_MEDIA_TYPE) {
         EntryKind::Sbom
+    } else if tag_of(d).is_some_and(|t| t.ends_with(".att"))
+        || artifact.as_deref() == Some(ATTESTATION_ARTIFACT_TYPE)
+    {
+        EntryKind::Attestation
     } else if artifact.is_none() && d.media_type().to_string() == MANIFEST_MEDIA_TYPE {
         EntryKind::Image
     } else {

@@ -10,6 +10,7 @@ pub mod layout;
 pub mod materialise;
 pub mod oci;
 pub mod pack;
+pub mod provenance;
 
 use crate::decompress::Compression;
 use std::collections::BTreeMap;

@@ -105,6 +105,9 @@ pub struct BuildOptions {
     pub cache_registry: Option<(crate::registry::Reference, crate::registry::ConnectOptions)>,
     /// An inputs archive (`kiln vendor`) to restore into the cache before building.
     pub inputs: Option<(crate::registry::Reference, crate::registry::ConnectOptions)>,
+    /// Who builds, as the provenance states it (SLSA `builder.id`); default
+    /// [`crate::pipeline::provenance::LOCAL_BUILDER_ID`].
+    pub builder_id: Option<String>,
 }
 
 /// Prints a stage's wall time when asked to.
@@ -255,6 +258,7 @@ fn build_pipeline(
     opts: &BuildOptions,
 ) -> Result<BuildReport, BuildError> {
     let mut clock = StageClock::new(opts.timings);
+    let started = crate::timefmt::now();
     let mut cache = Cache::open(&opts.cache_dir)?;
     let lock = lock_for_build(&recipe, opts)?;
     clock.lap("lock");
@@ -264,10 +268,7 @@ fn build_pipeline(
     let sde = opts.source_date_epoch.unwrap_or(lock.release.date_epoch);
     // A lock dated in the future would date the image there and break reproducibility the
     // day that date passes (the Release check refuses such a Date; a hand-edited lock too).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::timefmt::now();
     if opts.source_date_epoch.is_none()
         && lock.release.date_epoch > now + crate::debian::archive::FUTURE_TOLERANCE
     {
@@ -387,7 +388,39 @@ fn build_pipeline(
             reason: e.reason,
         },
     )?;
+    // The statement of how it was built: beside the layout, never naming a previous image.
+    let provenance_path = opts.out.join(crate::pipeline::provenance::FILE_NAME);
+    match std::fs::remove_file(&provenance_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(out_err(&provenance_path, e))
+        }
+        _ => {}
+    }
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
+    let envrun_sha256 = added.iter().find_map(|a| a.file_sha256.as_deref());
+    let statement =
+        crate::pipeline::provenance::statement(&crate::pipeline::provenance::BuildFacts {
+            recipe: &recipe,
+            lock: &lock,
+            cache: &cache,
+            image_digest: &image.manifest_digest,
+            packages: &debs,
+            envrun_sha256,
+            builder_id: opts
+                .builder_id
+                .as_deref()
+                .unwrap_or(crate::pipeline::provenance::LOCAL_BUILDER_ID),
+            source_date_epoch: sde,
+            compression: opts.compression.media_type(),
+            started,
+            finished: crate::timefmt::now(),
+        })
+        .and_then(|s| crate::pipeline::provenance::write(&opts.out, &s))
+        .map_err(|e| BuildError::Output {
+            path: e.path,
+            reason: e.reason,
+        });
+    statement?;
     clock.lap("image");
     Ok(BuildReport {
         image,

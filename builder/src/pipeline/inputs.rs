@@ -96,7 +96,10 @@ pub fn collect(recipe: &Recipe, lock: &Pinned, cache: &Cache) -> Result<Collecte
 
 /// The Python files the cache holds, by name, for the recipe's requirement locks, and the
 /// requirements it holds none for.
-fn python_inputs(recipe: &Recipe, cache: &Cache) -> (Vec<(ArchivedFile, PathBuf)>, Vec<String>) {
+pub(crate) fn python_inputs(
+    recipe: &Recipe,
+    cache: &Cache,
+) -> (Vec<(ArchivedFile, PathBuf)>, Vec<String>) {
     let mut files = Vec::new();
     let mut not_held = Vec::new();
     for overlay in &recipe.overlays {

@@ -16,4 +16,5 @@ pub mod inputs;
 pub mod layercache;
 pub mod lock;
 pub mod overlay;
+pub mod provenance;
 pub mod sbom;

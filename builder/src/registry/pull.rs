@@ -281,6 +281,23 @@ fn write_pulled(
         signed = true;
     }
 
+    // The signed provenance, at cosign's attestation tag, when there is one.
+    let att_tag = crate::signing::attest::attestation_tag(image_digest);
+    if let Some((bytes, manifest)) = staging.manifest(&att_tag)? {
+        if manifest.subject().as_ref().map(|s| s.digest().to_string())
+            == Some(image_digest.to_string())
+        {
+            let digest = staging.write_manifest(&bytes)?;
+            staging.fetch_blobs(&manifest)?;
+            entries.push(referrer_entry(
+                crate::image::layout::ATTESTATION_ARTIFACT_TYPE,
+                &digest,
+                bytes.len(),
+                &att_tag,
+            ));
+        }
+    }
+
     let index = json!({
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,

@@ -6,7 +6,9 @@
 use super::client::{ConnectOptions, Registry};
 use super::reference::Reference;
 use super::{layout_err, referrers_tag, sbom_tag, TransferError};
-use crate::image::layout::{entry_kind, tag_of, EntryKind, Layout, SIGNATURE_ARTIFACT_TYPE};
+use crate::image::layout::{
+    entry_kind, tag_of, EntryKind, Layout, ATTESTATION_ARTIFACT_TYPE, SIGNATURE_ARTIFACT_TYPE,
+};
 use crate::image::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, SPDX_MEDIA_TYPE};
 use crate::signing::sign::signature_tag;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -155,17 +157,21 @@ fn push_image(
     push_blobs(&local, registry, &image_manifest, pushed)?;
     registry.put_manifest(&image_digest, MANIFEST_MEDIA_TYPE, &image_bytes)?;
 
-    // Its referrers: the signature at cosign's tag, the SBOM at `cosign attach sbom`'s, and
-    // both in the referrers index (the referrers API where the registry has one, the tag
+    // Its referrers: the signature at cosign's tag, the SBOM at `cosign attach sbom`'s, the
+    // provenance attestation at `cosign attest`'s, and all in the referrers index (the referrers API where the registry has one, the tag
     // schema where it has not).
     let sig_tag = signature_tag(&image_digest);
     let sbom_name = sbom_tag(&image_digest);
+    let att_tag = crate::signing::attest::attestation_tag(&image_digest);
     let mut referrers: Vec<Descriptor> = Vec::new();
     for d in index.manifests() {
         let names = |t: &str| tag_of(d) == Some(t);
         let (tag_for, artifact) = match entry_kind(d) {
             EntryKind::Signature if names(&sig_tag) => (sig_tag.clone(), SIGNATURE_ARTIFACT_TYPE),
             EntryKind::Sbom if names(&sbom_name) => (sbom_name.clone(), SPDX_MEDIA_TYPE),
+            EntryKind::Attestation if names(&att_tag) => {
+                (att_tag.clone(), ATTESTATION_ARTIFACT_TYPE)
+            }
             _ => continue,
         };
         let (bytes, manifest) = local.manifest(d)?;

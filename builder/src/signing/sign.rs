@@ -220,43 +220,22 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
             .map(|d| d.digest().to_string());
         let payload = payload(&digest, reference, sbom.as_deref());
         let signature = signer.sign(&payload)?;
-        let (payload_digest, payload_size) = files.write_blob(&payload)?;
-        let config = json!({
-            "architecture": "",
-            "config": {},
-            "created": "0001-01-01T00:00:00Z",
-            "history": [{"created": "0001-01-01T00:00:00Z"}],
-            "os": "",
-            "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+        let annotations = json!({
+            SIGNATURE_ANNOTATION: base64::engine::general_purpose::STANDARD.encode(&signature),
         });
-        let (config_digest, config_size) = files.write_blob(config.to_string().as_bytes())?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "artifactType": SIGNATURE_ARTIFACT_TYPE,
-            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
-            "layers": [{
-                "mediaType": PAYLOAD_MEDIA_TYPE,
-                "digest": payload_digest,
-                "size": payload_size,
-                "annotations": {
-                    SIGNATURE_ANNOTATION: base64::engine::general_purpose::STANDARD.encode(&signature),
-                },
-            }],
-            "subject": {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": size},
-        });
-        let (sig_digest, sig_size) = files.write_blob(manifest.to_string().as_bytes())?;
         let tag = signature_tag(&digest);
-        kept.push(
-            serde_json::from_value(json!({
-                "mediaType": MANIFEST_MEDIA_TYPE,
-                "artifactType": SIGNATURE_ARTIFACT_TYPE,
-                "digest": sig_digest,
-                "size": sig_size,
-                "annotations": {REF_NAME: tag},
-            }))
-            .map_err(|e| files.err("index.json", e))?,
-        );
+        let (entry, sig_digest) = write_referrer(
+            &files,
+            &Referrer {
+                artifact_type: SIGNATURE_ARTIFACT_TYPE,
+                layer_media_type: PAYLOAD_MEDIA_TYPE,
+                layer: &payload,
+                layer_annotations: annotations,
+                subject: (&digest, size),
+                tag: &tag,
+            },
+        )?;
+        kept.push(entry);
         done.push(Signed {
             image: digest,
             signature_manifest: sig_digest,
@@ -268,6 +247,65 @@ pub fn sign_layout(layout: &Path, signer: &dyn Signer) -> Result<Vec<Signed>, Si
     files.write_index(&index)?;
     remove_unreferenced(&files)?;
     Ok(done)
+}
+
+/// A one-layer artifact about an image, stored as cosign stores signatures and attestations:
+/// the layer blob, a config naming it, and a manifest with `subject` = the image, listed in
+/// index.json under `tag`.
+pub(crate) struct Referrer<'a> {
+    /// The manifest's (and index entry's) artifactType.
+    pub artifact_type: &'a str,
+    /// The layer's media type.
+    pub layer_media_type: &'a str,
+    /// The layer's bytes.
+    pub layer: &'a [u8],
+    /// The layer descriptor's annotations.
+    pub layer_annotations: Value,
+    /// The image: manifest digest and size.
+    pub subject: (&'a str, u64),
+    /// The tag in index.json.
+    pub tag: &'a str,
+}
+
+/// Writes a [`Referrer`]'s blobs; returns its index.json entry and manifest digest.
+pub(crate) fn write_referrer(
+    files: &Layout,
+    r: &Referrer,
+) -> Result<(Descriptor, String), SignError> {
+    let (layer_digest, layer_size) = files.write_blob(r.layer)?;
+    let config = json!({
+        "architecture": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    });
+    let (config_digest, config_size) = files.write_blob(config.to_string().as_bytes())?;
+    let (subject, subject_size) = r.subject;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": r.artifact_type,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
+        "layers": [{
+            "mediaType": r.layer_media_type,
+            "digest": layer_digest,
+            "size": layer_size,
+            "annotations": r.layer_annotations,
+        }],
+        "subject": {"mediaType": MANIFEST_MEDIA_TYPE, "digest": subject, "size": subject_size},
+    });
+    let (digest, size) = files.write_blob(manifest.to_string().as_bytes())?;
+    let entry = serde_json::from_value(json!({
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": r.artifact_type,
+        "digest": digest,
+        "size": size,
+        "annotations": {REF_NAME: r.tag},
+    }))
+    .map_err(|e| files.err("index.json", e))?;
+    Ok((entry, digest))
 }
 
 /// Every blob reachable from index.json (manifests, their configs, layers and subjects).
@@ -323,7 +361,7 @@ fn referenced(files: &Layout) -> Result<BTreeSet<String>, SignError> {
 
 /// Removes blobs of earlier signatures that nothing references any more. Only small JSON blobs
 /// (manifests, configs, payloads) are candidates: a layer is never deleted here.
-fn remove_unreferenced(files: &Layout) -> Result<(), SignError> {
+pub(crate) fn remove_unreferenced(files: &Layout) -> Result<(), SignError> {
     let referenced = referenced(files)?;
     let fail = |e: crate::inroot::InRootError| SignError::from(files.err("blobs/sha256", e.reason));
     let Some(dir) = files.blobs_dir()? else {
@@ -340,6 +378,10 @@ fn remove_unreferenced(files: &Layout) -> Result<(), SignError> {
         };
         let is_signature_part = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| {
             v.get("artifactType").and_then(Value::as_str) == Some(SIGNATURE_ARTIFACT_TYPE)
+                || v.get("artifactType").and_then(Value::as_str)
+                    == Some(crate::image::layout::ATTESTATION_ARTIFACT_TYPE)
+                || v.get("payloadType").and_then(Value::as_str)
+                    == Some(crate::image::layout::IN_TOTO_PAYLOAD_TYPE)
                 || v.pointer("/critical/type").and_then(Value::as_str) == Some(PAYLOAD_TYPE)
                 || v.get("created").and_then(Value::as_str) == Some("0001-01-01T00:00:00Z")
         });

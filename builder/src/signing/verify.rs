@@ -11,7 +11,9 @@
 use crate::debian::version::Version;
 use crate::digest::sha256_digest_hex;
 use crate::digest::sha256_reader;
-use crate::image::layout::{annotation_of, entry_kind, tag_of, EntryKind, Layout, MAX_JSON};
+use crate::image::layout::{
+    annotation_of, entry_kind, tag_of, EntryKind, Layout, ATTESTATION_ARTIFACT_TYPE, MAX_JSON,
+};
 use crate::image::oci::annotation;
 use crate::inroot::Dir;
 use crate::signing::sign::{signature_tag, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, SIGNATURE_ANNOTATION};
@@ -37,6 +39,10 @@ pub struct VerifyOptions {
     pub installed_version: Option<String>,
     /// The board (its name) the image must be built for.
     pub board: Option<String>,
+    /// Require a signed build provenance naming the image (see [`crate::signing::attest`]).
+    pub provenance: bool,
+    /// With `provenance`: the builder ids trusted (any, when empty).
+    pub builder_ids: Vec<String>,
 }
 
 /// One check and its outcome.
@@ -78,11 +84,17 @@ impl Verification {
                 .iter()
                 .filter(|c| c.check == "unreferenced-blob")
                 .count();
+            let provenance = self.checks.iter().any(|c| c.check == "provenance" && c.ok);
             format!(
-                "accepted {} (board {}, version {}): {blobs} blobs verified, signature valid{}",
+                "accepted {} (board {}, version {}): {blobs} blobs verified, signature valid{}{}",
                 self.image.as_deref().unwrap_or("?"),
                 self.board.as_deref().unwrap_or("?"),
                 self.version.as_deref().unwrap_or("?"),
+                if provenance {
+                    ", signed provenance holds"
+                } else {
+                    ""
+                },
                 if extra > 0 {
                     format!(", {extra} unreferenced blob(s) ignored")
                 } else {
@@ -283,14 +295,18 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
     };
     let is_sig = |d: &Descriptor| entry_kind(d) == EntryKind::Signature;
     let is_sbom = |d: &Descriptor| entry_kind(d) == EntryKind::Sbom;
+    let is_att = |d: &Descriptor| entry_kind(d) == EntryKind::Attestation;
     let mut images = Vec::new();
     let mut signatures = Vec::new();
     let mut sboms = Vec::new();
+    let mut attestations = Vec::new();
     for d in descriptors {
         let role = if is_sig(d) {
             "signature manifest"
         } else if is_sbom(d) {
             "SBOM manifest"
+        } else if is_att(d) {
+            "attestation manifest"
         } else {
             "image manifest"
         };
@@ -314,7 +330,8 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         );
         let mut payload = None;
         for (i, layer) in manifest.layers().iter().enumerate() {
-            let want = is_sig(d) && layer.media_type().to_string() == PAYLOAD_MEDIA_TYPE;
+            let want = (is_sig(d) && layer.media_type().to_string() == PAYLOAD_MEDIA_TYPE)
+                || (is_att(d) && layer.media_type().to_string() == ATTESTATION_ARTIFACT_TYPE);
             let role = if want {
                 format!("signature payload (layer {} of {digest})", i + 1)
             } else {
@@ -328,6 +345,9 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         }
         if is_sbom(d) {
             sboms.push(digest);
+        } else if is_att(d) {
+            let subject = manifest.subject().as_ref().map(|s| s.digest().to_string());
+            attestations.push((digest, subject, payload.map(|p| p.0)));
         } else if is_sig(d) {
             signatures.push((digest, manifest, payload, tag_of(d).map(str::to_string)));
         } else {
@@ -423,6 +443,10 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         }
     }
 
+    if opts.provenance {
+        check_provenance(&mut v, opts, image_digest, &attestations);
+    }
+
     // Trusted from here on: the annotations are part of the signed manifest.
     let annotations = manifest.annotations();
     v.board = annotation_of(annotations, annotation::BOARD).map(str::to_string);
@@ -467,6 +491,58 @@ pub fn verify_layout(layout: &Path, opts: &VerifyOptions) -> Result<Verification
         v.push("version", ok, detail);
     }
     Ok(finish(v))
+}
+
+/// An attestation manifest of the layout: its digest, its subject, and its intact envelope.
+type Attestation = (String, Option<String>, Option<Vec<u8>>);
+
+/// The signed provenance of `image`: an attestation whose subject is the image, its DSSE
+/// envelope signed by one of the keys, naming the image, from a trusted builder.
+fn check_provenance(
+    v: &mut Verification,
+    opts: &VerifyOptions,
+    image: &str,
+    attestations: &[Attestation],
+) {
+    let mine: Vec<_> = attestations
+        .iter()
+        .filter(|(_, subject, _)| subject.as_deref() == Some(image))
+        .collect();
+    if mine.is_empty() {
+        v.push(
+            "provenance",
+            false,
+            format!(
+                "no provenance attestation for {image} (expected tag {})",
+                crate::signing::attest::attestation_tag(image)
+            ),
+        );
+        return;
+    }
+    let mut reasons = Vec::new();
+    for (digest, _, envelope) in mine {
+        let Some(bytes) = envelope else {
+            reasons.push(format!(
+                "{digest} has no intact {ATTESTATION_ARTIFACT_TYPE} layer"
+            ));
+            continue;
+        };
+        match crate::signing::attest::check_envelope(bytes, &opts.keys, image, &opts.builder_ids) {
+            Ok(p) => {
+                v.push(
+                    "provenance",
+                    true,
+                    format!(
+                        "signed SLSA provenance for {image} from builder {:?}, {} inputs by digest",
+                        p.builder_id, p.dependencies
+                    ),
+                );
+                return;
+            }
+            Err(reason) => reasons.push(format!("{digest}: {reason}")),
+        }
+    }
+    v.push("provenance", false, reasons.join("; "));
 }
 
 fn check_signature(

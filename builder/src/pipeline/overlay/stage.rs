@@ -43,6 +43,8 @@ pub struct AddedLayer {
     pub reused: bool,
     /// The .debs the layer installed, for the SBOM.
     pub debs: Vec<crate::pipeline::sbom::SbomPackage>,
+    /// SHA-256 (hex) of the one input file the layer holds as is (envrun's binary).
+    pub file_sha256: Option<String>,
 }
 
 /// Finds the envrun binary for `arch`: `$KILN_ENVRUN` (a file), else `envrun-<arch>` beside
@@ -227,6 +229,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
         name: "envrun".into(),
         reused: envrun_layer.1,
         debs: Vec::new(),
+        file_sha256: Some(envrun_sha.clone()),
     });
 
     let debs: Vec<&str> = input
@@ -264,6 +267,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
                 name: name.to_string(),
                 reused: true,
                 debs,
+                file_sha256: None,
             });
             continue;
         }
@@ -284,6 +288,7 @@ pub fn build_overlays(input: &StageInput) -> Result<Vec<AddedLayer>, OverlayErro
             name: name.to_string(),
             reused: false,
             debs,
+            file_sha256: None,
         });
     }
     Ok(added)

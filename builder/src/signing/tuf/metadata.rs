@@ -336,22 +336,9 @@ pub fn file_bytes(value: &Value, file: &Path) -> Result<Vec<u8>, TufError> {
     Ok(bytes)
 }
 
-/// Replaces `path` by `bytes` in one step: a new file of a random name beside it (created
-/// with `O_EXCL`, so nothing planted under a predictable name is followed), renamed over it.
+/// Replaces `path` by `bytes` atomically (see [`crate::output::replace_file`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TufError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(dir, e))?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| err(tmp.path(), e))?;
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .map_err(|e| err(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| err(path, e.error))?;
-    Ok(())
+    crate::output::replace_file(path, bytes).map_err(|e| err(path, e))
 }
 
 /// What kiln records about a release in its targets entry (`custom`).
