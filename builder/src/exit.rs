@@ -2,6 +2,7 @@
 //! which of the two failures it is, here and nowhere else, so `export` and `flash` (or `check`
 //! and `export`) cannot drift apart again. The README's "Exit codes" is this table in prose.
 
+use crate::diff::DiffError;
 use crate::export::ExportError;
 use crate::flash::FlashError;
 use crate::image::ImageError;
@@ -157,6 +158,13 @@ impl Classified for ReleaseError {
             ReleaseError::Io { .. } => Exit::CouldNotRun,
             _ => Exit::Refused,
         }
+    }
+}
+
+impl Classified for DiffError {
+    /// A side that is no readable layout: the input is wrong.
+    fn exit(&self) -> Exit {
+        Exit::Refused
     }
 }
 

@@ -12,6 +12,7 @@ pub mod arch;
 pub mod check;
 pub mod debian;
 pub mod decompress;
+pub mod diff;
 pub mod digest;
 pub mod exit;
 pub mod export;

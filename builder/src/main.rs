@@ -131,6 +131,7 @@ fn main() -> ExitCode {
             expires_days,
         }),
         Command::Trust { action } => cli::trust::run_trust(action),
+        Command::Diff { old, new, format } => cli::review::run_diff(&old, &new, format),
         Command::Push {
             out,
             reference,

@@ -9,6 +9,7 @@ mod fixture;
 mod check;
 mod cli;
 mod configure;
+mod diff;
 mod export;
 mod foundation;
 mod overlay;

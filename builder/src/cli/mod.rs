@@ -9,6 +9,7 @@ pub mod docs;
 pub mod image;
 pub mod registry;
 pub mod report;
+pub mod review;
 pub mod signing;
 pub mod trust;
 
@@ -331,6 +332,18 @@ pub enum Command {
         #[command(subcommand)]
         action: TrustAction,
     },
+    /// What changed between two releases: packages (point-release updates first), wheels,
+    /// licences, layers and what a device holding OLD downloads. Reads manifests and SBOMs
+    /// only, never a layer.
+    Diff {
+        /// The older release: a build's output or an OCI layout.
+        old: PathBuf,
+        /// The newer release.
+        new: PathBuf,
+        /// Output: a table (summary first) or JSON.
+        #[arg(long, value_enum, default_value = "table")]
+        format: DiffFormat,
+    },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {
         #[command(subcommand)]
@@ -501,6 +514,15 @@ pub enum CertAction {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+}
+
+/// How `kiln diff` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    /// A table for the terminal, summary first.
+    Table,
+    /// One JSON document.
+    Json,
 }
 
 /// How `kiln verify` reports.

@@ -620,3 +620,74 @@ fn hostile_metadata_is_refused_without_panicking() {
         &["timestamp.json", "not a regular file"],
     );
 }
+
+#[test]
+fn a_targets_threshold_of_two_needs_two_release_managers() {
+    let f = Fleet::new();
+    let (a, b) = (key(), key());
+    let changes = BTreeMap::from([(
+        Role::Targets,
+        RoleChange {
+            keys: Some(vec![*a.verifying_key(), *b.verifying_key()]),
+            threshold: Some(2),
+        },
+    )]);
+    let roots: Vec<RoleSigner> = f.root.iter().map(signer).collect();
+    let refs: Vec<&RoleSigner> = roots.iter().collect();
+    rotate_root(f.repo(), &changes, &refs, NOW, 365).unwrap();
+    // One manager alone is below threshold; the repository is left as it was.
+    assert_refused(
+        f.release("bot", "1.0", &a),
+        &[
+            "targets.json",
+            "1 valid signature(s) by targets keys, root version 2 requires 2",
+        ],
+    );
+    assert!(!f.meta("targets.json").exists());
+    // Both sign: accepted, and the client counts two distinct keys.
+    let name = "bot/img-1.0.oci.tar";
+    let archive = f.repo().join("targets").join(name);
+    let info = ReleaseInfo {
+        board: "bot".into(),
+        compatible: vec![],
+        version: "1.0".into(),
+        min_version: None,
+        manifest_digest: "sha256:00".into(),
+    };
+    let both = ReleaseSigners {
+        targets: vec![signer(&a), signer(&b)],
+        snapshot: vec![signer(&f.snapshot)],
+        timestamp: vec![signer(&f.timestamp)],
+    };
+    let target = NewTarget {
+        name,
+        archive: &archive,
+        info: &info,
+    };
+    add_release(f.repo(), &target, &both, NOW, EXPIRY).unwrap();
+    f.client(&f.pinned(), &TrustedState::default()).unwrap();
+    // The same signature twice counts once.
+    let mut doc = read(&f.meta("targets.json"));
+    let first = doc["signatures"][0].clone();
+    doc["signatures"] = json!([first.clone(), first]);
+    let online = ReleaseSigners {
+        targets: vec![],
+        snapshot: vec![signer(&f.snapshot)],
+        timestamp: vec![signer(&f.timestamp)],
+    };
+    publish(
+        f.repo(),
+        vec![("targets.json".into(), doc)],
+        &online,
+        NOW,
+        30,
+    )
+    .unwrap();
+    assert_refused(
+        f.client(&f.pinned(), &TrustedState::default()),
+        &[
+            "targets.json",
+            "1 valid signature(s) by targets keys, root version 2 requires 2",
+        ],
+    );
+}

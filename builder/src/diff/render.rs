@@ -1,0 +1,161 @@
+//! `kiln diff`'s output: a terminal table with the summary first, or one JSON document.
+
+use super::packages::ChangeKind;
+use super::Diff;
+use std::fmt::Write as _;
+
+/// Bytes as people read them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
+fn kind_name(k: ChangeKind) -> &'static str {
+    match k {
+        ChangeKind::PointRelease => "point-release",
+        ChangeKind::Upgraded => "upgraded",
+        ChangeKind::Downgraded => "downgraded",
+        ChangeKind::Rebuilt => "rebuilt",
+        ChangeKind::Added => "added",
+        ChangeKind::Removed => "removed",
+    }
+}
+
+/// The one-line summary.
+pub fn summary_line(d: &Diff) -> String {
+    let count = |k: ChangeKind| d.packages.changes.iter().filter(|c| c.kind == k).count();
+    let kinds: Vec<String> = [
+        ChangeKind::PointRelease,
+        ChangeKind::Upgraded,
+        ChangeKind::Downgraded,
+        ChangeKind::Rebuilt,
+        ChangeKind::Added,
+        ChangeKind::Removed,
+    ]
+    .into_iter()
+    .filter(|k| count(*k) > 0)
+    .map(|k| format!("{} {}", count(k), kind_name(k)))
+    .collect();
+    let packages = if !d.missing_sbom.is_empty() {
+        format!(
+            "packages unknown (no SBOM in {})",
+            d.missing_sbom.join(", ")
+        )
+    } else if kinds.is_empty() {
+        format!("no package changes ({} unchanged)", d.packages.unchanged)
+    } else {
+        format!(
+            "{} package changes ({}), {} unchanged",
+            d.packages.changes.len(),
+            kinds.join(", "),
+            d.packages.unchanged
+        )
+    };
+    let mut licenses = Vec::new();
+    licenses.extend(d.packages.licenses_added.iter().map(|l| format!("+{l}")));
+    licenses.extend(d.packages.licenses_removed.iter().map(|l| format!("-{l}")));
+    let new_layers = d.layers.iter().filter(|l| l.status == "new").count();
+    let removed = d.layers.iter().filter(|l| l.status == "removed").count();
+    let total = d.layers.len() - removed;
+    format!(
+        "{packages}; licences {}; layers: {new_layers} of {total} new, {removed} removed; a device holding OLD downloads {} of {}",
+        if licenses.is_empty() { "unchanged".to_string() } else { licenses.join(" ") },
+        human_bytes(d.download_bytes),
+        human_bytes(d.full_bytes)
+    )
+}
+
+/// The terminal table: the two images, the summary, then packages and layers.
+pub fn table(d: &Diff) -> String {
+    let side = |s: &super::Summary| {
+        format!(
+            "{} (version {}, board {}, image {})",
+            s.path.display(),
+            s.version.as_deref().unwrap_or("?"),
+            s.board.as_deref().unwrap_or("?"),
+            short(&s.image)
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "OLD {}", side(&d.old));
+    let _ = writeln!(out, "NEW {}", side(&d.new));
+    if d.old.image == d.new.image {
+        let _ = writeln!(out, "identical images");
+        return out;
+    }
+    let _ = writeln!(out, "summary: {}", summary_line(d));
+    if !d.packages.changes.is_empty() {
+        let _ = writeln!(out, "\npackages");
+        let width = d
+            .packages
+            .changes
+            .iter()
+            .map(|c| c.name.len() + c.arch.len() + 3)
+            .max()
+            .unwrap_or(0);
+        for c in &d.packages.changes {
+            let what = if c.arch.is_empty() {
+                c.name.clone()
+            } else {
+                format!("{} ({})", c.name, c.arch)
+            };
+            let versions = match (&c.old, &c.new) {
+                (Some(o), Some(n)) => format!("{o} -> {n}"),
+                (None, Some(n)) => n.clone(),
+                (Some(o), None) => o.clone(),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<13} {:<4} {what:<width$}  {versions}",
+                kind_name(c.kind),
+                c.ecosystem
+            );
+        }
+    }
+    let _ = writeln!(out, "\nlayers");
+    for l in &d.layers {
+        let _ = writeln!(
+            out,
+            "  #{:<2} {:<7} {}  {:>10}",
+            l.index,
+            l.status,
+            short(&l.layer.digest),
+            human_bytes(l.layer.size)
+        );
+    }
+    out
+}
+
+/// The JSON document (`--format json`): everything, plus the summary line.
+pub fn json(d: &Diff) -> String {
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    v["summary"] = serde_json::Value::String(summary_line(d));
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+}

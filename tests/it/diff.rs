@@ -1,0 +1,106 @@
+//! `kiln diff` between two real builds of the fixture archive: the second has libc6 at the next
+//! point release, hello upgraded and a new package with a DEP-5 licence. The report lists the
+//! point release first, the upgrade, the addition and the new licence, in the table and in
+//! JSON; the same image twice is identical; a side that is no image is refused in one line.
+
+use crate::fixture::{base_packages, build_archive, kiln, text, ArchiveSpec, Pkg, Signer};
+use crate::sign::built;
+use std::path::Path;
+
+fn diff(old: &Path, new: &Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("diff")
+        .arg(old)
+        .arg(new)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_diff_lists_point_releases_first_then_upgrades_additions_licences_and_layers() {
+    let old = &built().1;
+    let work = tempfile::tempdir().unwrap();
+    let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
+    let mut packages: Vec<Pkg> = base_packages("arm64")
+        .into_iter()
+        .map(|mut p| {
+            match p.name.as_str() {
+                "libc6" => p.version = "2.36-9+deb12u5".into(),
+                "hello" => p.version = "2.12-1".into(),
+                _ => {}
+            }
+            p
+        })
+        .collect();
+    packages.push(
+        Pkg::new("extra-tool", "1.0-1", "arm64").file(
+            "./usr/share/doc/extra-tool/copyright",
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Someone\nLicense: MIT\n",
+            0o644,
+        ),
+    );
+    let archive = build_archive(
+        &work.path().join("archive"),
+        ArchiveSpec::new("bookworm", "arm64", packages, &signer),
+    );
+    let recipe = work.path().join("recipe");
+    archive.write_recipe(&recipe, &["hello", "extra-tool"], "");
+    let o = kiln(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let new = recipe.join("out");
+
+    let o = diff(old, &new, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = String::from_utf8_lossy(&o.stdout).to_string();
+    let summary = t.lines().find(|l| l.starts_with("summary: ")).unwrap_or("");
+    assert!(
+        summary.contains("3 package changes (1 point-release, 1 upgraded, 1 added)")
+            && summary.contains("licences +MIT")
+            && summary.contains("layers: 1 of 1 new, 1 removed"),
+        "{t}"
+    );
+    let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(
+        lines[0].contains("point-release")
+            && lines[0].contains("libc6 (arm64)")
+            && lines[0].contains("2.36-9+deb12u4 -> 2.36-9+deb12u5"),
+        "{t}"
+    );
+    assert!(
+        lines[1].contains("upgraded") && lines[1].contains("2.10-3 -> 2.12-1"),
+        "{t}"
+    );
+    assert!(
+        lines[2].contains("added") && lines[2].contains("extra-tool"),
+        "{t}"
+    );
+
+    let o = diff(old, &new, &["--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["packages"]["changes"][0]["kind"], "point-release");
+    assert_eq!(j["packages"]["licenses_added"], serde_json::json!(["MIT"]));
+    let new_layer = j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["status"] == "new")
+        .unwrap();
+    let download = j["download_bytes"].as_u64().unwrap();
+    assert!(
+        download > new_layer["layer"]["size"].as_u64().unwrap(),
+        "{j}"
+    );
+
+    // The same image twice; a side that is not an image.
+    let o = diff(old, old, &[]);
+    assert!(
+        o.status.success() && text(&o).contains("identical images"),
+        "{}",
+        text(&o)
+    );
+    let o = diff(old, &work.path().join("nothing"), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(text(&o).lines().count(), 1, "{}", text(&o));
+}
