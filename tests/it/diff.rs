@@ -1,7 +1,7 @@
 //! `kiln diff` between two real builds of the fixture archive: the second has libc6 at the next
 //! point release, hello upgraded and a new package with a DEP-5 licence. The report lists the
-//! point release first, the upgrade, the addition and the new licence, in the table and in
-//! JSON; the same image twice is identical; a side that is no image is refused in one line.
+//! point release first, the upgrade, the addition, the new licence and the files of the
+//! differing layer, in the table and in JSON; the same image twice is identical; a side that is no image is refused in one line.
 
 use crate::fixture::{base_packages, build_archive, kiln, text, ArchiveSpec, Pkg, Signer};
 use crate::sign::built;
@@ -76,6 +76,22 @@ fn a_diff_lists_point_releases_first_then_upgrades_additions_licences_and_layers
         "{t}"
     );
 
+    // Files, from the two base layers only (they differ): the new package's, and dpkg's status.
+    assert!(
+        summary.contains("files: 5 added, 0 removed, 1 changed"),
+        "{t}"
+    );
+    assert!(
+        t.lines().any(|l| l.contains("added")
+            && l.ends_with("/usr/share/doc/extra-tool/copyright  ")
+            || l.contains("added") && l.contains("/usr/share/doc/extra-tool/copyright")),
+        "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.contains("content,size") && l.contains("/var/lib/dpkg/status")),
+        "{t}"
+    );
     let o = diff(old, &new, &["--format", "json"]);
     assert!(o.status.success(), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -12,7 +12,10 @@ pub fn run_diff(old: &Path, new: &Path, format: DiffFormat) -> ExitCode {
         Ok(s) => s,
         Err(e) => return failed(&e),
     };
-    let diff = kiln::diff::compare(&old, &new);
+    let diff = match kiln::diff::compare(&old, &new) {
+        Ok(d) => d,
+        Err(e) => return failed(&e),
+    };
     match format {
         DiffFormat::Table => print!("{}", kiln::diff::render::table(&diff)),
         DiffFormat::Json => println!("{}", kiln::diff::render::json(&diff)),

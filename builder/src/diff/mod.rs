@@ -1,17 +1,20 @@
 //! `kiln diff`: what changed between two releases, for the OTA reviewer, QA and the engineer
 //! chasing a regression. Both sides are OCI layouts (a build's OUT or the layout itself); only
-//! manifests, configs and the SBOMs are read, so comparing two images takes milliseconds
-//! whatever their size: layers are compared by digest, and what a device holding OLD must
+//! manifests, configs, the SBOMs and the layers that differ are read: layers are compared by
+//! digest first, an unchanged layer is never opened, and what a device holding OLD must
 //! download is the NEW layers it does not have.
 //!
-//! [`packages`] compares the SBOMs (Debian packages in dpkg's version order, wheels, licences);
-//! [`render`] prints the result as a table (summary first) or JSON.
+//! [`packages`] compares the SBOMs (Debian packages in dpkg's version order, wheels, licences),
+//! [`files`] the paths and enabled units of the differing layers; [`render`] prints the result
+//! as a table (summary first) or JSON.
 
+pub mod files;
 pub mod packages;
 pub mod render;
 
 use crate::image::layout::{entry_kind, tag_of, EntryKind, Layout, LayoutError};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Why a side could not be read.
@@ -52,6 +55,9 @@ pub struct LayerInfo {
 pub struct Side {
     /// What was given on the command line.
     pub path: PathBuf,
+    /// The OCI layout read.
+    #[serde(skip)]
+    pub layout: PathBuf,
     /// `sha256:` digest of the image manifest.
     pub image: String,
     /// `org.opencontainers.image.version`.
@@ -133,6 +139,7 @@ pub fn read_side(out: &Path) -> Result<Side, DiffError> {
     };
     Ok(Side {
         path: out.to_path_buf(),
+        layout: layout_dir.clone(),
         image: digest,
         version: annotation("org.opencontainers.image.version"),
         board: annotation(crate::image::oci::annotation::BOARD),
@@ -171,6 +178,8 @@ pub struct Diff {
     pub packages: packages::PackageDiff,
     /// Sides without an SBOM (package changes cannot be told).
     pub missing_sbom: Vec<String>,
+    /// Paths and enabled units of the layers that differ.
+    pub files: files::FileDiff,
 }
 
 /// One side, briefly.
@@ -195,12 +204,10 @@ fn summary(s: &Side) -> Summary {
     }
 }
 
-/// Compares two sides.
-pub fn compare(old: &Side, new: &Side) -> Diff {
-    let old_digests: std::collections::BTreeSet<&str> =
-        old.layers.iter().map(|l| l.digest.as_str()).collect();
-    let new_digests: std::collections::BTreeSet<&str> =
-        new.layers.iter().map(|l| l.digest.as_str()).collect();
+/// Compares two sides: layers by digest, packages by SBOM, files of the differing layers.
+pub fn compare(old: &Side, new: &Side) -> Result<Diff, DiffError> {
+    let old_digests: BTreeSet<&str> = old.layers.iter().map(|l| l.digest.as_str()).collect();
+    let new_digests: BTreeSet<&str> = new.layers.iter().map(|l| l.digest.as_str()).collect();
     let mut layers: Vec<LayerChange> = new
         .layers
         .iter()
@@ -249,7 +256,20 @@ pub fn compare(old: &Side, new: &Side) -> Diff {
     } else {
         packages::PackageDiff::default()
     };
-    Diff {
+    let only = |a: &Side, b: &BTreeSet<&str>| -> BTreeSet<String> {
+        a.layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .filter(|d| !b.contains(d.as_str()))
+            .collect()
+    };
+    let files = files::compare(
+        &old.layout,
+        &new.layout,
+        &only(old, &new_digests),
+        &only(new, &old_digests),
+    )?;
+    Ok(Diff {
         old: summary(old),
         new: summary(new),
         layers,
@@ -257,5 +277,6 @@ pub fn compare(old: &Side, new: &Side) -> Diff {
         full_bytes,
         packages,
         missing_sbom,
-    }
+        files,
+    })
 }

@@ -4,6 +4,9 @@ use super::packages::ChangeKind;
 use super::Diff;
 use std::fmt::Write as _;
 
+/// The most file lines the table prints (JSON has them all).
+const MAX_TABLE_FILES: usize = 200;
+
 /// Bytes as people read them.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -72,9 +75,17 @@ pub fn summary_line(d: &Diff) -> String {
     let new_layers = d.layers.iter().filter(|l| l.status == "new").count();
     let removed = d.layers.iter().filter(|l| l.status == "removed").count();
     let total = d.layers.len() - removed;
+    let f = &d.files.changes;
+    let count = |k: &str| f.iter().filter(|c| c.changes.first() == Some(&k)).count();
+    let (added, gone) = (count("added"), count("removed"));
+    let mut units = Vec::new();
+    units.extend(d.files.units_enabled.iter().map(|u| format!("+{u}")));
+    units.extend(d.files.units_disabled.iter().map(|u| format!("-{u}")));
     format!(
-        "{packages}; licences {}; layers: {new_layers} of {total} new, {removed} removed; a device holding OLD downloads {} of {}",
+        "{packages}; licences {}; files: {added} added, {gone} removed, {} changed; units {}; layers: {new_layers} of {total} new, {removed} removed; a device holding OLD downloads {} of {}",
         if licenses.is_empty() { "unchanged".to_string() } else { licenses.join(" ") },
+        f.len() - added - gone,
+        if units.is_empty() { "unchanged".to_string() } else { units.join(" ") },
         human_bytes(d.download_bytes),
         human_bytes(d.full_bytes)
     )
@@ -126,6 +137,45 @@ pub fn table(d: &Diff) -> String {
                 kind_name(c.kind),
                 c.ecosystem
             );
+        }
+    }
+    if !d.files.changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nfiles (in the {} layers that differ)",
+            d.files.layers_read
+        );
+        for c in d.files.changes.iter().take(MAX_TABLE_FILES) {
+            let size = |s: &Option<super::files::FileState>| {
+                s.as_ref().map_or(String::new(), |s| s.size.to_string())
+            };
+            let detail = match (&c.old, &c.new) {
+                (Some(o), Some(n)) if o.size != n.size => {
+                    format!("{} -> {} bytes", size(&c.old), size(&c.new))
+                }
+                (Some(o), Some(n)) if o.mode != n.mode => format!("mode {} -> {}", o.mode, n.mode),
+                (Some(o), Some(n)) if o.owner != n.owner => {
+                    format!("owner {} -> {}", o.owner, n.owner)
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {:<22} {}  {detail}", c.changes.join(","), c.path);
+        }
+        if d.files.changes.len() > MAX_TABLE_FILES {
+            let _ = writeln!(
+                out,
+                "  ... {} more (all of them with --format json)",
+                d.files.changes.len() - MAX_TABLE_FILES
+            );
+        }
+    }
+    if !d.files.units_enabled.is_empty() || !d.files.units_disabled.is_empty() {
+        let _ = writeln!(out, "\nsystemd units");
+        for u in &d.files.units_enabled {
+            let _ = writeln!(out, "  enabled  {u}");
+        }
+        for u in &d.files.units_disabled {
+            let _ = writeln!(out, "  disabled {u}");
         }
     }
     let _ = writeln!(out, "\nlayers");

@@ -350,6 +350,15 @@ impl ImageTree {
     /// images is refused: say which one by giving a layout with one), each layer verified
     /// against its digest and applied in order.
     pub fn from_oci_layout(dir: &Path) -> Result<ImageTree, ImageError> {
+        Self::from_oci_layers(dir, &|_| true)
+    }
+
+    /// The tree of only those layers of the layout's image whose digest `keep` accepts, in
+    /// order (what `kiln diff` reads: the layers one side has and the other has not).
+    pub fn from_oci_layers(
+        dir: &Path,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<ImageTree, ImageError> {
         // Every file of the layout is read inside it, once, as a regular file of bounded size:
         // a FIFO, device or symlink out of the layout is refused, never waited on.
         let layout = layout::Layout::open(dir)?;
@@ -394,6 +403,9 @@ impl ImageTree {
         tree.add_root();
         for layer in manifest.layers() {
             let digest = layer.digest().to_string();
+            if !keep(&digest) {
+                continue;
+            }
             let bytes = layout.blob(layer, u64::MAX)?;
             let media = layer.media_type().to_string();
             let compression = if media.ends_with("+zstd") {
