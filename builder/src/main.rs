@@ -131,7 +131,12 @@ fn main() -> ExitCode {
             expires_days,
         }),
         Command::Trust { action } => cli::trust::run_trust(action),
-        Command::Diff { old, new, format } => cli::review::run_diff(&old, &new, format),
+        Command::Diff {
+            old,
+            new,
+            format,
+            output,
+        } => cli::review::run_diff(&old, &new, format, output.as_deref()),
         Command::Push {
             out,
             reference,

@@ -108,6 +108,69 @@ fn a_diff_lists_point_releases_first_then_upgrades_additions_licences_and_layers
         "{j}"
     );
 
+    // The HTML page, as a reviewer sees it: headless Chromium from Debian runs its script
+    // (no console message), the table lists the known changes, and a screenshot is kept.
+    let page = work.path().join("diff.html");
+    let o = diff(
+        old,
+        &new,
+        &["--format", "html", "-o", page.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "external resource"
+    );
+    let chromium = |extra: &[&str]| {
+        let profile = tempfile::tempdir().unwrap();
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium (ci/setup installs it)")
+    };
+    let o = chromium(&["--dump-dom"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert!(
+        dom.contains("data-ready=\"yes\""),
+        "the page's script did not run: {dom}"
+    );
+    let row = dom.split("<tr").find(|r| r.contains("libc6")).unwrap_or("");
+    assert!(
+        row.contains("point-release") && row.contains("2.36-9+deb12u5"),
+        "{row}"
+    );
+    assert!(dom.contains("extra-tool") && dom.contains("<rect"), "{dom}");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("kiln-diff.png");
+    let _ = std::fs::remove_file(&shot);
+    let o = chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,1600",
+        "--hide-scrollbars",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+
     // The same image twice; a side that is not an image.
     let o = diff(old, old, &[]);
     assert!(

@@ -340,9 +340,12 @@ pub enum Command {
         old: PathBuf,
         /// The newer release.
         new: PathBuf,
-        /// Output: a table (summary first) or JSON.
+        /// Output: a table (summary first), JSON, or a self-contained HTML page (with -o).
         #[arg(long, value_enum, default_value = "table")]
         format: DiffFormat,
+        /// The file to write the HTML page to (--format html).
+        #[arg(short = 'o', long = "output", required_if_eq("format", "html"))]
+        output: Option<PathBuf>,
     },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {
@@ -523,6 +526,8 @@ pub enum DiffFormat {
     Table,
     /// One JSON document.
     Json,
+    /// One self-contained HTML page: summary, sortable tables, a treemap of sizes.
+    Html,
 }
 
 /// How `kiln verify` reports.

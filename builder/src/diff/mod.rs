@@ -9,6 +9,7 @@
 //! as a table (summary first) or JSON.
 
 pub mod files;
+pub mod html;
 pub mod packages;
 pub mod render;
 
