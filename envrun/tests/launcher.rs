@@ -169,9 +169,11 @@ fn works_from_a_shebang_line() {
 
 /// Runs a file this process has just written. Another test thread may fork while the file's
 /// write descriptor is open; the child holds it until it execs, and meanwhile the kernel refuses
-/// to execute the file (ETXTBSY). That is the test harness racing itself, so wait it out.
+/// to execute the file (ETXTBSY). That is the test harness racing itself, so wait it out: up
+/// to 10 s, since under qemu-user on a loaded 2-core machine the child's way from fork to exec
+/// is emulated and slow (2 s was once not enough in CI).
 fn run_fresh_executable(command: &mut Command) -> Output {
-    for _ in 0..200 {
+    for _ in 0..1000 {
         match command.output() {
             Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
@@ -179,5 +181,5 @@ fn run_fresh_executable(command: &mut Command) -> Output {
             other => return other.unwrap(),
         }
     }
-    panic!("the script stayed busy for 2 s");
+    panic!("the script stayed busy for 10 s");
 }
