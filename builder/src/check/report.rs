@@ -135,7 +135,9 @@ fn json_lines(report: &Report) -> String {
     out
 }
 
-fn xml_escape(s: &str) -> String {
+/// Escapes text for XML and HTML content and attribute values (control characters, which XML
+/// 1.0 forbids, become spaces).
+pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

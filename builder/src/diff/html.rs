@@ -3,26 +3,11 @@
 //! tables of packages, files and layers, and a treemap of the changed files' sizes coloured
 //! by change. Everything taken from the images is HTML-escaped.
 
-use super::packages::ChangeKind;
-use super::render::{human_bytes, summary_line};
+use super::render::{human_bytes, kind_name, summary_line};
 use super::Diff;
 use std::fmt::Write as _;
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::check::report::xml_escape as escape;
 
 /// The most files the page's table and treemap show (the JSON has them all).
 const MAX_FILES: usize = 2000;
@@ -125,17 +110,6 @@ h.dataset.dir=d===1?'asc':'desc';rs.sort(function(x,y){var a=x.cells[i].dataset.
 c=y.cells[i].dataset.v||y.cells[i].textContent,na=parseFloat(a),nc=parseFloat(c);\
 if(!isNaN(na)&&!isNaN(nc)&&h.classList.contains('num'))return (na-nc)*d;return a.localeCompare(c)*d;});\
 rs.forEach(function(r){b.appendChild(r);});});});});document.body.dataset.ready='yes';";
-
-fn kind_name(k: ChangeKind) -> &'static str {
-    match k {
-        ChangeKind::PointRelease => "point-release",
-        ChangeKind::Upgraded => "upgraded",
-        ChangeKind::Downgraded => "downgraded",
-        ChangeKind::Rebuilt => "rebuilt",
-        ChangeKind::Added => "added",
-        ChangeKind::Removed => "removed",
-    }
-}
 
 /// The page.
 pub fn page(d: &Diff) -> String {
@@ -334,7 +308,7 @@ mod tests {
     fn text_from_an_image_cannot_become_markup() {
         assert_eq!(
             escape("<script>alert('x')</script>&\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+            "&lt;script&gt;alert(&apos;x&apos;)&lt;/script&gt;&amp;&quot;"
         );
     }
 

@@ -28,7 +28,8 @@ fn short(digest: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-fn kind_name(k: ChangeKind) -> &'static str {
+/// A change kind as the reports name it.
+pub fn kind_name(k: ChangeKind) -> &'static str {
     match k {
         ChangeKind::PointRelease => "point-release",
         ChangeKind::Upgraded => "upgraded",

@@ -79,6 +79,15 @@ impl Fleet {
         std::fs::read(self.meta("1.root.json")).unwrap()
     }
 
+    /// The online signers without a targets key (for documents signed separately).
+    fn snapshot_and_timestamp(&self) -> ReleaseSigners {
+        ReleaseSigners {
+            targets: vec![],
+            snapshot: vec![signer(&self.snapshot)],
+            timestamp: vec![signer(&self.timestamp)],
+        }
+    }
+
     fn online(&self, targets: &SigningKey) -> ReleaseSigners {
         ReleaseSigners {
             targets: vec![signer(targets)],
@@ -222,11 +231,7 @@ fn a_client_pinned_at_root_1_follows_two_rotations_and_refuses_the_dropped_key()
     publish(
         f.repo(),
         vec![("targets.json".into(), forged)],
-        &ReleaseSigners {
-            targets: vec![],
-            snapshot: vec![signer(&f.snapshot)],
-            timestamp: vec![signer(&f.timestamp)],
-        },
+        &f.snapshot_and_timestamp(),
         NOW,
         30,
     )
@@ -412,11 +417,7 @@ fn rollbacks_of_timestamp_snapshot_and_targets_are_refused_against_the_trusted_s
     f.restore(&v2, &["targets.json", "snapshot.json", "timestamp.json"]);
     f.restore(&v1, &["targets.json"]);
     let old_targets = read(&f.meta("targets.json"));
-    let online = ReleaseSigners {
-        targets: vec![],
-        snapshot: vec![signer(&f.snapshot)],
-        timestamp: vec![signer(&f.timestamp)],
-    };
+    let online = f.snapshot_and_timestamp();
     publish(
         f.repo(),
         vec![("targets.json".into(), old_targets)],
@@ -504,11 +505,7 @@ fn a_board_team_releases_only_its_own_board() {
     let entry = doc["signed"]["targets"]["board-a/img-1.0.oci.tar"].clone();
     doc["signed"]["targets"]["board-b/img-9.0.oci.tar"] = entry;
     let forged = sign_role(doc["signed"].clone(), &[&signer(&team_a)], Path::new("a")).unwrap();
-    let online_no_targets = ReleaseSigners {
-        targets: vec![],
-        snapshot: vec![signer(&f.snapshot)],
-        timestamp: vec![signer(&f.timestamp)],
-    };
+    let online_no_targets = f.snapshot_and_timestamp();
     publish(
         f.repo(),
         vec![("board-a.json".into(), forged)],
@@ -670,11 +667,7 @@ fn a_targets_threshold_of_two_needs_two_release_managers() {
     let mut doc = read(&f.meta("targets.json"));
     let first = doc["signatures"][0].clone();
     doc["signatures"] = json!([first.clone(), first]);
-    let online = ReleaseSigners {
-        targets: vec![],
-        snapshot: vec![signer(&f.snapshot)],
-        timestamp: vec![signer(&f.timestamp)],
-    };
+    let online = f.snapshot_and_timestamp();
     publish(
         f.repo(),
         vec![("targets.json".into(), doc)],
