@@ -684,3 +684,41 @@ fn a_targets_threshold_of_two_needs_two_release_managers() {
         ],
     );
 }
+
+#[test]
+fn an_expired_snapshot_or_targets_is_refused_naming_the_role() {
+    let f = Fleet::new();
+    f.release("bot", "1.0", &f.targets).unwrap();
+    // A snapshot that expired under a fresh timestamp.
+    let targets = read(&f.meta("targets.json"));
+    publish(
+        f.repo(),
+        vec![("targets.json".into(), targets.clone())],
+        &f.snapshot_and_timestamp(),
+        NOW,
+        0,
+    )
+    .unwrap();
+    refresh_timestamp(f.repo(), &[signer(&f.timestamp)], NOW, 1).unwrap();
+    assert_refused(
+        f.client(&f.pinned(), &TrustedState::default()),
+        &["snapshot.json", "expired at"],
+    );
+    // targets.json expired under a fresh snapshot and timestamp.
+    let mut signed = targets["signed"].clone();
+    signed["version"] = json!(version_of(&targets) + 1);
+    signed["expires"] = json!(crate::timefmt::rfc3339(NOW));
+    let expired = sign_role(signed, &[&signer(&f.targets)], Path::new("t")).unwrap();
+    publish(
+        f.repo(),
+        vec![("targets.json".into(), expired)],
+        &f.snapshot_and_timestamp(),
+        NOW,
+        30,
+    )
+    .unwrap();
+    assert_refused(
+        f.client(&f.pinned(), &TrustedState::default()),
+        &["targets.json", "expired at"],
+    );
+}
