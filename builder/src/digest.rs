@@ -57,6 +57,40 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Passes reads through from `inner` while hashing and counting them (a blob is verified while
+/// it is streamed, not read twice).
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps a reader.
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// Reads what is left, then gives the hex digest and byte count of everything.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((hex::encode(self.hasher.finalize()), self.len))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
 /// The hex part of a `sha256:` digest of 64 lower-case hex digits (the OCI spec's form), None
 /// for anything else: a digest from an untrusted manifest never becomes a path or a URL part
 /// unchecked.

@@ -91,6 +91,22 @@ fn a_diff_lists_point_releases_first_then_upgrades_additions_licences_and_layers
             .any(|l| l.contains("content,size") && l.contains("/var/lib/dpkg/status")),
         "{t}"
     );
+    // Findings: both builds recorded theirs (OUT/check.json); the bare layouts carry no
+    // record, so kiln diff checks them itself, every layer stacked, and says it had no waivers.
+    assert!(
+        summary.contains("findings: 0 new, 0 resolved, 0 waived, 0 unwaived")
+            && !summary.contains("no waivers recorded"),
+        "{t}"
+    );
+    assert!(new.join("check.json").is_file());
+    let o = diff(&old.join("oci"), &new.join("oci"), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bare = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        bare.lines()
+            .any(|l| l.starts_with("summary: ") && l.contains("(no waivers recorded for ")),
+        "{bare}"
+    );
     let o = diff(old, &new, &["--format", "json"]);
     assert!(o.status.success(), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -738,3 +738,52 @@ fn flash_writes_a_signed_image_onto_a_loop_device_and_refuses_unsafe_targets() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("REJECTED"), "{}", text(&o));
 }
+
+/// The spooled reader `kiln build` checks the whole image with (layers streamed, contents in an
+/// unlinked file) sees the same tree as the in-memory one, hard links and all, and refuses a
+/// layer whose bytes no longer match its digest.
+#[test]
+fn the_spooled_layout_reader_sees_the_same_tree_and_refuses_altered_layers() {
+    let spool_dir = tempfile::tempdir().unwrap();
+    let layout = built().2.join("oci");
+    let spooled = ImageTree::from_oci_layout_spooled(
+        &layout,
+        tempfile::tempfile_in(spool_dir.path()).unwrap(),
+    )
+    .unwrap();
+    assert_same_tree(&layers(), &spooled, "spooled");
+    assert!(
+        spooled
+            .iter()
+            .any(|(p, _)| spooled.hard_link_leader(p).is_some()),
+        "no hard link survived spooling"
+    );
+
+    // Flip one byte of the base layer (same size, so only the digest can tell).
+    let copy = spool_dir.path().join("oci");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(&layout)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        copy.join("blobs/sha256")
+            .join(digest.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(copy.join("index.json"));
+    let manifest = json(blob(&index["manifests"][0]["digest"]));
+    let largest = blob(&manifest["layers"][0]["digest"]);
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&largest, &bytes).unwrap();
+    let err =
+        ImageTree::from_oci_layout_spooled(&copy, tempfile::tempfile_in(spool_dir.path()).unwrap())
+            .expect_err("an altered layer was read");
+    assert!(err.to_string().contains("sha256:"), "{err}");
+}

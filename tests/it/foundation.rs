@@ -290,7 +290,7 @@ fn lock_build_and_inspect_a_fixture_image() {
     assert!(listed.contains("iU libc6=2.36-9+deb12u4"), "{listed}");
     assert_eq!(listed.lines().count(), 7);
 
-    // The build left nothing behind but the layout and its provenance.
+    // The build left nothing behind but its check record, the layout and its provenance.
     let mut leftovers: Vec<_> = std::fs::read_dir(recipe.join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -299,6 +299,7 @@ fn lock_build_and_inspect_a_fixture_image() {
     assert_eq!(
         leftovers,
         vec![
+            std::ffi::OsString::from("check.json"),
             std::ffi::OsString::from("oci"),
             std::ffi::OsString::from("provenance.json")
         ]
@@ -745,13 +746,18 @@ fn rebuild_that_fails(extra: Vec<Pkg>) -> Output {
     let archive2 = standard_archive(&work.path().join("archive2"), &signer, pkgs);
     archive2.write_recipe(&recipe, &names, "");
     let provenance_before = std::fs::read(recipe.join("out/provenance.json")).unwrap();
+    let check_before = std::fs::read(recipe.join("out/check.json")).unwrap();
     let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
-    // The layout and the provenance of the same (previous) image, nothing else.
-    assert_eq!(std::fs::read_dir(recipe.join("out")).unwrap().count(), 2);
+    // The layout, the check record and the provenance of the same (previous) image, nothing else.
+    assert_eq!(std::fs::read_dir(recipe.join("out")).unwrap().count(), 3);
     assert_eq!(
         std::fs::read(recipe.join("out/provenance.json")).unwrap(),
         provenance_before
+    );
+    assert_eq!(
+        std::fs::read(recipe.join("out/check.json")).unwrap(),
+        check_before
     );
     o
 }

@@ -8,6 +8,10 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// The file beside a build's layout (`OUT/check.json`) that records the whole image's findings
+/// as built, in the JSON-lines format, waived ones included.
+pub const RECORD_FILE: &str = "check.json";
+
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

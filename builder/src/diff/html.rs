@@ -3,7 +3,7 @@
 //! tables of packages, files and layers, and a treemap of the changed files' sizes coloured
 //! by change. Everything taken from the images is HTML-escaped.
 
-use super::render::{human_bytes, kind_name, summary_line};
+use super::render::{findings_summary, human_bytes, kind_name, summary_line};
 use super::Diff;
 use std::fmt::Write as _;
 
@@ -101,6 +101,7 @@ th{cursor:pointer;background:#f4f4f4;user-select:none}th:after{content:' \\2195'
 td.num{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.95em}\
 #summary{background:#fff8e1;border-left:4px solid #fb8c00;padding:.6em 1em}\
 .point-release{background:#ffebee;font-weight:bold}.bar{background:#1e88e5;height:.8em}\
+.finding-new,.finding-unwaived{background:#fff3e0}.finding-resolved{background:#e8f5e9}.finding-waived{color:#555}\
 .legend span{display:inline-block;padding:0 .6em;margin-right:.4em;color:#fff}";
 
 const SCRIPT: &str = "document.querySelectorAll('table.sortable').forEach(function(t){\
@@ -140,7 +141,7 @@ pub fn page(d: &Diff) -> String {
     let _ = write!(o, "<p id=\"summary\">{}</p>", escape(&summary_line(d)));
 
     let _ = write!(o, "<h2>Packages</h2><table class=\"sortable\" id=\"packages\"><thead><tr>\
-<th>change</th><th>ecosystem</th><th>package</th><th>arch</th><th>old</th><th>new</th></tr></thead><tbody>");
+<th>change</th><th>ecosystem</th><th>package</th><th>arch or env</th><th>old</th><th>new</th></tr></thead><tbody>");
     for c in &d.packages.changes {
         let k = kind_name(c.kind);
         let _ = write!(
@@ -170,6 +171,31 @@ pub fn page(d: &Diff) -> String {
             list(&d.packages.licenses_removed)
         );
     }
+
+    let _ = write!(
+        o,
+        "<h2>ELF findings</h2><p>{} ({} unchanged).</p>\
+<table class=\"sortable\" id=\"findings\"><thead><tr><th>change</th><th>severity</th><th>check</th>\
+<th>path</th><th>package</th><th>message</th><th>waiver</th></tr></thead><tbody>",
+        escape(&findings_summary(&d.findings)),
+        d.findings.unchanged
+    );
+    for c in &d.findings.changes {
+        let f = &c.finding;
+        let _ = write!(
+            o,
+            "<tr class=\"finding-{}\"><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            c.status,
+            c.status,
+            escape(&f.severity),
+            escape(&f.check),
+            escape(&f.path),
+            escape(f.package.as_deref().unwrap_or("")),
+            escape(&f.message),
+            escape(f.waived.as_deref().unwrap_or(""))
+        );
+    }
+    let _ = write!(o, "</tbody></table>");
 
     let _ = write!(o, "<h2>Layers</h2><p>A device holding OLD downloads <b>{}</b> of {}.</p>\
 <table class=\"sortable\" id=\"layers\"><thead><tr><th class=\"num\">#</th><th>status</th><th>digest</th>\

@@ -9,6 +9,7 @@
 //! as a table (summary first) or JSON.
 
 pub mod files;
+pub mod findings;
 pub mod html;
 pub mod packages;
 pub mod render;
@@ -36,6 +37,9 @@ impl From<LayoutError> for DiffError {
         }
     }
 }
+
+/// The largest image config read.
+const MAX_CONFIG: u64 = 4 << 20;
 
 /// The largest SBOM read (tens of thousands of packages stay below).
 const MAX_SBOM: u64 = 64 << 20;
@@ -73,6 +77,9 @@ pub struct Side {
     pub packages: Vec<packages::Package>,
     /// Whether the layout has an SBOM at all.
     pub has_sbom: bool,
+    /// Its ELF findings, as the build recorded them (or as checked now).
+    #[serde(skip)]
+    pub findings: findings::SideFindings,
 }
 
 /// Reads one side: `out` is a build's output (OUT/oci) or an OCI layout.
@@ -138,7 +145,13 @@ pub fn read_side(out: &Path) -> Result<Side, DiffError> {
             )
         }
     };
+    let config = layout.blob(manifest.config(), MAX_CONFIG)?;
+    let findings = findings::read(out, &layout_dir, &config).map_err(|reason| DiffError {
+        path: out.to_path_buf(),
+        reason,
+    })?;
     Ok(Side {
+        findings,
         path: out.to_path_buf(),
         layout: layout_dir.clone(),
         image: digest,
@@ -181,6 +194,8 @@ pub struct Diff {
     pub missing_sbom: Vec<String>,
     /// Paths and enabled units of the layers that differ.
     pub files: files::FileDiff,
+    /// ELF findings new, resolved, waived or unwaived.
+    pub findings: findings::FindingDiff,
 }
 
 /// One side, briefly.
@@ -270,7 +285,16 @@ pub fn compare(old: &Side, new: &Side) -> Result<Diff, DiffError> {
         &only(old, &new_digests),
         &only(new, &old_digests),
     )?;
+    let mut finding_diff = findings::compare(&old.findings.findings, &new.findings.findings);
+    for s in [old, new] {
+        if s.findings.source == findings::FindingsSource::CheckedWithoutWaivers {
+            finding_diff
+                .checked_without_waivers
+                .push(s.path.display().to_string());
+        }
+    }
     Ok(Diff {
+        findings: finding_diff,
         old: summary(old),
         new: summary(new),
         layers,

@@ -22,7 +22,7 @@ pub struct Package {
     pub ecosystem: String,
     /// Package name.
     pub name: String,
-    /// Architecture ("" for a wheel).
+    /// Architecture; for a wheel, the env it is installed in.
     pub arch: String,
     /// Version.
     pub version: String,
@@ -30,6 +30,23 @@ pub struct Package {
     pub sha256: String,
     /// Declared licences (Debian short names or SPDX ids).
     pub licenses: Vec<String>,
+}
+
+fn text_of(p: &Value, key: &str) -> String {
+    p.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// The env of a wheel entry, from the SPDX id kiln writes for it (empty when it is not one).
+fn wheel_env(p: &Value, name: &str) -> String {
+    let id = text_of(p, "SPDXID");
+    let prefix = format!(
+        "SPDXRef-pypi-{}-",
+        crate::pipeline::sbom::spdx_idstring(name)
+    );
+    id.strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once('-'))
+        .map(|(_arch, env)| env.to_string())
+        .unwrap_or_default()
 }
 
 /// Reads the packages of an SPDX 2.3 JSON document (the image itself is not one).
@@ -68,14 +85,19 @@ pub fn from_spdx(bytes: &[u8]) -> Result<Vec<Package>, String> {
         } else {
             continue;
         };
-        let arch = purl
-            .split_once('?')
-            .map(|(_, q)| q)
-            .unwrap_or("")
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("arch="))
-            .unwrap_or("")
-            .to_string();
+        // A wheel's env is in its SPDX id only (`SPDXRef-pypi-NAME-ARCH-ENV`, as kiln build
+        // writes it); a wheel in two envs is two packages.
+        let arch = if ecosystem == "pypi" {
+            wheel_env(p, &text_of(p, "name"))
+        } else {
+            purl.split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("arch="))
+                .unwrap_or("")
+                .to_string()
+        };
         let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let declared = text("licenseDeclared");
         let licenses = if declared == "NOASSERTION" || declared.is_empty() {
@@ -294,16 +316,20 @@ mod tests {
                  "externalRefs": [{"referenceType": "purl", "referenceLocator": "pkg:deb/debian/libc6@2.36-9?arch=arm64&upstream=glibc"}]},
                 {"name": "requests", "versionInfo": "2.31.0", "licenseDeclared": "NOASSERTION",
                  "externalRefs": [{"referenceType": "purl", "referenceLocator": "pkg:pypi/requests@2.31.0"}]},
+                {"SPDXID": "SPDXRef-pypi-zope.interface-arm64-tele-metry", "name": "zope.interface", "versionInfo": "7.0",
+                 "externalRefs": [{"referenceType": "purl", "referenceLocator": "pkg:pypi/zope-interface@7.0"}]},
             ],
             "hasExtractedLicensingInfos": [{"licenseId": "LicenseRef-Debian-GPL-2", "name": "GPL-2"}],
         });
         let p = from_spdx(&serde_json::to_vec(&doc).unwrap()).unwrap();
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert_eq!(
             (p[0].arch.as_str(), p[0].licenses.clone()),
             ("arm64", vec!["GPL-2".to_string(), "MIT".into()])
         );
+        // A wheel's env comes from the SPDX id kiln writes; without one it is unknown.
         assert_eq!((p[1].ecosystem.as_str(), p[1].arch.as_str()), ("pypi", ""));
+        assert_eq!(p[2].arch, "tele-metry");
         assert!(from_spdx(b"{not json").is_err());
     }
 }

@@ -73,6 +73,7 @@ pub fn summary_line(d: &Diff) -> String {
     let mut licenses = Vec::new();
     licenses.extend(d.packages.licenses_added.iter().map(|l| format!("+{l}")));
     licenses.extend(d.packages.licenses_removed.iter().map(|l| format!("-{l}")));
+    let findings = findings_summary(&d.findings);
     let new_layers = d.layers.iter().filter(|l| l.status == "new").count();
     let removed = d.layers.iter().filter(|l| l.status == "removed").count();
     let total = d.layers.len() - removed;
@@ -83,13 +84,28 @@ pub fn summary_line(d: &Diff) -> String {
     units.extend(d.files.units_enabled.iter().map(|u| format!("+{u}")));
     units.extend(d.files.units_disabled.iter().map(|u| format!("-{u}")));
     format!(
-        "{packages}; licences {}; files: {added} added, {gone} removed, {} changed; units {}; layers: {new_layers} of {total} new, {removed} removed; a device holding OLD downloads {} of {}",
+        "{packages}; licences {}; {findings}; files: {added} added, {gone} removed, {} changed; units {}; layers: {new_layers} of {total} new, {removed} removed; a device holding OLD downloads {} of {}",
         if licenses.is_empty() { "unchanged".to_string() } else { licenses.join(" ") },
         f.len() - added - gone,
         if units.is_empty() { "unchanged".to_string() } else { units.join(" ") },
         human_bytes(d.download_bytes),
         human_bytes(d.full_bytes)
     )
+}
+
+/// The findings part of the summary: `findings: 1 new, 0 resolved, 1 waived, 0 unwaived`.
+pub fn findings_summary(f: &super::findings::FindingDiff) -> String {
+    let counts = ["new", "resolved", "waived", "unwaived"]
+        .map(|s| format!("{} {s}", f.count(s)))
+        .join(", ");
+    if f.checked_without_waivers.is_empty() {
+        format!("findings: {counts}")
+    } else {
+        format!(
+            "findings: {counts} (no waivers recorded for {})",
+            f.checked_without_waivers.join(", ")
+        )
+    }
 }
 
 /// The terminal table: the two images, the summary, then packages and layers.
@@ -117,12 +133,14 @@ pub fn table(d: &Diff) -> String {
             .packages
             .changes
             .iter()
-            .map(|c| c.name.len() + c.arch.len() + 3)
+            .map(|c| c.name.len() + c.arch.len() + 7)
             .max()
             .unwrap_or(0);
         for c in &d.packages.changes {
             let what = if c.arch.is_empty() {
                 c.name.clone()
+            } else if c.ecosystem == "pypi" {
+                format!("{} (env {})", c.name, c.arch)
             } else {
                 format!("{} ({})", c.name, c.arch)
             };
@@ -137,6 +155,21 @@ pub fn table(d: &Diff) -> String {
                 "  {:<13} {:<4} {what:<width$}  {versions}",
                 kind_name(c.kind),
                 c.ecosystem
+            );
+        }
+    }
+    if !d.findings.changes.is_empty() {
+        let _ = writeln!(out, "\nfindings ({} unchanged)", d.findings.unchanged);
+        for c in &d.findings.changes {
+            let f = &c.finding;
+            let why = match &f.waived {
+                Some(reason) if c.status == "waived" => format!(" (waived: {reason})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<9} {:<7} {:<16} {}: {}{why}",
+                c.status, f.severity, f.check, f.path, f.message
             );
         }
     }

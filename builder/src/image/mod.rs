@@ -64,6 +64,15 @@ enum Content {
     /// joined and followed: see `inroot`).
     InRoot(Arc<crate::inroot::ImageRoot>, String),
     Memory(Arc<[u8]>),
+    /// A span of the tree's spool file (offset, length): layers read without holding them.
+    Spooled(Arc<fs::File>, u64, u64),
+}
+
+/// Where a spooling tree puts file contents: one unlinked temporary file, appended to.
+#[derive(Debug)]
+struct Spool {
+    file: Arc<fs::File>,
+    end: u64,
 }
 
 /// Opens the regular file `path` of `root` for reading, inside the root (no final symlink).
@@ -181,6 +190,8 @@ pub struct ImageTree {
     pub source: String,
     /// For an OCI layout: the image manifest it was read from.
     pub manifest: Option<ManifestInfo>,
+    /// Set while file contents go to a spool file instead of memory.
+    spool: Option<Spool>,
 }
 
 /// The image manifest an OCI-layout tree was read from (its digest was verified).
@@ -359,6 +370,21 @@ impl ImageTree {
         dir: &Path,
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<ImageTree, ImageError> {
+        Self::read_oci(dir, keep, None)
+    }
+
+    /// The whole image of an OCI layout with every layer streamed (and verified while it
+    /// streams) and file contents written to `spool`, an unlinked temporary file, instead of
+    /// memory: what `kiln build` checks, however large the image, within bounded memory.
+    pub fn from_oci_layout_spooled(dir: &Path, spool: fs::File) -> Result<ImageTree, ImageError> {
+        Self::read_oci(dir, &|_| true, Some(spool))
+    }
+
+    fn read_oci(
+        dir: &Path,
+        keep: &dyn Fn(&str) -> bool,
+        spool: Option<fs::File>,
+    ) -> Result<ImageTree, ImageError> {
         // Every file of the layout is read inside it, once, as a regular file of bounded size:
         // a FIFO, device or symlink out of the layout is refused, never waited on.
         let layout = layout::Layout::open(dir)?;
@@ -398,6 +424,10 @@ impl ImageTree {
                 digest: manifest_desc.digest().to_string(),
                 annotations,
             }),
+            spool: spool.map(|file| Spool {
+                file: Arc::new(file),
+                end: 0,
+            }),
             ..ImageTree::default()
         };
         tree.add_root();
@@ -406,7 +436,6 @@ impl ImageTree {
             if !keep(&digest) {
                 continue;
             }
-            let bytes = layout.blob(layer, u64::MAX)?;
             let media = layer.media_type().to_string();
             let compression = if media.ends_with("+zstd") {
                 Compression::Zstd
@@ -415,6 +444,23 @@ impl ImageTree {
             } else {
                 Compression::None
             };
+            if tree.spool.is_some() {
+                let file = layout.blob_file(&digest, layer.size())?;
+                let mut hashing = crate::digest::HashingReader::new(file);
+                let decoder = compression
+                    .decoder(&mut hashing)
+                    .map_err(|e| image_err(&digest, e))?;
+                tree.apply_tar_from(decoder, &digest, true)?;
+                let (hex, _) = hashing.finish().map_err(|e| image_err(&digest, e))?;
+                if format!("sha256:{hex}") != digest {
+                    return Err(image_err(
+                        &digest,
+                        format!("the layer's content has digest sha256:{hex}: it was altered"),
+                    ));
+                }
+                continue;
+            }
+            let bytes = layout.blob(layer, u64::MAX)?;
             let mut raw = Vec::new();
             compression
                 .decoder(bytes.as_slice())
@@ -428,7 +474,17 @@ impl ImageTree {
     /// Applies one tar (a layer when `whiteouts`) on top of the tree.
     fn apply_tar(&mut self, data: &[u8], label: &str, whiteouts: bool) -> Result<(), ImageError> {
         let data = decompress_if_needed(data).map_err(|e| image_err(label, e))?;
-        let mut archive = tar::Archive::new(&data[..]);
+        self.apply_tar_from(&data[..], label, whiteouts)
+    }
+
+    /// Applies one tar read from `reader` (file contents to the spool when there is one).
+    fn apply_tar_from(
+        &mut self,
+        reader: impl Read,
+        label: &str,
+        whiteouts: bool,
+    ) -> Result<(), ImageError> {
+        let mut archive = tar::Archive::new(reader);
         let mut added: Vec<(String, Node, Option<String>)> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
@@ -490,12 +546,17 @@ impl ImageTree {
                 })?);
                 Node::new(Kind::File, mode)
             } else if et.is_file() || et == tar::EntryType::Continuous {
-                let mut bytes = Vec::with_capacity(entry.size() as usize);
-                entry
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| image_err(format!("{label}: {raw_name}"), e))?;
                 let mut n = Node::new(Kind::File, mode);
-                n.content = Content::Memory(bytes.into());
+                let fail = |e: io::Error| image_err(format!("{label}: {raw_name}"), e);
+                if let Some(spool) = &mut self.spool {
+                    let len = io::copy(&mut entry, &mut &*spool.file).map_err(fail)?;
+                    n.content = Content::Spooled(spool.file.clone(), spool.end, len);
+                    spool.end += len;
+                } else {
+                    let mut bytes = Vec::with_capacity(entry.size() as usize);
+                    entry.read_to_end(&mut bytes).map_err(fail)?;
+                    n.content = Content::Memory(bytes.into());
+                }
                 n
             } else if et.is_pax_global_extensions() || et.is_pax_local_extensions() {
                 continue;
@@ -617,6 +678,19 @@ impl ImageTree {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         match &node.content {
             Content::Memory(b) => Ok(FileData::Shared(b.clone())),
+            Content::Spooled(_, _, 0) => Ok(FileData::Shared(Arc::from(&[][..]))),
+            Content::Spooled(file, offset, len) => {
+                let len = usize::try_from(*len).map_err(io::Error::other)?;
+                // SAFETY: the spool is kiln's own unlinked file, only appended to while the
+                // tree is read and never again after; the span mapped is written in full.
+                let map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(*offset)
+                        .len(len)
+                        .map(&**file)?
+                };
+                Ok(FileData::Mapped(map))
+            }
             Content::InRoot(root, p) => {
                 let file = open_in_root(root, p)?;
                 if file.metadata()?.len() == 0 {
@@ -645,6 +719,9 @@ impl ImageTree {
         let same = match (&node.content, &first.content) {
             (Content::Memory(a), Content::Memory(b)) => Arc::ptr_eq(a, b),
             (Content::InRoot(ra, a), Content::InRoot(rb, b)) => Arc::ptr_eq(ra, rb) && a == b,
+            (Content::Spooled(fa, a, _), Content::Spooled(fb, b, _)) => {
+                Arc::ptr_eq(fa, fb) && a == b
+            }
             _ => false,
         };
         (same && first.kind == Kind::File && first.alias_of.is_none()).then_some(leader)
@@ -658,6 +735,13 @@ impl ImageTree {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         match &node.content {
             Content::Memory(b) => Ok(b[..n.min(b.len())].to_vec()),
+            Content::Spooled(file, offset, len) => {
+                use std::os::unix::fs::FileExt;
+                let want = (n as u64).min(*len) as usize;
+                let mut buf = vec![0; want];
+                file.read_exact_at(&mut buf, *offset)?;
+                Ok(buf)
+            }
             Content::InRoot(root, p) => {
                 let mut buf = Vec::with_capacity(n);
                 open_in_root(root, p)?

@@ -396,7 +396,16 @@ fn build_pipeline(
         }
         _ => {}
     }
+    let check_path = opts.out.join(crate::check::report::RECORD_FILE);
+    match std::fs::remove_file(&check_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(out_err(&check_path, e)),
+        _ => {}
+    }
+    let checked = check_image_as_built(staged.path(), &opts.out, &recipe)?;
+    clock.lap("check image");
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
+    crate::output::replace_file(&check_path, checked.as_bytes())
+        .map_err(|e| out_err(&check_path, e))?;
     let envrun_sha256 = added.iter().find_map(|a| a.file_sha256.as_deref());
     let statement =
         crate::pipeline::provenance::statement(&crate::pipeline::provenance::BuildFacts {
@@ -451,6 +460,33 @@ fn check_layer(layer: &str, root: &Path, recipe: &Recipe) -> Result<(), BuildErr
             report: render(&blocked.report, Format::Table),
         }),
     }
+}
+
+/// Checks the whole image as built (every layer stacked, the recipe's and board's waivers):
+/// the findings, in JSON lines, that the build records beside the layout
+/// ([`crate::check::report::RECORD_FILE`]) so that `kiln diff` tells new, resolved and waived
+/// findings between two releases without unpacking either.
+/// File contents go to an unlinked file in `spool_dir`, never all into memory.
+fn check_image_as_built(
+    layout: &Path,
+    spool_dir: &Path,
+    recipe: &Recipe,
+) -> Result<String, BuildError> {
+    let spool = tempfile::tempfile_in(spool_dir).map_err(|e| BuildError::Output {
+        path: spool_dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let tree =
+        ImageTree::from_oci_layout_spooled(layout, spool).map_err(|e| BuildError::Output {
+            path: layout.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut opts = CheckOptions::new(recipe.board.arch);
+    opts.waivers = recipe.all_waivers();
+    Ok(render(
+        &crate::check::check_image(&tree, &opts),
+        Format::Json,
+    ))
 }
 
 /// Fetches, composes, configures and packs the base layer into `blobs`.

@@ -157,7 +157,8 @@ fn spdx_id(debian: &str) -> Option<&'static str> {
 }
 
 /// SPDX ids may hold letters, digits, '.' and '-'; anything else becomes '-'.
-fn spdx_idstring(s: &str) -> String {
+/// An SPDX idstring of `s`: letters, digits, `.` and `-`, anything else as `-`.
+pub(crate) fn spdx_idstring(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
