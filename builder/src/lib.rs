@@ -26,5 +26,6 @@ pub mod recipe;
 pub mod registry;
 pub mod sandbox;
 pub mod signing;
+pub mod spdx;
 pub mod timefmt;
 pub mod transport;

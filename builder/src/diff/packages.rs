@@ -39,10 +39,7 @@ fn text_of(p: &Value, key: &str) -> String {
 /// The env of a wheel entry, from the SPDX id kiln writes for it (empty when it is not one).
 fn wheel_env(p: &Value, name: &str) -> String {
     let id = text_of(p, "SPDXID");
-    let prefix = format!(
-        "SPDXRef-pypi-{}-",
-        crate::pipeline::sbom::spdx_idstring(name)
-    );
+    let prefix = format!("SPDXRef-pypi-{}-", crate::spdx::idstring(name));
     id.strip_prefix(&prefix)
         .and_then(|rest| rest.split_once('-'))
         .map(|(_arch, env)| env.to_string())

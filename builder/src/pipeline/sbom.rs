@@ -156,30 +156,8 @@ fn spdx_id(debian: &str) -> Option<&'static str> {
     })
 }
 
-/// SPDX ids may hold letters, digits, '.' and '-'; anything else becomes '-'.
-/// An SPDX idstring of `s`: letters, digits, `.` and `-`, anything else as `-`.
-pub(crate) fn spdx_idstring(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
 fn license_ref(debian: &str) -> String {
-    format!("LicenseRef-Debian-{}", spdx_idstring(debian))
-}
-
-fn spdx_element_id(kind: &str, name: &str, arch: &str) -> String {
-    format!(
-        "SPDXRef-{kind}-{}-{}",
-        spdx_idstring(name),
-        spdx_idstring(arch)
-    )
+    format!("LicenseRef-Debian-{}", crate::spdx::idstring(debian))
 }
 
 /// The image an SBOM describes.
@@ -221,7 +199,7 @@ pub fn spdx_document(image: &Described, debs: &[SbomPackage]) -> Value {
             if d.ecosystem == Ecosystem::PyPI {
                 // The wheel's own licence fields are free text; kiln does not guess from them.
                 return json!({
-                    "SPDXID": spdx_element_id("pypi", &d.name, &d.arch),
+                    "SPDXID": crate::spdx::element_id("pypi", &d.name, &d.arch),
                     "name": d.name,
                     "versionInfo": d.version,
                     "supplier": "NOASSERTION",
@@ -241,7 +219,7 @@ pub fn spdx_document(image: &Described, debs: &[SbomPackage]) -> Value {
                 });
             }
             json!({
-                "SPDXID": spdx_element_id("deb", &d.name, &d.arch),
+                "SPDXID": crate::spdx::element_id("deb", &d.name, &d.arch),
                 "name": d.name,
                 "versionInfo": d.version,
                 "supplier": "NOASSERTION",
@@ -277,7 +255,7 @@ pub fn spdx_document(image: &Described, debs: &[SbomPackage]) -> Value {
         relationships.push(json!({
             "spdxElementId": image_id,
             "relationshipType": "CONTAINS",
-            "relatedSpdxElement": spdx_element_id(
+            "relatedSpdxElement": crate::spdx::element_id(
                 if d.ecosystem == Ecosystem::PyPI { "pypi" } else { "deb" },
                 &d.name,
                 &d.arch,
