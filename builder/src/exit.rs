@@ -114,6 +114,23 @@ impl Classified for crate::pipeline::inputs::InputsError {
     }
 }
 
+impl Classified for crate::pipeline::sources::SourcesError {
+    fn exit(&self) -> Exit {
+        use crate::pipeline::sources::SourcesError;
+        match self {
+            SourcesError::Recipe(_) | SourcesError::Refused { .. } | SourcesError::Layout(_) => {
+                Exit::Refused
+            }
+            SourcesError::Lock(e) => e.exit(),
+            SourcesError::Fetch(e) => e.exit(),
+            SourcesError::Archive(crate::debian::archive::ArchiveError::Transport(_)) => {
+                Exit::CouldNotRun
+            }
+            SourcesError::Archive(_) => Exit::Refused,
+        }
+    }
+}
+
 impl Classified for OverlayError {
     fn exit(&self) -> Exit {
         match self {

@@ -137,6 +137,23 @@ fn main() -> ExitCode {
             format,
             output,
         } => cli::review::run_diff(&old, &new, format, output.as_deref()),
+        Command::Sources {
+            out,
+            output,
+            dir,
+            only,
+            offline,
+            allow_unavailable,
+            cache,
+        } => cli::review::run_sources(cli::review::SourcesRequest {
+            out: &out,
+            output: &output,
+            dir: &dir,
+            copyleft_only: only.is_some(),
+            offline,
+            allow_unavailable,
+            cache,
+        }),
         Command::Push {
             out,
             reference,

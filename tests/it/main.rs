@@ -16,4 +16,5 @@ mod overlay;
 mod provenance;
 mod registry;
 mod sign;
+mod sources;
 mod trust;

@@ -347,6 +347,35 @@ pub enum Command {
         #[arg(short = 'o', long = "output", required_if_eq("format", "html"))]
         output: Option<PathBuf>,
     },
+    /// Gather the corresponding source of a build for licence compliance: every Debian source
+    /// package its lock's .debs were built from (found through the signed Release and Sources,
+    /// each file verified), the sdists its envs' locks pin and the overlays' own files, with an
+    /// index and the SBOM extended by the source packages, into a directory or a reproducible
+    /// tar (FILE.tar).
+    Sources {
+        /// The build's output (OUT, or its OCI layout).
+        out: PathBuf,
+        /// Where to: a directory, or FILE.tar.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Recipe directory (holding kiln.toml and the kiln.lock the build used).
+        #[arg(short = 'C', long = "directory", default_value = ".")]
+        dir: PathBuf,
+        /// Only packages whose licences include GPL, LGPL, AGPL or MPL (or are not machine-
+        /// readable); by default every package.
+        #[arg(long, value_enum)]
+        only: Option<SourcesOnly>,
+        /// Use only the cache (what an earlier online run fetched); the same bundle, bit for bit.
+        #[arg(long)]
+        offline: bool,
+        /// Leave out a source package whose files the mirror does not serve (404; offline: the
+        /// cache lacks), listing it in the index and on stderr, instead of failing.
+        #[arg(long)]
+        allow_unavailable: bool,
+        /// Cache directory (default: $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {
         #[command(subcommand)]
@@ -517,6 +546,13 @@ pub enum CertAction {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+}
+
+/// Which packages `kiln sources --only` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourcesOnly {
+    /// GPL, LGPL, AGPL or MPL in any version, and licences that are not machine-readable.
+    Copyleft,
 }
 
 /// How `kiln diff` reports.

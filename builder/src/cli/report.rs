@@ -20,14 +20,7 @@ pub fn failed(e: &(impl std::fmt::Display + Classified)) -> ExitCode {
     error_exit(e, e.exit())
 }
 
-/// The OCI layout of an output directory (OUT/oci), or the path itself when it is a layout.
-pub fn layout_of(out: &std::path::Path) -> PathBuf {
-    if out.join("oci-layout").exists() {
-        out.to_path_buf()
-    } else {
-        out.join("oci")
-    }
-}
+pub use kiln::image::layout::layout_of;
 
 /// The layout of `out` for `board`: as [`layout_of`], or, for the output of a build for several
 /// boards (`OUT/BOARD/oci`), the board's.

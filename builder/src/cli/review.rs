@@ -1,4 +1,5 @@
-//! `kiln diff`: a thin adapter over [`kiln::diff`].
+//! `kiln diff` and `kiln sources`, the release reviewer's and the compliance officer's
+//! commands: thin adapters over [`kiln::diff`] and [`kiln::pipeline::sources`].
 
 use super::DiffFormat;
 use crate::cli::report::{error_exit, failed};
@@ -36,5 +37,114 @@ pub fn run_diff(old: &Path, new: &Path, format: DiffFormat, output: Option<&Path
             );
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// What `kiln sources` was asked for.
+pub struct SourcesRequest<'a> {
+    /// The build's output.
+    pub out: &'a Path,
+    /// The bundle: a directory or FILE.tar.
+    pub output: &'a Path,
+    /// The recipe directory.
+    pub dir: &'a Path,
+    /// `--only copyleft`.
+    pub copyleft_only: bool,
+    /// `--offline`.
+    pub offline: bool,
+    /// `--allow-unavailable`.
+    pub allow_unavailable: bool,
+    /// `--cache`.
+    pub cache: Option<std::path::PathBuf>,
+}
+
+/// `kiln sources OUT -o DEST`: exit 0 with a summary, non-zero with one line naming what and
+/// where.
+pub fn run_sources(r: SourcesRequest) -> ExitCode {
+    use kiln::pipeline::sources::{self, bundle, DscSignature, Policy, SourcesOptions};
+    use std::io::IsTerminal;
+    let cache_dir = r
+        .cache
+        .unwrap_or_else(kiln::pipeline::fetch::Cache::default_dir);
+    let opts = SourcesOptions {
+        policy: if r.copyleft_only {
+            Policy::Copyleft
+        } else {
+            Policy::All
+        },
+        offline: r.offline,
+        progress: std::io::stderr().is_terminal(),
+        allow_unavailable: r.allow_unavailable,
+    };
+    let run = || -> Result<_, sources::SourcesError> {
+        let cache = kiln::pipeline::fetch::Cache::open(&cache_dir)?;
+        let gathered = sources::gather(r.dir, r.out, &cache, &opts)?;
+        let written = bundle::write(&gathered, r.output)?;
+        Ok((gathered, written))
+    };
+    let (g, written) = match run() {
+        Ok(x) => x,
+        Err(e) => return failed(&e),
+    };
+    let debian_bytes: u64 = g
+        .debian
+        .iter()
+        .flat_map(|s| s.files.iter().map(|(f, _)| f.size))
+        .sum();
+    let verified = g
+        .debian
+        .iter()
+        .filter(|s| matches!(s.dsc_signature, DscSignature::Verified(_)))
+        .count();
+    for u in &g.unavailable {
+        eprintln!(
+            "kiln: warning: {} {} left out: {}",
+            u.name, u.version, u.reason
+        );
+    }
+    for p in g.python.iter().filter(|p| p.sdist.is_none()) {
+        eprintln!(
+            "kiln: note: {} {} (env {}): no sdist in the bundle: {}",
+            p.name,
+            p.version,
+            p.env,
+            p.missing.as_deref().unwrap_or("")
+        );
+    }
+    let mut largest: Vec<_> = g
+        .debian
+        .iter()
+        .map(|s| (s.files.iter().map(|(f, _)| f.size).sum::<u64>(), s))
+        .collect();
+    largest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
+    for (size, s) in largest.iter().take(5) {
+        println!(
+            "  {:>10}  {} {}",
+            kiln::diff::render::human_bytes(*size),
+            s.name,
+            s.version
+        );
+    }
+    println!(
+        "sources of {}: {} Debian source packages ({}, each file verified through the signed Release and Sources; {} .dsc signatures verified with the board's keyring){}, {} of {} Python distributions with an sdist, {} overlay files -> {} ({} files, {})",
+        g.image,
+        g.debian.len(),
+        kiln::diff::render::human_bytes(debian_bytes),
+        verified,
+        [
+            (g.excluded.len(), "left out by --only copyleft"),
+            (g.unavailable.len(), "unavailable (listed in the index)")
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, why)| format!(", {n} {why}"))
+        .collect::<String>(),
+        g.python.iter().filter(|p| p.sdist.is_some()).count(),
+        g.python.len(),
+        g.overlays.len(),
+        r.output.display(),
+        written.files,
+        kiln::diff::render::human_bytes(written.bytes)
+    );
     ExitCode::SUCCESS
 }

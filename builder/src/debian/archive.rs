@@ -135,6 +135,31 @@ pub fn fetch_release(transport: &Transport, board: &Board) -> Result<Release, Ar
         }
         Err(e) => return Err(e.into()),
     };
+    release_from_verified(url, &raw, verified, board, true)
+}
+
+/// Verifies an InRelease kiln fetched before (kept in its cache by digest) for `board`: the
+/// signature at the time it was made, the suite, the digests; not its age (`kiln sources
+/// --offline` reads the Release a lock's sources were found through, days later).
+pub fn verify_kept_inrelease(
+    url: &str,
+    raw: &[u8],
+    board: &Board,
+) -> Result<Release, ArchiveError> {
+    let keyring = Keyring::load(&board.keyring)?;
+    let verified = trust::verify_inrelease(url, raw, &keyring, TimeAnchor::SignatureTime)?;
+    release_from_verified(url.to_string(), raw, verified, board, false)
+}
+
+/// The facts of a verified Release text; `fresh` also refuses a future Date and an expired
+/// Valid-Until (for live suites).
+fn release_from_verified(
+    url: String,
+    raw: &[u8],
+    verified: trust::Verified,
+    board: &Board,
+    fresh: bool,
+) -> Result<Release, ArchiveError> {
     let bad = |reason: String| ArchiveError::Release {
         url: url.clone(),
         reason,
@@ -164,7 +189,7 @@ pub fn fetch_release(transport: &Transport, board: &Board) -> Result<Release, Ar
     // apt refuses a Release that is "not valid yet" (Acquire::Max-FutureTime); kiln allows
     // FUTURE_TOLERANCE of clock skew. A future Date would become the image's creation time
     // and mtime clamp, so it is refused for archived suites too.
-    if date > now_secs() + FUTURE_TOLERANCE {
+    if fresh && date > now_secs() + FUTURE_TOLERANCE {
         return Err(bad(format!(
             "not valid yet: Date '{date_text}' lies in the future (more than {} minutes ahead of this machine's clock)",
             FUTURE_TOLERANCE / 60
@@ -177,7 +202,7 @@ pub fn fetch_release(transport: &Transport, board: &Board) -> Result<Release, Ar
         None => None,
     };
     if let Some(until) = valid_until {
-        if until < now_secs() && !board.archived {
+        if fresh && until < now_secs() && !board.archived {
             return Err(bad(format!(
                 "expired: Valid-Until {} has passed (a replayed or stale archive; if the suite is archived, set `archived = true` in {})",
                 p.get("Valid-Until").unwrap_or(""),
@@ -219,7 +244,7 @@ pub fn fetch_release(transport: &Transport, board: &Board) -> Result<Release, Ar
         ));
     }
     Ok(Release {
-        inrelease_sha256: sha256_hex(&raw),
+        inrelease_sha256: sha256_hex(raw),
         signer: verified.signer,
         url,
         date_text,

@@ -14,7 +14,7 @@ pub mod html;
 pub mod packages;
 pub mod render;
 
-use crate::image::layout::{entry_kind, tag_of, EntryKind, Layout, LayoutError};
+use crate::image::layout::{Layout, LayoutError};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -84,27 +84,10 @@ pub struct Side {
 
 /// Reads one side: `out` is a build's output (OUT/oci) or an OCI layout.
 pub fn read_side(out: &Path) -> Result<Side, DiffError> {
-    let layout_dir = if out.join("oci-layout").exists() {
-        out.to_path_buf()
-    } else {
-        out.join("oci")
-    };
+    let layout_dir = crate::image::layout::layout_of(out);
     let layout = Layout::open(&layout_dir)?;
     let index = layout.index()?;
-    let images: Vec<_> = index
-        .manifests()
-        .iter()
-        .filter(|d| entry_kind(d) == EntryKind::Image)
-        .collect();
-    let [image] = images.as_slice() else {
-        return Err(DiffError {
-            path: layout_dir.join("index.json"),
-            reason: format!(
-                "lists {} image manifests; give the output of one board (OUT/BOARD)",
-                images.len()
-            ),
-        });
-    };
+    let image = layout.the_image(&index)?;
     let (manifest_bytes, manifest) = layout.manifest(image)?;
     let digest = image.digest().to_string();
     let annotation = |key: &str| {
@@ -123,21 +106,9 @@ pub fn read_side(out: &Path) -> Result<Side, DiffError> {
             media_type: l.media_type().to_string(),
         })
         .collect();
-    // The SBOM referrer kiln build attaches: its tag, then its one layer, the SPDX document.
-    let sbom_tag = format!("{}.sbom", digest.replace(':', "-"));
-    let sbom = index
-        .manifests()
-        .iter()
-        .find(|d| tag_of(d) == Some(sbom_tag.as_str()));
-    let (packages, has_sbom) = match sbom {
+    let (packages, has_sbom) = match layout.sbom(&index, &digest, MAX_SBOM)? {
         None => (Vec::new(), false),
-        Some(d) => {
-            let (_, m) = layout.manifest(d)?;
-            let layer = m.layers().first().ok_or_else(|| DiffError {
-                path: layout_dir.join("index.json"),
-                reason: format!("the SBOM manifest {} has no layer", d.digest()),
-            })?;
-            let doc = layout.blob(layer, MAX_SBOM)?;
+        Some(doc) => {
             let path = layout_dir.join("blobs/sha256");
             (
                 packages::from_spdx(&doc).map_err(|reason| DiffError { path, reason })?,

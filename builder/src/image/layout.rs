@@ -103,6 +103,16 @@ pub struct Layout<'a> {
     root: ImageRoot,
 }
 
+/// The OCI layout of a build's output directory (OUT/oci), or the path itself when it is a
+/// layout.
+pub fn layout_of(out: &Path) -> PathBuf {
+    if out.join("oci-layout").exists() {
+        out.to_path_buf()
+    } else {
+        out.join("oci")
+    }
+}
+
 impl<'a> Layout<'a> {
     /// Opens the layout at `path` (a directory, not a symlink to one).
     pub fn open(path: &'a Path) -> Result<Layout<'a>, LayoutError> {
@@ -196,6 +206,52 @@ impl<'a> Layout<'a> {
         self.root
             .dir("blobs/sha256")
             .map_err(|e| self.err("blobs/sha256", e.reason))
+    }
+
+    /// The one image manifest of the layout (a build's output for one board): refused, naming
+    /// the count, when there are none or several.
+    pub fn the_image<'i>(&self, index: &'i ImageIndex) -> Result<&'i Descriptor, LayoutError> {
+        let images: Vec<&Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| entry_kind(d) == EntryKind::Image)
+            .collect();
+        match images.as_slice() {
+            [one] => Ok(one),
+            _ => Err(self.err(
+                "index.json",
+                format!(
+                    "lists {} image manifests; give the output of one board (OUT/BOARD)",
+                    images.len()
+                ),
+            )),
+        }
+    }
+
+    /// The SPDX document `kiln build` attached to the image `image_digest` (the one layer of the
+    /// referrer tagged `sha256-HEX.sbom`), at most `max` bytes; None when the layout has none.
+    pub fn sbom(
+        &self,
+        index: &ImageIndex,
+        image_digest: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, LayoutError> {
+        let tag = format!("{}.sbom", image_digest.replace(':', "-"));
+        let Some(d) = index
+            .manifests()
+            .iter()
+            .find(|d| tag_of(d) == Some(tag.as_str()))
+        else {
+            return Ok(None);
+        };
+        let (_, m) = self.manifest(d)?;
+        let layer = m.layers().first().ok_or_else(|| {
+            self.err(
+                "index.json",
+                format!("the SBOM manifest {} has no layer", d.digest()),
+            )
+        })?;
+        Ok(Some(self.blob(layer, max)?))
     }
 
     /// The blob of `digest` opened for streaming, when it is a regular file of `size` bytes.

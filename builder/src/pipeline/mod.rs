@@ -18,3 +18,4 @@ pub mod lock;
 pub mod overlay;
 pub mod provenance;
 pub mod sbom;
+pub mod sources;

@@ -569,6 +569,68 @@ impl<'a> WheelSources<'a> {
         })
     }
 
+    /// The source distribution of `req` that its lock pins (a `.tar.gz` or `.zip` whose hash
+    /// the lock allows), fetched and verified into the cache: from the wheelhouse, pip's
+    /// find-links, the cache, or the indexes while some allowed hash is unknown. None when the
+    /// lock pins no sdist (only wheels); what `kiln sources` bundles as the wheel's source.
+    pub fn sdist(&mut self, req: &Requirement, lock: &str) -> Result<Option<Fetched>, WheelError> {
+        let allowed = |c: &Candidate| req.hashes.contains(&c.sha256);
+        let mut candidates: Vec<Candidate> = Vec::new();
+        if let Some(own) = self.own {
+            candidates.extend(Self::local(own, req)?.into_iter().filter(allowed));
+        }
+        for dir in self.pip.find_links.clone() {
+            candidates.extend(Self::local(&dir, req)?.into_iter().filter(allowed));
+        }
+        for c in self.cached(req) {
+            if !candidates.iter().any(|k| k.sha256 == c.sha256) {
+                candidates.push(c);
+            }
+        }
+        let unknown = req
+            .hashes
+            .iter()
+            .any(|h| !candidates.iter().any(|c| c.sha256 == *h));
+        let wants_url = candidates
+            .iter()
+            .any(|c| c.origin == Origin::Unfetched && sdist_name(&c.file).is_some());
+        if (unknown || wants_url) && !self.pip.indexes.is_empty() {
+            for c in self.indexed(req)?.into_iter().filter(allowed) {
+                self.remember(&c)?;
+                match candidates.iter_mut().find(|k| k.sha256 == c.sha256) {
+                    Some(k) if k.origin == Origin::Unfetched => *k = c,
+                    Some(_) => {}
+                    None => candidates.push(c),
+                }
+            }
+        }
+        let Some(c) = candidates
+            .into_iter()
+            .filter(|c| sdist_name(&c.file).is_some())
+            .min_by(|a, b| a.file.cmp(&b.file))
+        else {
+            return Ok(None);
+        };
+        if c.origin == Origin::Unfetched {
+            return Err(WheelError::NoFile {
+                lock: lock.to_string(),
+                reason: format!(
+                    "{} (sha256 {}) is the sdist the lock pins, but it is not in the cache and no index can be asked (--offline?)",
+                    c.file, c.sha256
+                ),
+            });
+        }
+        let path = self.store(&c, req, lock)?;
+        Ok(Some(Fetched {
+            name: req.name.clone(),
+            version: req.version.clone(),
+            file: c.file,
+            sha256: c.sha256,
+            path,
+            sdist: true,
+        }))
+    }
+
     /// Copies or downloads a candidate into the cache, verifying its hash; returns the entry.
     fn store(&self, c: &Candidate, req: &Requirement, lock: &str) -> Result<PathBuf, WheelError> {
         let dest = self.cache.blob_path(&c.sha256);
@@ -729,6 +791,32 @@ mod tests {
             err.contains("manylinux_2_17_armv7l.whl") && err.contains("not in the cache"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_sdist_a_lock_pins_is_found_and_one_it_does_not_pin_is_not() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("cache")).unwrap();
+        let house = d.path().join("wheels");
+        std::fs::create_dir(&house).unwrap();
+        std::fs::write(house.join("x-1.0-py3-none-any.whl"), b"pure").unwrap();
+        std::fs::write(house.join("x-1.0.tar.gz"), b"source").unwrap();
+        let req = |hashes: Vec<String>| Requirement {
+            name: "x".into(),
+            version: "1.0".into(),
+            extras: vec![],
+            marker: None,
+            hashes,
+            line: 3,
+        };
+        let mut sources = WheelSources::new(Some(&house), PipConfig::default(), &cache).unwrap();
+        let both = req(vec![sha256_hex(b"pure"), sha256_hex(b"source")]);
+        let got = sources.sdist(&both, "r.lock").unwrap().unwrap();
+        assert_eq!((got.file.as_str(), got.sdist), ("x-1.0.tar.gz", true));
+        assert_eq!(std::fs::read(&got.path).unwrap(), b"source");
+        // Only the wheel pinned: the sdist beside it is not the lock's, so none.
+        let wheel_only = req(vec![sha256_hex(b"pure")]);
+        assert!(sources.sdist(&wheel_only, "r.lock").unwrap().is_none());
     }
 
     #[test]

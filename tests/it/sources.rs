@@ -1,0 +1,212 @@
+//! `kiln sources` against a fixture archive that publishes its source packages (a Sources
+//! index in the signed Release, a clear-signed `.dsc` and a tarball per package): the bundle
+//! holds every source package the image's .debs were built from (a binNMU-style `Source: NAME
+//! (VERSION)` included), each `.dsc` verified with the archive key and unpacked by Debian's
+//! dpkg-source, an index and the extended SBOM (the overlays' files and sdists are
+//! ci/example-sources'); the tar is the same bytes twice and again `--offline` with the mirror
+//! gone; `--only copyleft` leaves an MIT package out; a Sources index or a .dsc that lies
+//! about a tarball is refused in one line and writes nothing.
+
+use crate::fixture::{base_packages, build_archive, kiln, text, ArchiveSpec, Pkg, Signer};
+use std::path::Path;
+
+const ARCH: &str = "arm64";
+
+fn dep5(license: &str) -> String {
+    format!(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Someone\nLicense: {license}\n"
+    )
+}
+
+fn packages() -> Vec<Pkg> {
+    let mut p = base_packages(ARCH);
+    p.push(
+        Pkg::new("gpl-tool", "1.0-1+b1", ARCH)
+            .field("Source", "gpl-src (1.0-1)")
+            .file("./usr/share/doc/gpl-tool/copyright", &dep5("GPL-2+"), 0o644),
+    );
+    p.push(Pkg::new("mit-tool", "2.0-1", ARCH).file(
+        "./usr/share/doc/mit-tool/copyright",
+        &dep5("MIT"),
+        0o644,
+    ));
+    p
+}
+
+/// Builds the fixture recipe against an archive with sources (whose index or .dsc may lie).
+fn built(
+    work: &Path,
+    lie_about_source: Option<&str>,
+    lie_in_dsc: Option<&str>,
+) -> std::path::PathBuf {
+    let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
+    let archive = build_archive(
+        &work.join("archive"),
+        ArchiveSpec {
+            sources: true,
+            lie_about_source,
+            lie_in_dsc,
+            ..ArchiveSpec::new("bookworm", ARCH, packages(), &signer)
+        },
+    );
+    let recipe = work.join("recipe");
+    archive.write_recipe(&recipe, &["gpl-tool", "mit-tool"], "");
+    let o = kiln(&recipe, &work.join("cache"), &["lock"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiln(
+        &recipe,
+        &work.join("cache"),
+        &["build", "--locked", "-o", "out"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    recipe
+}
+
+fn sources(recipe: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["sources", "out"];
+    args.extend_from_slice(extra);
+    kiln(recipe, cache, &args)
+}
+
+#[test]
+fn the_bundle_holds_every_verified_source_and_rebuilds_offline_bit_for_bit() {
+    let work = tempfile::tempdir().unwrap();
+    let recipe = built(work.path(), None, None);
+    let cache = work.path().join("cache");
+
+    let o = sources(&recipe, &cache, &["-o", "bundle"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bundle = recipe.join("bundle");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("index.json")).unwrap()).unwrap();
+    let debian = index["debian"].as_array().unwrap();
+    let gpl = debian
+        .iter()
+        .find(|s| s["source"] == "gpl-src")
+        .unwrap_or_else(|| panic!("{index}"));
+    // The version comes from the binary's Source field, not its own (1.0-1+b1).
+    assert_eq!(gpl["version"], "1.0-1");
+    assert_eq!(gpl["binaries"], serde_json::json!(["gpl-tool:arm64"]));
+    assert_eq!(gpl["licenses"], serde_json::json!(["GPL-2.0-or-later"]));
+    assert!(
+        gpl["dsc_signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("verified: "),
+        "{gpl}"
+    );
+    // Every locked .deb's source is there, each file with the digest the index names.
+    let locked = std::fs::read_to_string(recipe.join("kiln.lock"))
+        .unwrap()
+        .matches("[[package]]")
+        .count();
+    let binaries: usize = debian
+        .iter()
+        .map(|s| s["binaries"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(binaries, locked, "{index}");
+    for s in debian {
+        for f in s["files"].as_array().unwrap() {
+            let path = bundle
+                .join(s["directory"].as_str().unwrap())
+                .join(f["name"].as_str().unwrap());
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                kiln::digest::sha256_hex(&bytes),
+                f["sha256"],
+                "{}",
+                path.display()
+            );
+        }
+    }
+    // Debian's own tool unpacks it, checking the files against the .dsc.
+    let unpacked = work.path().join("unpacked");
+    let o = std::process::Command::new("dpkg-source")
+        .args(["--no-copy", "-x"])
+        .arg(bundle.join("debian/gpl-src_1.0-1/gpl-src_1.0-1.dsc"))
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read_to_string(unpacked.join("README"))
+        .unwrap()
+        .contains("the source of gpl-src 1.0-1"));
+    // The SBOM: gpl-tool is GENERATED_FROM its source package.
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("sbom.spdx.json")).unwrap()).unwrap();
+    assert!(
+        sbom["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == "SPDXRef-deb-gpl-tool-arm64"
+                && r["relationshipType"] == "GENERATED_FROM"
+                && r["relatedSpdxElement"] == "SPDXRef-debsrc-gpl-src-1.0-1"
+        }),
+        "{sbom}"
+    );
+
+    // The tar: the same bytes twice, and offline with the mirror gone.
+    for name in ["a.tar", "b.tar"] {
+        let o = sources(&recipe, &cache, &["-o", name]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let a = std::fs::read(recipe.join("a.tar")).unwrap();
+    assert_eq!(a, std::fs::read(recipe.join("b.tar")).unwrap());
+    std::fs::rename(
+        work.path().join("archive/mirror"),
+        work.path().join("archive/gone"),
+    )
+    .unwrap();
+    let o = sources(&recipe, &cache, &["-o", "online.tar"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!recipe.join("online.tar").exists());
+    let o = sources(&recipe, &cache, &["-o", "offline.tar", "--offline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(a == std::fs::read(recipe.join("offline.tar")).unwrap());
+
+    // Copyleft only: the MIT package's source is left out and named.
+    let o = sources(
+        &recipe,
+        &cache,
+        &["-o", "copyleft", "--offline", "--only", "copyleft"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(recipe.join("copyleft/index.json")).unwrap())
+            .unwrap();
+    let kept: Vec<&str> = index["debian"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&"gpl-src") && !kept.contains(&"mit-tool"),
+        "{index}"
+    );
+    assert_eq!(
+        index["excluded_by_policy"][0]["source"], "mit-tool",
+        "{index}"
+    );
+}
+
+#[test]
+fn an_index_or_dsc_that_lies_about_a_file_is_refused_and_nothing_is_written() {
+    for (lie_about_source, lie_in_dsc, needle) in [
+        (Some("gpl-src"), None, "gpl-src_1.0-1.tar.gz"),
+        (None, Some("gpl-src"), "other files or digests"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let recipe = built(work.path(), lie_about_source, lie_in_dsc);
+        let o = sources(&recipe, &work.path().join("cache"), &["-o", "bundle.tar"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!recipe.join("bundle.tar").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(&recipe)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp") || n.starts_with(".kiln"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
