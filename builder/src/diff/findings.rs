@@ -280,6 +280,27 @@ mod tests {
     }
 
     #[test]
+    fn a_record_that_is_a_symlink_a_fifo_or_not_json_is_refused_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        let layout = out.join("oci");
+        let record = out.join(crate::check::report::RECORD_FILE);
+        std::os::unix::fs::symlink("/etc/passwd", &record).unwrap();
+        let err = read(out, &layout, b"{}").unwrap_err();
+        assert!(err.contains("check.json"), "{err}");
+        std::fs::remove_file(&record).unwrap();
+        let fifo = std::ffi::CString::new(record.to_str().unwrap()).unwrap();
+        // SAFETY: a plain mkfifo(3) call on a path this test owns.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = read(out, &layout, b"{}").unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::remove_file(&record).unwrap();
+        std::fs::write(&record, "{\"check\": 1}\n").unwrap();
+        let err = read(out, &layout, b"{}").unwrap_err();
+        assert!(err.contains("check.json:1"), "{err}");
+    }
+
+    #[test]
     fn the_architecture_comes_from_the_config() {
         assert_eq!(
             arch_of_config(br#"{"architecture":"arm","variant":"v7"}"#),

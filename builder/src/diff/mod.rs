@@ -4,9 +4,10 @@
 //! digest first, an unchanged layer is never opened, and what a device holding OLD must
 //! download is the NEW layers it does not have.
 //!
-//! [`packages`] compares the SBOMs (Debian packages in dpkg's version order, wheels, licences),
-//! [`files`] the paths and enabled units of the differing layers; [`render`] prints the result
-//! as a table (summary first) or JSON.
+//! [`packages`] compares the SBOMs (Debian packages in dpkg's version order, wheels per env,
+//! licences), [`findings`] the ELF findings each build recorded, [`files`] the paths and enabled
+//! units of the differing layers; [`render`] prints the result as a table (summary first) or
+//! JSON, [`html`] as one self-contained page.
 
 pub mod files;
 pub mod findings;

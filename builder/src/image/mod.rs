@@ -267,12 +267,16 @@ fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
 
 impl ImageTree {
     /// Reads PATH as whatever it is: a directory, an OCI image layout (a directory holding
-    /// `oci-layout`), or a tar file (optionally gzip/zstd/xz compressed).
+    /// `oci-layout`; read spooled, see [`ImageTree::from_oci_layout_spooled`]), or a tar file
+    /// (optionally gzip/zstd/xz compressed).
     pub fn open(path: &Path) -> Result<ImageTree, ImageError> {
         let meta = fs::metadata(path).map_err(|e| image_err(path.display(), e))?;
         if meta.is_dir() {
             if path.join("oci-layout").is_file() {
-                return ImageTree::from_oci_layout(path);
+                // File contents to an unlinked temporary file, not memory: a robot's image is
+                // larger than what a CI runner should hold.
+                let spool = tempfile::tempfile().map_err(|e| image_err(path.display(), e))?;
+                return ImageTree::from_oci_layout_spooled(path, spool);
             }
             return ImageTree::from_dir(path);
         }
@@ -447,17 +451,18 @@ impl ImageTree {
             if tree.spool.is_some() {
                 let file = layout.blob_file(&digest, layer.size())?;
                 let mut hashing = crate::digest::HashingReader::new(file);
-                let decoder = compression
+                let applied = compression
                     .decoder(&mut hashing)
-                    .map_err(|e| image_err(&digest, e))?;
-                tree.apply_tar_from(decoder, &digest, true)?;
+                    .map_err(|e| image_err(&digest, e))
+                    .and_then(|decoder| tree.apply_tar_from(decoder, &digest, true));
+                // An altered blob is named as such, also when its damage broke the
+                // decompression first.
                 let (hex, _) = hashing.finish().map_err(|e| image_err(&digest, e))?;
                 if format!("sha256:{hex}") != digest {
-                    return Err(image_err(
-                        &digest,
-                        format!("the layer's content has digest sha256:{hex}: it was altered"),
-                    ));
+                    let rel = layout::blob_rel(&digest).unwrap_or_else(|| digest.clone());
+                    return Err(layout.err(&rel, "content does not match its digest").into());
                 }
+                applied?;
                 continue;
             }
             let bytes = layout.blob(layer, u64::MAX)?;
