@@ -632,6 +632,89 @@ fn an_unchanged_base_layer_is_reused_and_a_corrupt_one_rebuilt() {
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
 }
 
+/// The whole-image check a build records (OUT/check.json) is taken from the cache when the
+/// image, the waivers and the day are unchanged; a cached record whose bytes were altered is
+/// a miss and the image is checked again; another waiver is another key, never stale findings.
+#[test]
+fn an_unchanged_image_check_is_reused_and_a_corrupt_one_redone() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, &["hello"], "");
+    let cache = work.path().join("cache");
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let checked = std::fs::read(recipe.join("out/check.json")).unwrap();
+    let records: Vec<PathBuf> = std::fs::read_dir(cache.join("checks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let blob = |digest: &str| cache.join("blobs/sha256").join(digest);
+    assert_eq!(
+        std::fs::read(blob(rec["digest"].as_str().unwrap())).unwrap(),
+        checked
+    );
+
+    // Reused: point the record at other findings (a well-formed entry) and the rebuild
+    // records exactly those; the image itself is not read again.
+    let planted = b"{\"check\":\"planted\"}\n".to_vec();
+    let planted_digest = fixture::sha256(&planted);
+    std::fs::write(blob(&planted_digest), &planted).unwrap();
+    std::fs::write(
+        record,
+        format!(
+            "{{\"digest\":\"{planted_digest}\",\"size\":{}}}",
+            planted.len()
+        ),
+    )
+    .unwrap();
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_eq!(
+        std::fs::read(recipe.join("out/check.json")).unwrap(),
+        planted
+    );
+
+    // Altered bytes: a miss, the image is checked again and the record repaired.
+    let mut bad = planted.clone();
+    bad[3] ^= 0x20;
+    std::fs::write(blob(&planted_digest), &bad).unwrap();
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_eq!(
+        std::fs::read(recipe.join("out/check.json")).unwrap(),
+        checked
+    );
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read(blob(rec["digest"].as_str().unwrap())).unwrap(),
+        checked
+    );
+
+    // A record that is not JSON is a miss too.
+    std::fs::write(record, b"not json").unwrap();
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_eq!(
+        std::fs::read(recipe.join("out/check.json")).unwrap(),
+        checked
+    );
+
+    // A new waiver (one that accepts nothing) changes the findings: the check runs again
+    // and reports the unused waiver; the same image is built.
+    let digest = read_image(&recipe.join("out/oci")).manifest_digest;
+    archive.write_recipe(
+        &recipe,
+        &["hello"],
+        "\n[[waiver]]\npath = \"/nothing/here\"\ncheck = \"textrel\"\nreason = \"stale\"\nexpires = \"2999-01-01\"\n",
+    );
+    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
+    let waived = String::from_utf8(std::fs::read(recipe.join("out/check.json")).unwrap()).unwrap();
+    assert!(waived.contains("/nothing/here"), "{waived}");
+    assert_eq!(std::fs::read_dir(cache.join("checks")).unwrap().count(), 2);
+}
+
 /// Builds a fixture with one extra hostile package and returns kiln's result.
 fn build_with(work: &Path, hostile: Pkg) -> (Output, PathBuf) {
     let signer = signer();

@@ -401,11 +401,16 @@ fn build_pipeline(
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(out_err(&check_path, e)),
         _ => {}
     }
-    let checked = check_image_as_built(staged.path(), &opts.out, &recipe)?;
+    let checked = check_image_as_built(
+        staged.path(),
+        &image.manifest_digest,
+        &opts.out,
+        &recipe,
+        &cache,
+    )?;
     clock.lap("check image");
     staged.commit().map_err(|e| out_err(&layout_path, e))?;
-    crate::output::replace_file(&check_path, checked.as_bytes())
-        .map_err(|e| out_err(&check_path, e))?;
+    crate::output::replace_file(&check_path, &checked).map_err(|e| out_err(&check_path, e))?;
     let envrun_sha256 = added.iter().find_map(|a| a.file_sha256.as_deref());
     let statement =
         crate::pipeline::provenance::statement(&crate::pipeline::provenance::BuildFacts {
@@ -466,12 +471,30 @@ fn check_layer(layer: &str, root: &Path, recipe: &Recipe) -> Result<(), BuildErr
 /// the findings, in JSON lines, that the build records beside the layout
 /// ([`crate::check::report::RECORD_FILE`]) so that `kiln diff` tells new, resolved and waived
 /// findings between two releases without unpacking either.
+/// The findings are a function of the image (its manifest digest names every byte), the
+/// board's architecture, the waivers and today's date (waivers expire), so a rebuild that
+/// changed none of them takes them from the cache instead of reading the image again.
 /// File contents go to an unlinked file in `spool_dir`, never all into memory.
 fn check_image_as_built(
     layout: &Path,
+    manifest_digest: &str,
     spool_dir: &Path,
     recipe: &Recipe,
-) -> Result<String, BuildError> {
+    cache: &Cache,
+) -> Result<Vec<u8>, BuildError> {
+    let mut opts = CheckOptions::new(recipe.board.arch);
+    opts.waivers = recipe.all_waivers();
+    let key = layercache::key(&[
+        "image-check",
+        manifest_digest,
+        &recipe.board.arch.to_string(),
+        &format!("{:?}", opts.waivers),
+        &format!("{:?}", opts.daemon_prefixes),
+        &opts.today.to_string(),
+    ]);
+    if let Some(findings) = layercache::restore_check(cache, &key)? {
+        return Ok(findings);
+    }
     let spool = tempfile::tempfile_in(spool_dir).map_err(|e| BuildError::Output {
         path: spool_dir.to_path_buf(),
         reason: e.to_string(),
@@ -481,12 +504,9 @@ fn check_image_as_built(
             path: layout.to_path_buf(),
             reason: e.to_string(),
         })?;
-    let mut opts = CheckOptions::new(recipe.board.arch);
-    opts.waivers = recipe.all_waivers();
-    Ok(render(
-        &crate::check::check_image(&tree, &opts),
-        Format::Json,
-    ))
+    let findings = render(&crate::check::check_image(&tree, &opts), Format::Json).into_bytes();
+    layercache::store_check(cache, &key, &findings)?;
+    Ok(findings)
 }
 
 /// Fetches, composes, configures and packs the base layer into `blobs`.

@@ -224,3 +224,66 @@ pub fn store(
     }
     Ok(())
 }
+
+/// Where the record of a cached image check lives (its bytes sit in the blob store).
+fn check_record_path(cache: &Cache, key: &str) -> PathBuf {
+    cache.root().join("checks").join(format!("{key}.json"))
+}
+
+/// The pointer from a check key to the findings' blob.
+#[derive(Serialize, Deserialize)]
+struct CheckRecord {
+    digest: String,
+    size: u64,
+}
+
+/// The findings (`check.json`) recorded for `key`, or None on a miss: no record, a record
+/// that is not JSON, or findings whose bytes no longer hash to the digest recorded.
+pub fn restore_check(cache: &Cache, key: &str) -> Result<Option<Vec<u8>>, LayerCacheError> {
+    let path = check_record_path(cache, key);
+    let err = |reason: String| LayerCacheError {
+        path: path.clone(),
+        reason,
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_str::<CheckRecord>(&text) else {
+        return Ok(None);
+    };
+    let Some(blob) = cache
+        .verified(&record.digest, record.size)
+        .map_err(|e| err(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    std::fs::read(&blob)
+        .map(Some)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Records the findings of the image check keyed by `key` (blob first, record last, each
+/// renamed into place, so an interrupted store leaves a miss, never a wrong answer).
+pub fn store_check(cache: &Cache, key: &str, findings: &[u8]) -> Result<(), LayerCacheError> {
+    let path = check_record_path(cache, key);
+    let err = |reason: String| LayerCacheError {
+        path: path.clone(),
+        reason,
+    };
+    let digest = sha256_hex(findings);
+    let size = findings.len() as u64;
+    cache.insert_verified(
+        &digest,
+        size,
+        |f| std::io::Write::write_all(f, findings).map_err(|e| err(e.to_string())),
+        err,
+    )?;
+    let dir = cache.root().join("checks");
+    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
+    let record =
+        serde_json::to_vec(&CheckRecord { digest, size }).map_err(|e| err(e.to_string()))?;
+    std::fs::write(tmp.path(), &record).map_err(|e| err(e.to_string()))?;
+    tmp.persist(&path).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

@@ -285,6 +285,14 @@ fn join_url(page: &str, url: &str) -> String {
     joined
 }
 
+/// Whether some hash the lock allows for `req` names none of `candidates` (the index must
+/// be asked).
+fn unknown_hash(req: &Requirement, candidates: &[Candidate]) -> bool {
+    req.hashes
+        .iter()
+        .any(|h| !candidates.iter().any(|c| c.sha256 == *h))
+}
+
 /// The sdist file name's distribution and version, when `file` is one.
 fn sdist_name(file: &str) -> Option<(String, String)> {
     let stem = file
@@ -440,6 +448,54 @@ impl<'a> WheelSources<'a> {
         Ok(out)
     }
 
+    /// The files of `req` known without asking an index: those in the wheelhouse and pip's
+    /// find-links whose hash the lock allows, then those the cache remembers. A wheelhouse
+    /// file the lock does not allow goes to `disallowed_own`, which may refuse it.
+    fn known_candidates(
+        &self,
+        req: &Requirement,
+        mut disallowed_own: impl FnMut(&Candidate) -> Result<(), WheelError>,
+    ) -> Result<Vec<Candidate>, WheelError> {
+        let allowed = |c: &Candidate| req.hashes.contains(&c.sha256);
+        let mut candidates: Vec<Candidate> = Vec::new();
+        if let Some(own) = self.own {
+            for c in Self::local(own, req)? {
+                if allowed(&c) {
+                    candidates.push(c);
+                } else {
+                    disallowed_own(&c)?;
+                }
+            }
+        }
+        for dir in self.pip.find_links.clone() {
+            candidates.extend(Self::local(&dir, req)?.into_iter().filter(allowed));
+        }
+        for c in self.cached(req) {
+            if !candidates.iter().any(|k| k.sha256 == c.sha256) {
+                candidates.push(c);
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Adds the index's allowed files to `candidates` (remembering their names in the cache);
+    /// an index file replaces a remembered one that was never downloaded.
+    fn merge_indexed(
+        &self,
+        candidates: &mut Vec<Candidate>,
+        hashed: Vec<Candidate>,
+    ) -> Result<(), WheelError> {
+        for c in hashed {
+            self.remember(&c)?;
+            match candidates.iter_mut().find(|k| k.sha256 == c.sha256) {
+                Some(k) if k.origin == Origin::Unfetched => *k = c,
+                Some(_) => {}
+                None => candidates.push(c),
+            }
+        }
+        Ok(())
+    }
+
     /// Chooses, fetches and verifies the file of `req` for `target`; `lock` names the lock file
     /// and line in messages. The choice is among every file whose hash the lock allows: the
     /// index is asked only while some allowed hash is unknown (the cache remembers the names
@@ -469,30 +525,15 @@ impl<'a> WheelSources<'a> {
             allowed: req.hashes.join(", "),
             lock: lock.to_string(),
         };
-        let mut local = Vec::new();
-        if let Some(own) = self.own {
-            for c in Self::local(own, req)? {
-                if !allowed(&c) && (fits(&c) || sdist_name(&c.file).is_some()) {
-                    return Err(mismatch(&c));
-                }
-                local.push(c);
+        let mut candidates = self.known_candidates(req, |c| {
+            if fits(c) || sdist_name(&c.file).is_some() {
+                Err(mismatch(c))
+            } else {
+                Ok(())
             }
-        }
-        for dir in self.pip.find_links.clone() {
-            local.extend(Self::local(&dir, req)?);
-        }
-        let mut candidates: Vec<Candidate> = local.into_iter().filter(allowed).collect();
-        for c in self.cached(req) {
-            if !candidates.iter().any(|k| k.sha256 == c.sha256) {
-                candidates.push(c);
-            }
-        }
-        let unknown = req
-            .hashes
-            .iter()
-            .any(|h| !candidates.iter().any(|c| c.sha256 == *h));
+        })?;
         let mut asked = false;
-        if unknown && !self.pip.indexes.is_empty() {
+        if unknown_hash(req, &candidates) && !self.pip.indexes.is_empty() {
             asked = true;
             let indexed = self.indexed(req)?;
             let (hashed, other): (Vec<Candidate>, Vec<Candidate>) =
@@ -502,14 +543,7 @@ impl<'a> WheelSources<'a> {
                     return Err(mismatch(c));
                 }
             }
-            for c in hashed {
-                self.remember(&c)?;
-                match candidates.iter_mut().find(|k| k.sha256 == c.sha256) {
-                    Some(k) if k.origin == Origin::Unfetched => *k = c,
-                    Some(_) => {}
-                    None => candidates.push(c),
-                }
-            }
+            self.merge_indexed(&mut candidates, hashed)?;
         }
         let names: Vec<String> = candidates.iter().map(|c| c.file.clone()).collect();
         let (chosen, sdist) = match select(target, &req.name, &req.version, &names) {
@@ -575,34 +609,13 @@ impl<'a> WheelSources<'a> {
     /// lock pins no sdist (only wheels); what `kiln sources` bundles as the wheel's source.
     pub fn sdist(&mut self, req: &Requirement, lock: &str) -> Result<Option<Fetched>, WheelError> {
         let allowed = |c: &Candidate| req.hashes.contains(&c.sha256);
-        let mut candidates: Vec<Candidate> = Vec::new();
-        if let Some(own) = self.own {
-            candidates.extend(Self::local(own, req)?.into_iter().filter(allowed));
-        }
-        for dir in self.pip.find_links.clone() {
-            candidates.extend(Self::local(&dir, req)?.into_iter().filter(allowed));
-        }
-        for c in self.cached(req) {
-            if !candidates.iter().any(|k| k.sha256 == c.sha256) {
-                candidates.push(c);
-            }
-        }
-        let unknown = req
-            .hashes
-            .iter()
-            .any(|h| !candidates.iter().any(|c| c.sha256 == *h));
+        let mut candidates = self.known_candidates(req, |_| Ok(()))?;
         let wants_url = candidates
             .iter()
             .any(|c| c.origin == Origin::Unfetched && sdist_name(&c.file).is_some());
-        if (unknown || wants_url) && !self.pip.indexes.is_empty() {
-            for c in self.indexed(req)?.into_iter().filter(allowed) {
-                self.remember(&c)?;
-                match candidates.iter_mut().find(|k| k.sha256 == c.sha256) {
-                    Some(k) if k.origin == Origin::Unfetched => *k = c,
-                    Some(_) => {}
-                    None => candidates.push(c),
-                }
-            }
+        if (unknown_hash(req, &candidates) || wants_url) && !self.pip.indexes.is_empty() {
+            let hashed = self.indexed(req)?.into_iter().filter(allowed).collect();
+            self.merge_indexed(&mut candidates, hashed)?;
         }
         let Some(c) = candidates
             .into_iter()
