@@ -145,10 +145,12 @@ fn main() -> ExitCode {
             offline,
             allow_unavailable,
             cache,
+            board,
         } => cli::review::run_sources(cli::review::SourcesRequest {
             out: &out,
             output: &output,
             dir: &dir,
+            board: board.as_deref(),
             copyleft_only: only.is_some(),
             offline,
             allow_unavailable,

@@ -210,3 +210,122 @@ fn an_index_or_dsc_that_lies_about_a_file_is_refused_and_nothing_is_written() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
+
+/// A recipe listing two boards: `kiln sources OUT --board NAME` bundles that board's image
+/// (OUT/BOARD, its own lock: `:armhf` binaries for the armhf board), the same bundle as when
+/// given OUT/BOARD itself; without --board, or with a board the recipe lacks, it is refused
+/// naming the boards there are, and nothing is written.
+#[test]
+fn a_several_board_build_bundles_the_sources_of_the_board_named() {
+    let work = tempfile::tempdir().unwrap();
+    let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
+    let recipe = work.path().join("recipe");
+    for arch in ["arm64", "armhf"] {
+        let archive = build_archive(
+            &work.path().join(format!("archive-{arch}")),
+            ArchiveSpec {
+                sources: true,
+                ..ArchiveSpec::new("bookworm", arch, base_packages(arch), &signer)
+            },
+        );
+        let scratch = work.path().join(format!("scratch-{arch}"));
+        archive.write_recipe(&scratch, &["hello"], "");
+        let board = std::fs::read_to_string(scratch.join("boards/test.toml"))
+            .unwrap()
+            .replace("name = \"test-board\"", &format!("name = \"robot-{arch}\""));
+        std::fs::create_dir_all(recipe.join("boards")).unwrap();
+        std::fs::write(recipe.join(format!("boards/{arch}.toml")), board).unwrap();
+        let kiln_toml = std::fs::read_to_string(scratch.join("kiln.toml"))
+            .unwrap()
+            .replace(
+                "board = \"boards/test.toml\"",
+                "boards = [\"boards/arm64.toml\", \"boards/armhf.toml\"]",
+            );
+        std::fs::write(recipe.join("kiln.toml"), kiln_toml).unwrap();
+    }
+    let cache = work.path().join("cache");
+    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    for (args, needle) in [
+        (
+            vec!["sources", "out", "-o", "bundle"],
+            "lists 2 boards (robot-arm64, robot-armhf); name the one",
+        ),
+        (
+            vec!["sources", "out", "--board", "robot-riscv", "-o", "bundle"],
+            "has no board named 'robot-riscv' (its boards: robot-arm64, robot-armhf)",
+        ),
+    ] {
+        let o = kiln(&recipe, &cache, &args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!recipe.join("bundle").exists());
+    }
+
+    let read_index = |dir: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(recipe.join(dir).join("index.json")).unwrap())
+            .unwrap()
+    };
+    let o = kiln(
+        &recipe,
+        &cache,
+        &["sources", "out", "--board", "robot-armhf", "-o", "armhf"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let armhf = read_index("armhf");
+    let binaries: Vec<String> = armhf["debian"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["binaries"].as_array().unwrap().clone())
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect();
+    assert!(!binaries.is_empty(), "{armhf}");
+    assert!(
+        binaries
+            .iter()
+            .all(|b| b.ends_with(":armhf") || b.ends_with(":all")),
+        "{binaries:?}"
+    );
+    // The image bundled is the armhf board's, as its layout lists it.
+    let layout: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(recipe.join("out/robot-armhf/oci/index.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        layout["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["digest"] == armhf["image"]),
+        "{armhf}"
+    );
+    // Given OUT/BOARD itself: the same bundle.
+    let o = kiln(
+        &recipe,
+        &cache,
+        &[
+            "sources",
+            "out/robot-armhf",
+            "--board",
+            "robot-armhf",
+            "-o",
+            "direct",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(read_index("direct"), armhf);
+    // The other board's bundle is another image, from its own lock.
+    let o = kiln(
+        &recipe,
+        &cache,
+        &["sources", "out", "--board", "robot-arm64", "-o", "arm64"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let arm64 = read_index("arm64");
+    assert_ne!(arm64["image"], armhf["image"]);
+    assert_ne!(arm64["lock"], armhf["lock"]);
+}

@@ -375,6 +375,10 @@ pub enum Command {
         /// Cache directory (default: $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// The board (its name) whose image's sources to bundle, for a recipe listing several
+        /// (OUT is then the build's output, OUT/BOARD its image).
+        #[arg(long)]
+        board: Option<String>,
     },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {

@@ -3,7 +3,6 @@
 
 use kiln::exit::{Classified, Exit};
 use kiln::pipeline::build::BuildError;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Reports an error on one line and gives the exit code for it.
@@ -20,19 +19,7 @@ pub fn failed(e: &(impl std::fmt::Display + Classified)) -> ExitCode {
     error_exit(e, e.exit())
 }
 
-pub use kiln::image::layout::layout_of;
-
-/// The layout of `out` for `board`: as [`layout_of`], or, for the output of a build for several
-/// boards (`OUT/BOARD/oci`), the board's.
-pub fn layout_for_board(out: &std::path::Path, board: Option<&str>) -> PathBuf {
-    let layout = layout_of(out);
-    match board {
-        Some(name) if !layout.exists() && out.join(name).join("oci").is_dir() => {
-            out.join(name).join("oci")
-        }
-        _ => layout,
-    }
-}
+pub use kiln::image::layout::{layout_for_board, layout_of};
 
 /// Reports a failed build: the check report first when the check gate stopped it.
 pub fn fail(e: &BuildError) -> ExitCode {

@@ -48,6 +48,8 @@ pub struct SourcesRequest<'a> {
     pub output: &'a Path,
     /// The recipe directory.
     pub dir: &'a Path,
+    /// `--board`: which board of a recipe listing several.
+    pub board: Option<&'a str>,
     /// `--only copyleft`.
     pub copyleft_only: bool,
     /// `--offline`.
@@ -78,7 +80,7 @@ pub fn run_sources(r: SourcesRequest) -> ExitCode {
     };
     let run = || -> Result<_, sources::SourcesError> {
         let cache = kiln::pipeline::fetch::Cache::open(&cache_dir)?;
-        let gathered = sources::gather(r.dir, r.out, &cache, &opts)?;
+        let gathered = sources::gather(r.dir, r.out, r.board, &cache, &opts)?;
         let written = bundle::write(&gathered, r.output)?;
         Ok((gathered, written))
     };

@@ -113,6 +113,18 @@ pub fn layout_of(out: &Path) -> PathBuf {
     }
 }
 
+/// The layout of `out` for `board`: as [`layout_of`], or, for the output of a build for several
+/// boards (`OUT/BOARD/oci`), the board's.
+pub fn layout_for_board(out: &Path, board: Option<&str>) -> PathBuf {
+    let layout = layout_of(out);
+    match board {
+        Some(name) if !layout.exists() && out.join(name).join("oci").is_dir() => {
+            out.join(name).join("oci")
+        }
+        _ => layout,
+    }
+}
+
 impl<'a> Layout<'a> {
     /// Opens the layout at `path` (a directory, not a symlink to one).
     pub fn open(path: &'a Path) -> Result<Layout<'a>, LayoutError> {

@@ -203,6 +203,44 @@ pub fn is_copyleft(license: &str) -> bool {
 }
 
 /// Reads the image digest and its SBOM from a build's output (OUT or OUT/oci).
+/// The recipe of `board` (by name) among the boards the recipe at `recipe_dir` lists; with no
+/// board named, its only one. Several boards and none named, or a name it does not list, is
+/// refused naming the boards there are.
+fn recipe_for_board(recipe_dir: &Path, board: Option<&str>) -> Result<Recipe, SourcesError> {
+    let mut all = Recipe::load_all(recipe_dir)?;
+    let names = || {
+        all.iter()
+            .map(|r| r.board.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = match board {
+        None if all.len() == 1 => Some(0),
+        None => {
+            return Err(refused(
+                recipe_dir.join("kiln.toml").display(),
+                format!(
+                    "lists {} boards ({}); name the one whose sources to bundle with --board NAME",
+                    all.len(),
+                    names()
+                ),
+            ))
+        }
+        Some(name) => all.iter().position(|r| r.board.name == name),
+    };
+    match chosen {
+        Some(i) => Ok(all.swap_remove(i)),
+        None => Err(refused(
+            recipe_dir.join("kiln.toml").display(),
+            format!(
+                "has no board named '{}' (its boards: {})",
+                board.unwrap_or_default(),
+                names()
+            ),
+        )),
+    }
+}
+
 fn image_and_sbom(out: &Path) -> Result<(String, Vec<u8>), SourcesError> {
     let layout_dir = crate::image::layout::layout_of(out);
     let layout = Layout::open(&layout_dir)?;
@@ -363,10 +401,12 @@ fn source_index(
 pub fn gather(
     recipe_dir: &Path,
     out: &Path,
+    board: Option<&str>,
     cache: &Cache,
     opts: &SourcesOptions,
 ) -> Result<Gathered, SourcesError> {
-    let recipe = Recipe::load(recipe_dir)?;
+    let recipe = recipe_for_board(recipe_dir, board)?;
+    let out = &crate::image::layout::layout_for_board(out, Some(&recipe.board.name));
     let lock_path = recipe.lock_path();
     let lock = Lock::read(&lock_path)?.pin(&recipe, &lock_path)?;
     let (image, sbom) = image_and_sbom(out)?;
