@@ -1,16 +1,15 @@
-//! File changes between two images, read only from the layers that differ: the layers OLD has
-//! and NEW has not, stacked in order, against NEW's layers OLD has not. A layer both have (the
-//! same digest) is never opened: its files are the same on both sides. Each path is compared
-//! by type, mode, owner, size and content (SHA-256); enabled systemd units (the
-//! `/etc/systemd/system/*.wants/` links `systemctl enable` makes) are compared as well.
-//!
-//! What the report cannot see, by design: a path a differing layer adds that an unchanged
-//! layer below already had is reported as added (it was replaced), and one it stops shipping
-//! while an unchanged layer still has it as removed. kiln's layers rarely overlap (one layer
-//! per daemon, under its own prefix), and the packages section names the package behind it.
+//! File changes between two images, read mostly from the layers that differ: the layers OLD
+//! has and NEW has not, stacked in order, against NEW's layers OLD has not. A layer both have
+//! (the same digest) holds the same files on both sides, so it is opened only for the paths
+//! the differing layers touch, and only when it can change their answer: a shared layer above
+//! a differing one (it may cover a path), or below one when a path is on one side only or a
+//! whiteout removes it (it tells "added" from "replaced" and "removed" from "uncovered").
+//! Each path is compared by type, mode, owner, size and content (SHA-256); enabled systemd
+//! units (the `/etc/systemd/system/*.wants/` links `systemctl enable` makes) are compared as
+//! well.
 
 use super::DiffError;
-use crate::image::{ImageTree, Kind};
+use crate::image::{ImageTree, Kind, LayerRead};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -56,7 +55,8 @@ pub struct FileDiff {
     pub units_enabled: Vec<String>,
     /// Units enabled in OLD and not in NEW.
     pub units_disabled: Vec<String>,
-    /// How many layers were opened (OLD's and NEW's differing ones).
+    /// How many layers were opened: OLD's and NEW's differing ones, and the shared ones read
+    /// for the paths those touch.
     pub layers_read: usize,
 }
 
@@ -103,26 +103,128 @@ fn enabled_units(tree: &ImageTree) -> BTreeSet<String> {
         .collect()
 }
 
-/// Compares the files of the layers OLD's layout has and NEW's has not (`old_only`) with
-/// NEW's that OLD has not (`new_only`).
+/// Compares the files of OLD's and NEW's images, whose layers (digests, bottom first) are
+/// `old_layers` and `new_layers`.
 pub fn compare(
     old_layout: &Path,
     new_layout: &Path,
-    old_only: &BTreeSet<String>,
-    new_only: &BTreeSet<String>,
+    old_layers: &[String],
+    new_layers: &[String],
 ) -> Result<FileDiff, DiffError> {
-    let tree = |layout: &Path, keep: &BTreeSet<String>| {
-        ImageTree::from_oci_layers(layout, &|d| keep.contains(d)).map_err(|e| DiffError {
-            path: layout.to_path_buf(),
-            reason: e.to_string(),
-        })
+    let err = |layout: &Path, e: crate::image::ImageError| DiffError {
+        path: layout.to_path_buf(),
+        reason: e.to_string(),
     };
-    let (old, new) = (tree(old_layout, old_only)?, tree(new_layout, new_only)?);
-    let paths: BTreeSet<&String> = old
+    let old_set: BTreeSet<&str> = old_layers.iter().map(String::as_str).collect();
+    let new_set: BTreeSet<&str> = new_layers.iter().map(String::as_str).collect();
+    let shared = |d: &str| old_set.contains(d) && new_set.contains(d);
+    // First the differing layers alone: the paths they touch.
+    let differing = |layout: &Path| {
+        ImageTree::from_oci_layers(layout, &|d| !shared(d)).map_err(|e| err(layout, e))
+    };
+    let (old, new) = (differing(old_layout)?, differing(new_layout)?);
+    let touched: BTreeSet<String> = old
         .iter()
         .map(|(p, _)| p)
         .chain(new.iter().map(|(p, _)| p))
         .filter(|p| p.as_str() != "/")
+        .cloned()
+        .collect();
+    let removed: BTreeSet<String> = old.whiteouts().union(new.whiteouts()).cloned().collect();
+    let one_sided = !removed.is_empty()
+        || touched
+            .iter()
+            .any(|p| old.get(p).is_some() != new.get(p).is_some());
+    let interesting = |p: &str| {
+        touched.contains(p)
+            || std::iter::successors(Some(p), |q| (*q != "/").then(|| crate::image::parent(q)))
+                .any(|q| removed.contains(q))
+    };
+    // Then, where a shared layer can change the answer, each side again with the shared
+    // layers read for those paths only.
+    let mut layers_read = old_layers.iter().filter(|d| !shared(d)).count()
+        + new_layers.iter().filter(|d| !shared(d)).count();
+    let mut shared_read: BTreeSet<String> = BTreeSet::new();
+    // Whether a tree of shared layers, read for the interesting paths, has any of them, or a
+    // whiteout over one.
+    let covers = |t: &ImageTree| {
+        t.iter().any(|(p, _)| p != "/")
+            || t.whiteouts().iter().any(|w| {
+                let below = format!("{w}/");
+                interesting(w)
+                    || touched
+                        .range(below.clone()..)
+                        .next()
+                        .is_some_and(|p| p.starts_with(&below))
+            })
+    };
+    let mut whole = |layout: &Path, layers: &[String], partial: ImageTree| {
+        let lowest = layers
+            .iter()
+            .position(|d| !shared(d))
+            .unwrap_or(layers.len());
+        let shared_where = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<&str> {
+            layers
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| shared(d) && keep(*i))
+                .map(|(_, d)| d.as_str())
+                .collect()
+        };
+        // Shared layers below the differing ones tell "added" from "replaced" and "removed"
+        // from "uncovered": read when a path is on one side only or a whiteout removes one.
+        let mut needed = if one_sided {
+            shared_where(&|i| i < lowest)
+        } else {
+            BTreeSet::new()
+        };
+        // Shared layers above them (small, as a rule: other daemons' layers) may cover a
+        // path: a first look for the interesting paths says whether they cover any.
+        let above = shared_where(&|i| i > lowest);
+        if !above.is_empty() {
+            shared_read.extend(above.iter().map(|d| d.to_string()));
+            let seen = ImageTree::from_oci_layers_matching(
+                layout,
+                &|d| {
+                    if above.contains(d) {
+                        LayerRead::Matching
+                    } else {
+                        LayerRead::Skip
+                    }
+                },
+                &interesting,
+            )
+            .map_err(|e| err(layout, e))?;
+            if covers(&seen) {
+                needed.extend(above);
+            }
+        }
+        if needed.is_empty() {
+            return Ok(partial);
+        }
+        drop(partial);
+        shared_read.extend(needed.iter().map(|d| d.to_string()));
+        ImageTree::from_oci_layers_matching(
+            layout,
+            &|d| {
+                if !shared(d) || needed.contains(d) {
+                    LayerRead::Matching
+                } else {
+                    LayerRead::Skip
+                }
+            },
+            &interesting,
+        )
+        .map_err(|e| err(layout, e))
+    };
+    let old = whole(old_layout, old_layers, old)?;
+    let new = whole(new_layout, new_layers, new)?;
+    layers_read += shared_read.len();
+    let paths: BTreeSet<&String> = old
+        .iter()
+        .map(|(p, _)| p)
+        .chain(new.iter().map(|(p, _)| p))
+        .filter(|p| p.as_str() != "/" && interesting(p))
         .collect();
     let mut changes = Vec::new();
     for path in paths {
@@ -167,7 +269,7 @@ pub fn compare(
         changes,
         units_enabled: un.difference(&uo).cloned().collect(),
         units_disabled: uo.difference(&un).cloned().collect(),
-        layers_read: old_only.len() + new_only.len(),
+        layers_read,
     })
 }
 
@@ -185,6 +287,161 @@ mod tests {
             b.append_link(&mut h, path, target).unwrap();
         }
         ImageTree::from_tar_bytes(&b.into_inner().unwrap(), "test").unwrap()
+    }
+
+    /// What a layer holds: files (path, content), hard links (path, target), whiteouts.
+    enum Entry<'a> {
+        File(&'a str, &'a str),
+        Link(&'a str, &'a str),
+        Whiteout(&'a str),
+    }
+
+    /// Packs `entries` into a layer blob of `blobs`.
+    fn layer(blobs: &Path, entries: &[Entry]) -> crate::image::pack::Layer {
+        let root = tempfile::tempdir().unwrap();
+        for e in entries {
+            let (path, whiteout) = match e {
+                Entry::File(p, _) | Entry::Link(p, _) => (p.to_string(), false),
+                Entry::Whiteout(p) => (p.to_string(), true),
+            };
+            let path = if whiteout {
+                let (dir, name) = path.rsplit_once('/').unwrap();
+                format!("{dir}/.wh.{name}")
+            } else {
+                path
+            };
+            let host = root.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+            match e {
+                Entry::File(_, text) => std::fs::write(&host, text).unwrap(),
+                Entry::Link(_, target) => {
+                    std::fs::hard_link(root.path().join(target.trim_start_matches('/')), &host)
+                        .unwrap()
+                }
+                Entry::Whiteout(_) => std::fs::write(&host, "").unwrap(),
+            }
+        }
+        crate::image::pack::pack_layer(
+            root.path(),
+            blobs,
+            0,
+            crate::image::pack::LayerCompression::Gzip,
+        )
+        .unwrap()
+    }
+
+    /// An OCI layout of `layers` (packed into its blobs) at `dir`.
+    fn layout(dir: &Path, layers: &[&[Entry]]) -> Vec<String> {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let packed: Vec<_> = layers.iter().map(|l| layer(&blobs, l)).collect();
+        let meta = crate::image::oci::ImageMeta {
+            name: "t".into(),
+            version: "1".into(),
+            arch: crate::arch::DebianArch::Arm64,
+            created: 0,
+            board: "b".into(),
+            suite: "bookworm".into(),
+            compatible: vec![],
+            lock_digest: "sha256:00".into(),
+            history: packed.iter().map(|_| "layer".to_string()).collect(),
+        };
+        crate::image::oci::write_layout(dir, &packed, &meta).unwrap();
+        packed
+            .iter()
+            .map(|l| format!("sha256:{}", l.digest))
+            .collect()
+    }
+
+    /// Layers both sides share are read for the paths the differing layers touch: a file the
+    /// new layer rewrites over the shared base is "changed", not "added"; a whiteout of a
+    /// base file is "removed"; a shared layer above covers a path both differing layers
+    /// have; a hard link whose target no differing layer touches keeps its content.
+    #[test]
+    fn shared_layers_answer_for_the_paths_the_differing_ones_touch() {
+        let work = tempfile::tempdir().unwrap();
+        let base: &[Entry] = &[
+            Entry::File("/etc/passwd", "root\n"),
+            Entry::File("/etc/hostname", "robot\n"),
+            Entry::File("/usr/bin/tool", "v1"),
+            Entry::Link("/usr/bin/tool-alias", "/usr/bin/tool"),
+            Entry::File("/opt/shared/cfg", "x"),
+        ];
+        let above: &[Entry] = &[
+            Entry::File("/opt/app/run", "from the layer above"),
+            Entry::File("/opt/shared/cfg", "y"),
+        ];
+        let old_top: &[Entry] = &[Entry::File("/opt/app/run", "1")];
+        let new_top: &[Entry] = &[
+            Entry::File("/opt/app/run", "2"),
+            Entry::File("/etc/passwd", "root\nbeacon\n"),
+            Entry::Whiteout("/etc/hostname"),
+            Entry::File("/usr/bin/new", "n"),
+            Entry::File("/usr/bin/tool-alias", "v2"),
+        ];
+        let (old_dir, new_dir) = (work.path().join("old"), work.path().join("new"));
+        let old_layers = layout(&old_dir, &[base, old_top, above]);
+        let new_layers = layout(&new_dir, &[base, new_top, above]);
+        assert_eq!(old_layers[0], new_layers[0]);
+        assert_eq!(old_layers[2], new_layers[2]);
+        let d = compare(&old_dir, &new_dir, &old_layers, &new_layers).unwrap();
+        let got: Vec<(&str, Vec<&str>)> = d
+            .changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.changes.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/etc/hostname", vec!["removed"]),
+                ("/etc/passwd", vec!["content", "size"]),
+                ("/usr/bin/new", vec!["added"]),
+                ("/usr/bin/tool-alias", vec!["content"]),
+            ]
+        );
+        // The two differing layers and the two shared ones.
+        assert_eq!(d.layers_read, 4);
+
+        // Only a differing layer with paths of its own, nothing shared below it: the shared
+        // base is never opened (no path is on one side only).
+        let old_layers = layout(&work.path().join("o2"), &[base, old_top]);
+        let new_layers = layout(
+            &work.path().join("n2"),
+            &[base, &[Entry::File("/opt/app/run", "2")]],
+        );
+        let d = compare(
+            &work.path().join("o2"),
+            &work.path().join("n2"),
+            &old_layers,
+            &new_layers,
+        )
+        .unwrap();
+        let got: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(got, ["/opt/app/run"]);
+        assert_eq!(d.layers_read, 2);
+
+        // A shared layer above that covers none of the paths: looked at once, and the
+        // differing layers' answer stands.
+        let unrelated: &[Entry] = &[Entry::File("/srv/other/data", "d")];
+        let old_layers = layout(&work.path().join("o3"), &[base, old_top, unrelated]);
+        let new_layers = layout(
+            &work.path().join("n3"),
+            &[base, &[Entry::File("/opt/app/run", "2")], unrelated],
+        );
+        let d = compare(
+            &work.path().join("o3"),
+            &work.path().join("n3"),
+            &old_layers,
+            &new_layers,
+        )
+        .unwrap();
+        let got: Vec<(&str, Vec<&str>)> = d
+            .changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.changes.clone()))
+            .collect();
+        assert_eq!(got, [("/opt/app/run", vec!["content"])]);
+        assert_eq!(d.layers_read, 3);
     }
 
     #[test]

@@ -244,19 +244,8 @@ pub fn compare(old: &Side, new: &Side) -> Result<Diff, DiffError> {
     } else {
         packages::PackageDiff::default()
     };
-    let only = |a: &Side, b: &BTreeSet<&str>| -> BTreeSet<String> {
-        a.layers
-            .iter()
-            .map(|l| l.digest.clone())
-            .filter(|d| !b.contains(d.as_str()))
-            .collect()
-    };
-    let files = files::compare(
-        &old.layout,
-        &new.layout,
-        &only(old, &new_digests),
-        &only(new, &old_digests),
-    )?;
+    let digests = |s: &Side| -> Vec<String> { s.layers.iter().map(|l| l.digest.clone()).collect() };
+    let files = files::compare(&old.layout, &new.layout, &digests(old), &digests(new))?;
     let mut finding_diff = findings::compare(&old.findings.findings, &new.findings.findings);
     for s in [old, new] {
         if s.findings.source == findings::FindingsSource::CheckedWithoutWaivers {

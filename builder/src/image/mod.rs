@@ -13,7 +13,7 @@ pub mod pack;
 pub mod provenance;
 
 use crate::decompress::Compression;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -192,6 +192,17 @@ pub struct ImageTree {
     pub manifest: Option<ManifestInfo>,
     /// Set while file contents go to a spool file instead of memory.
     spool: Option<Spool>,
+    /// Every path a layer's whiteout removed and every directory a layer made opaque.
+    whiteouts: BTreeSet<String>,
+}
+
+/// What [`ImageTree::from_oci_layers_matching`] reads of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerRead {
+    /// Nothing: the layer is not opened.
+    Skip,
+    /// Its whiteouts, and the entries whose path the filter accepts.
+    Matching,
 }
 
 /// The image manifest an OCI-layout tree was read from (its digest was verified).
@@ -374,20 +385,39 @@ impl ImageTree {
         dir: &Path,
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<ImageTree, ImageError> {
-        Self::read_oci(dir, keep, None)
+        Self::read_oci(dir, keep, None, None)
+    }
+
+    /// The tree of the layout's image with, of each layer `layers` says to read, its
+    /// whiteouts and only the entries whose path `paths` accepts (each layer streamed and
+    /// verified; what `kiln diff` reads of the layers both sides share: the few paths the
+    /// differing layers touch). A hard link whose target `paths` refused reads the layer
+    /// again with the target, so a kept link always has its content.
+    pub fn from_oci_layers_matching(
+        dir: &Path,
+        layers: &dyn Fn(&str) -> LayerRead,
+        paths: &dyn Fn(&str) -> bool,
+    ) -> Result<ImageTree, ImageError> {
+        Self::read_oci(dir, &|d| layers(d) != LayerRead::Skip, None, Some(paths))
+    }
+
+    /// The paths whiteouts removed and the directories made opaque, over the layers read.
+    pub fn whiteouts(&self) -> &BTreeSet<String> {
+        &self.whiteouts
     }
 
     /// The whole image of an OCI layout with every layer streamed (and verified while it
     /// streams) and file contents written to `spool`, an unlinked temporary file, instead of
     /// memory: what `kiln build` checks, however large the image, within bounded memory.
     pub fn from_oci_layout_spooled(dir: &Path, spool: fs::File) -> Result<ImageTree, ImageError> {
-        Self::read_oci(dir, &|_| true, Some(spool))
+        Self::read_oci(dir, &|_| true, Some(spool), None)
     }
 
     fn read_oci(
         dir: &Path,
         keep: &dyn Fn(&str) -> bool,
         spool: Option<fs::File>,
+        paths: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<ImageTree, ImageError> {
         // Every file of the layout is read inside it, once, as a regular file of bounded size:
         // a FIFO, device or symlink out of the layout is refused, never waited on.
@@ -448,21 +478,27 @@ impl ImageTree {
             } else {
                 Compression::None
             };
-            if tree.spool.is_some() {
-                let file = layout.blob_file(&digest, layer.size())?;
-                let mut hashing = crate::digest::HashingReader::new(file);
-                let applied = compression
-                    .decoder(&mut hashing)
-                    .map_err(|e| image_err(&digest, e))
-                    .and_then(|decoder| tree.apply_tar_from(decoder, &digest, true));
-                // An altered blob is named as such, also when its damage broke the
-                // decompression first.
-                let (hex, _) = hashing.finish().map_err(|e| image_err(&digest, e))?;
-                if format!("sha256:{hex}") != digest {
-                    let rel = layout::blob_rel(&digest).unwrap_or_else(|| digest.clone());
-                    return Err(layout.err(&rel, "content does not match its digest").into());
+            if let Some(paths) = paths {
+                // Hard-link targets the filter refused, read on a second pass.
+                let mut targets: BTreeSet<String> = BTreeSet::new();
+                loop {
+                    let accept = |p: &str| paths(p) || targets.contains(p);
+                    let missing = tree.apply_layer_stream(&layout, layer, compression, &accept)?;
+                    if missing.is_empty() {
+                        break;
+                    }
+                    if missing.iter().all(|m| targets.contains(m)) {
+                        return Err(image_err(
+                            &digest,
+                            format!("hard link target '{}' is not in the layer", missing[0]),
+                        ));
+                    }
+                    targets.extend(missing);
                 }
-                applied?;
+                continue;
+            }
+            if tree.spool.is_some() {
+                tree.apply_layer_stream(&layout, layer, compression, &|_| true)?;
                 continue;
             }
             let bytes = layout.blob(layer, u64::MAX)?;
@@ -474,6 +510,32 @@ impl ImageTree {
             tree.apply_tar(&raw, &digest, true)?;
         }
         Ok(tree)
+    }
+
+    /// Applies one layer streamed from its blob (verified as it streams; an altered blob is
+    /// named as such, also when its damage broke the decompression first), entries `accept`
+    /// refuses left out. Returns the hard-link targets `accept` refused that a kept link
+    /// needs (nothing applied then).
+    fn apply_layer_stream(
+        &mut self,
+        layout: &layout::Layout,
+        layer: &oci_spec::image::Descriptor,
+        compression: Compression,
+        accept: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, ImageError> {
+        let digest = layer.digest().to_string();
+        let file = layout.blob_file(&digest, layer.size())?;
+        let mut hashing = crate::digest::HashingReader::new(file);
+        let applied = compression
+            .decoder(&mut hashing)
+            .map_err(|e| image_err(&digest, e))
+            .and_then(|decoder| self.apply_tar_matching(decoder, &digest, true, accept));
+        let (hex, _) = hashing.finish().map_err(|e| image_err(&digest, e))?;
+        if format!("sha256:{hex}") != digest {
+            let rel = layout::blob_rel(&digest).unwrap_or_else(|| digest.clone());
+            return Err(layout.err(&rel, "content does not match its digest").into());
+        }
+        applied
     }
 
     /// Applies one tar (a layer when `whiteouts`) on top of the tree.
@@ -489,6 +551,19 @@ impl ImageTree {
         label: &str,
         whiteouts: bool,
     ) -> Result<(), ImageError> {
+        self.apply_tar_matching(reader, label, whiteouts, &|_| true)
+            .map(|_| ())
+    }
+
+    /// Applies the entries of one tar whose path `accept` takes (whiteouts always); returns
+    /// the hard-link targets `accept` refused that a kept link needs, applying nothing then.
+    fn apply_tar_matching(
+        &mut self,
+        reader: impl Read,
+        label: &str,
+        whiteouts: bool,
+        accept: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, ImageError> {
         let mut archive = tar::Archive::new(reader);
         let mut added: Vec<(String, Node, Option<String>)> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
@@ -517,6 +592,9 @@ impl ImageTree {
                     });
                     continue;
                 }
+            }
+            if !accept(&name) {
+                continue;
             }
             let header = entry.header().clone();
             let mode = header.mode().unwrap_or(0o644) & 0o7777;
@@ -586,6 +664,18 @@ impl ImageTree {
             node.capabilities = caps;
             added.push((name, node, link));
         }
+        let kept: BTreeSet<&str> = added.iter().map(|(n, _, _)| n.as_str()).collect();
+        let refused_targets: Vec<String> = added
+            .iter()
+            .filter_map(|(_, _, link)| link.as_deref())
+            .filter(|t| !kept.contains(t) && !self.nodes.contains_key(*t) && !accept(t))
+            .map(str::to_string)
+            .collect();
+        if !refused_targets.is_empty() {
+            return Ok(refused_targets);
+        }
+        self.whiteouts.extend(opaque.iter().cloned());
+        self.whiteouts.extend(removed.iter().cloned());
         for dir in opaque {
             let prefix = if dir == "/" {
                 "/".to_string()
@@ -625,7 +715,7 @@ impl ImageTree {
             self.ensure_parents(&name);
             self.nodes.insert(name, node);
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn remove_subtree(&mut self, path: &str) {
