@@ -568,6 +568,7 @@ impl ImageTree {
         let mut added: Vec<(String, Node, Option<String>)> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
+        let mut refused_links: BTreeMap<String, String> = BTreeMap::new();
         for entry in archive.entries().map_err(|e| image_err(label, e))? {
             let mut entry = entry.map_err(|e| image_err(label, e))?;
             let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -594,6 +595,17 @@ impl ImageTree {
                 }
             }
             if !accept(&name) {
+                // A refused hard link is remembered, so a kept link's chain of targets is
+                // known in one pass (a hostile layer's long chain costs one more read, not one
+                // per link).
+                if entry.header().entry_type().is_hard_link() {
+                    if let Some(target) = entry
+                        .link_name_bytes()
+                        .and_then(|b| normal_name(&String::from_utf8_lossy(&b)))
+                    {
+                        refused_links.insert(name, target);
+                    }
+                }
                 continue;
             }
             let header = entry.header().clone();
@@ -665,12 +677,21 @@ impl ImageTree {
             added.push((name, node, link));
         }
         let kept: BTreeSet<&str> = added.iter().map(|(n, _, _)| n.as_str()).collect();
-        let refused_targets: Vec<String> = added
-            .iter()
-            .filter_map(|(_, _, link)| link.as_deref())
-            .filter(|t| !kept.contains(t) && !self.nodes.contains_key(*t) && !accept(t))
-            .map(str::to_string)
-            .collect();
+        let mut refused_targets: BTreeSet<String> = BTreeSet::new();
+        for link in added.iter().filter_map(|(_, _, link)| link.as_deref()) {
+            let mut target = Some(link);
+            while let Some(t) = target {
+                if kept.contains(t)
+                    || self.nodes.contains_key(t)
+                    || accept(t)
+                    || !refused_targets.insert(t.to_string())
+                {
+                    break;
+                }
+                target = refused_links.get(t).map(String::as_str);
+            }
+        }
+        let refused_targets: Vec<String> = refused_targets.into_iter().collect();
         if !refused_targets.is_empty() {
             return Ok(refused_targets);
         }
@@ -1104,6 +1125,85 @@ mod tests {
         assert_eq!(t.resolve("/usr/lib/libc.so.6/x"), None);
         assert_eq!(t.resolve("/nope"), None);
         assert_eq!(t.children("/usr"), vec!["lib"]);
+    }
+
+    /// An OCI layout at `dir` of one uncompressed layer holding `tar`.
+    fn one_layer_layout(dir: &Path, tar: &[u8]) {
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let digest = crate::digest::sha256_hex(tar);
+        fs::write(blobs.join(&digest), tar).unwrap();
+        let layer = pack::Layer {
+            digest: digest.clone(),
+            size: tar.len() as u64,
+            diff_id: digest,
+            media_type: "application/vnd.oci.image.layer.v1.tar",
+            entries: 0,
+        };
+        let meta = oci::ImageMeta {
+            name: "t".into(),
+            version: "1".into(),
+            arch: crate::arch::DebianArch::Arm64,
+            created: 0,
+            board: "b".into(),
+            suite: "bookworm".into(),
+            compatible: vec![],
+            lock_digest: "sha256:00".into(),
+            history: vec!["layer".into()],
+        };
+        oci::write_layout(dir, &[layer], &meta).unwrap();
+    }
+
+    /// Reading only some paths of a layer: a kept hard link gets its content through a chain
+    /// of refused links (however long, as a hostile layer makes it), and a link whose chain
+    /// ends nowhere, or at itself, is refused naming it instead of being read forever.
+    #[test]
+    fn matching_reads_keep_hard_links_whole_and_refuse_broken_chains() {
+        let chain = |links: &[(&str, &str)]| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(7);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, "file", &b"content"[..]).unwrap();
+            for (name, target) in links {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                h.set_mode(0o644);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let work = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..300).map(|i| format!("l{i}")).collect();
+        let mut links: Vec<(&str, &str)> = vec![(names[0].as_str(), "file")];
+        for i in 1..names.len() {
+            links.push((names[i].as_str(), names[i - 1].as_str()));
+        }
+        one_layer_layout(&work.path().join("chain"), &chain(&links));
+        let t = ImageTree::from_oci_layers_matching(
+            &work.path().join("chain"),
+            &|_| LayerRead::Matching,
+            &|p| p == "/l299",
+        )
+        .unwrap();
+        assert_eq!(&*t.read("/l299").unwrap(), b"content");
+
+        for (name, links) in [
+            ("dangling", vec![("a", "missing"), ("kept", "a")]),
+            ("itself", vec![("kept", "kept")]),
+            ("cycle", vec![("a", "b"), ("b", "a"), ("kept", "a")]),
+        ] {
+            let dir = work.path().join(name);
+            one_layer_layout(&dir, &chain(&links));
+            let e = ImageTree::from_oci_layers_matching(&dir, &|_| LayerRead::Matching, &|p| {
+                p == "/kept"
+            })
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
+            assert!(e.to_string().contains("hard link"), "{name}: {e}");
+        }
     }
 
     #[test]
