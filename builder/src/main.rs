@@ -62,7 +62,13 @@ fn main() -> ExitCode {
             out,
             key,
             sign_command,
-        } => cli::signing::run_sign(&out, key.as_deref(), sign_command.as_deref()),
+            public_key,
+        } => cli::signing::run_sign(
+            &out,
+            key.as_deref(),
+            sign_command.as_deref(),
+            public_key.as_deref(),
+        ),
         Command::Verify {
             out,
             root,

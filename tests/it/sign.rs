@@ -212,6 +212,23 @@ fn a_signed_image_verifies_with_kiln_openssl_and_skopeo_and_signing_is_determini
         .any(|c| c["check"] == "signature" && c["ok"] == true));
 }
 
+/// The key ids the DSSE envelopes among a layout's blobs name.
+fn envelope_keyids(out: &Path) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(out.join("oci/blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if v.get("payloadType").is_some() {
+            for sig in v["signatures"].as_array().unwrap() {
+                ids.insert(sig["keyid"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    ids
+}
+
 #[test]
 fn an_external_sign_command_signs_and_a_bad_one_is_refused() {
     let (dir, out, key) = signed_copy();
@@ -229,6 +246,49 @@ fn an_external_sign_command_signs_and_a_bad_one_is_refused() {
         &verify(&out, &key, &[]),
         &["does not verify with any of the 1 given key"],
     );
+
+    // With the command's public key: the attestation names its key id (the one a key file
+    // gives), and a command that signs with another key is refused before anything is written.
+    let before = envelope_keyids(&out);
+    let other_pub = dir.path().join("hsm.key.pub");
+    let o = run(
+        &["sign"],
+        &[
+            &out,
+            Path::new("--sign-command"),
+            Path::new(&cmd),
+            Path::new("--public-key"),
+            &other_pub,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let named: Vec<String> = envelope_keyids(&out).difference(&before).cloned().collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].len(), 64, "{named:?}");
+    let (_d2, out2, _) = signed_copy();
+    let o = run(&["sign"], &[&out2, Path::new("--key"), &other]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(envelope_keyids(&out2).contains(&named[0]));
+    assert!(verify(&out, &other, &[]).status.success());
+    let unsigned = std::fs::read(out.join("oci/index.json")).unwrap();
+    let o = run(
+        &["sign"],
+        &[
+            &out,
+            Path::new("--sign-command"),
+            Path::new(&cmd),
+            Path::new("--public-key"),
+            &key.with_extension("key.pub"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("does not verify with") && err.contains("another key"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("oci/index.json")).unwrap(), unsigned);
 
     let before = std::fs::read(out.join("oci/index.json")).unwrap();
     let o = run(

@@ -168,6 +168,10 @@ pub enum Command {
         /// KILN_SIGN_DIGEST; prints the DER signature, raw or base64).
         #[arg(long)]
         sign_command: Option<String>,
+        /// The public key (PEM) of the key the command signs with: every signature is checked
+        /// against it before it is written, and the provenance attestation names its key id.
+        #[arg(long, requires = "sign_command")]
+        public_key: Option<PathBuf>,
     },
     /// Copy a build's image, signature and SBOM to a registry (HOST[:PORT]/REPO:TAG), tag last.
     /// Several OUTs (one release built for several boards) go under one tag as an OCI image

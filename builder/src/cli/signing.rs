@@ -30,6 +30,7 @@ pub fn run_sign(
     out: &std::path::Path,
     key: Option<&std::path::Path>,
     command: Option<&str>,
+    public_key: Option<&std::path::Path>,
 ) -> ExitCode {
     // The key id an attestation names: TUF's (securesystemslib's) id of the public key.
     let mut keyid = String::new();
@@ -41,7 +42,23 @@ pub fn run_sign(
             }
             Err(e) => return failed(&e),
         },
-        (None, Some(cmd)) => Box::new(kiln::signing::sign::CommandSigner(cmd.to_string())),
+        (None, Some(cmd)) => {
+            let command = Box::new(kiln::signing::sign::CommandSigner(cmd.to_string()));
+            match public_key {
+                None => command,
+                Some(path) => match kiln::signing::keys::load_verifying_key(path) {
+                    Ok(public) => {
+                        keyid = kiln::signing::tuf::key_id(&public);
+                        Box::new(kiln::signing::sign::CheckedSigner {
+                            inner: command,
+                            key: public,
+                            key_name: path.display().to_string(),
+                        })
+                    }
+                    Err(e) => return failed(&e),
+                },
+            }
+        }
         (None, None) => {
             eprintln!("kiln: error: give --key KEYFILE or --sign-command CMD");
             return ExitCode::from(Exit::CouldNotRun.code());

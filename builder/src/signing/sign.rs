@@ -53,6 +53,12 @@ pub enum SignError {
         /// What went wrong.
         reason: String,
     },
+    /// A signature made does not verify with the public key it was to be made with.
+    #[error("the signature made does not verify with {key}: the signer holds another key")]
+    WrongKey {
+        /// The public key expected (its file).
+        key: String,
+    },
 }
 
 impl From<LayoutError> for SignError {
@@ -77,6 +83,34 @@ impl Signer for KeySigner {
     fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
         let signature: Signature = self.0.sign(payload);
         Ok(signature.to_der().as_bytes().to_vec())
+    }
+}
+
+/// A signer whose every signature is verified with the public key it is to be made with
+/// before it is used: an HSM slot or KMS alias holding another key is caught when signing,
+/// not by the fleet's verifiers.
+pub struct CheckedSigner {
+    /// What signs.
+    pub inner: Box<dyn Signer>,
+    /// The public key its signatures must verify with.
+    pub key: p256::ecdsa::VerifyingKey,
+    /// That key's name in messages (its file).
+    pub key_name: String,
+}
+
+impl Signer for CheckedSigner {
+    fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
+        use p256::ecdsa::signature::Verifier;
+        let der = self.inner.sign(payload)?;
+        let verifies = Signature::from_der(&der)
+            .map(|sig| self.key.verify(payload, &sig).is_ok())
+            .unwrap_or(false);
+        if !verifies {
+            return Err(SignError::WrongKey {
+                key: self.key_name.clone(),
+            });
+        }
+        Ok(der)
     }
 }
 
