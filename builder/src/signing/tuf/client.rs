@@ -118,6 +118,9 @@ pub struct Trusted {
     /// targets.json.
     pub targets: Value,
     state: TrustedState,
+    /// Delegated roles already read and checked, by where they came from, the delegation
+    /// that vouches for them and the time: `releases` then `find` read each role once.
+    roles: std::cell::RefCell<BTreeMap<(PathBuf, String, u64), Value>>,
 }
 
 fn fetch_required(source: &dyn MetadataSource, name: &str) -> Result<(PathBuf, Vec<u8>), TufError> {
@@ -293,6 +296,7 @@ pub fn update(
     }
     check_expiry(&targets, &targets_path, now)?;
     Ok(Trusted {
+        roles: Default::default(),
         root,
         timestamp,
         snapshot,
@@ -386,6 +390,10 @@ impl Trusted {
         }
         let file = format!("{}.json", d.name);
         let path = source.path(&file);
+        let memo = (path.clone(), d.def.to_string(), now);
+        if let Some(doc) = self.roles.borrow().get(&memo) {
+            return Ok(doc.clone());
+        }
         let want = listed_version(&self.snapshot, &file).ok_or_else(|| {
             err(
                 &path,
@@ -416,6 +424,7 @@ impl Trusted {
             ));
         }
         check_expiry(&doc, &path, now)?;
+        self.roles.borrow_mut().insert(memo, doc.clone());
         Ok(doc)
     }
 

@@ -1,8 +1,8 @@
 //! The repository writer against the client, and the attack matrix: every attack TUF is
 //! built to stop, each refused with the role (its file) named.
 
-use super::client::{update, DirSource, MemorySource, Trusted, TrustedState};
-use super::metadata::{sign_role, version_of, ReleaseInfo, Role, RoleSigner};
+use super::client::{update, DirSource, MemorySource, MetadataSource, Trusted, TrustedState};
+use super::metadata::{sign_role, version_of, ReleaseInfo, Role, RoleSigner, TufError};
 use super::repository::{
     add_release, delegate, init, publish, refresh_timestamp, rotate_root, Expiry, NewTarget,
     ReleaseSigners, RoleChange, RoleKeys,
@@ -721,4 +721,49 @@ fn an_expired_snapshot_or_targets_is_refused_naming_the_role() {
         f.client(&f.pinned(), &TrustedState::default()),
         &["targets.json", "expired at"],
     );
+}
+
+/// Counts the metadata files fetched through it.
+struct CountingSource {
+    inner: DirSource,
+    fetched: std::cell::RefCell<BTreeMap<String, usize>>,
+}
+
+impl MetadataSource for CountingSource {
+    fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, TufError> {
+        *self
+            .fetched
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default() += 1;
+        self.inner.fetch(name)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.inner.path(name)
+    }
+}
+
+/// `kiln verify` lists the releases, then finds the one asked for: each delegated role is
+/// read and checked once, not once per question.
+#[test]
+fn a_delegated_role_is_read_once_per_verification() {
+    let f = Fleet::new();
+    let team = key();
+    let online = f.online(&f.targets);
+    let keys = RoleKeys {
+        keys: vec![*team.verifying_key()],
+        threshold: 1,
+    };
+    delegate(f.repo(), "board-a", &keys, &online, NOW, 30).unwrap();
+    f.release("board-a", "1.0", &team).unwrap();
+    let t = f.client(&f.pinned(), &TrustedState::default()).unwrap();
+    let src = CountingSource {
+        inner: DirSource(f.repo().join("metadata")),
+        fetched: Default::default(),
+    };
+    let listed = t.releases(&src, Some("board-a"), NOW).unwrap();
+    assert_eq!(listed.len(), 1);
+    let found = t.find(&src, "board-a/img-1.0.oci.tar", NOW).unwrap();
+    assert_eq!(found.map(|f| f.role).as_deref(), Some("board-a"));
+    assert_eq!(src.fetched.borrow().get("board-a.json"), Some(&1));
 }
