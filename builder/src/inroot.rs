@@ -567,9 +567,19 @@ impl Dir {
         data: &[u8],
         owner: Owner,
     ) -> Result<(), InRootError> {
+        self.write_from(name, &mut &data[..], owner)
+    }
+
+    /// As [`Dir::write`], the bytes streamed from `data` (a large file is never held whole).
+    pub fn write_from(
+        &self,
+        name: impl AsRef<OsStr>,
+        data: &mut dyn io::Read,
+        owner: Owner,
+    ) -> Result<(), InRootError> {
         let name = name.as_ref();
         let mut f = self.create_file(name)?;
-        io::Write::write_all(&mut f, data).map_err(|e| self.err(name, e))?;
+        io::copy(data, &mut f).map_err(|e| self.err(name, e))?;
         self.set_owner_fd(name, &f, owner)
     }
 

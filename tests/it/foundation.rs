@@ -1598,6 +1598,31 @@ fn decompression_bombs_keep_peak_memory_bounded() {
             kib / 1024,
             PEAK_RSS_BOUND_KIB / 1024
         );
+        if refused.is_none() {
+            // The image holding the 1 GiB file exports within the same bound (its contents
+            // spool to a file beside the output, never all into memory).
+            let (o, kib) = kiln_peak_rss(
+                &recipe,
+                &work.path().join("cache"),
+                &["export", "out", "--format", "tar", "-o", "image.tar"],
+            );
+            assert_ok(&o);
+            eprintln!("{name}: kiln export peak RSS {} MiB", kib / 1024);
+            assert!(
+                kib < PEAK_RSS_BOUND_KIB,
+                "{name}: kiln export peaked at {} MiB",
+                kib / 1024
+            );
+            let size = std::fs::metadata(recipe.join("image.tar")).unwrap().len();
+            assert!(size > GIB, "the export is {size} bytes");
+            let leftovers: Vec<_> = std::fs::read_dir(&recipe)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".kiln") || n.starts_with(".tmp"))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+            std::fs::remove_file(recipe.join("image.tar")).unwrap();
+        }
     }
 }
 

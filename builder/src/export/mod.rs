@@ -115,9 +115,12 @@ pub struct SourceImage {
 }
 
 impl SourceImage {
-    /// Reads an OCI layout (verifying every blob against its digest).
-    pub fn open(layout: &Path) -> Result<SourceImage, ExportError> {
-        let tree = ImageTree::from_oci_layout(layout)?;
+    /// Reads an OCI layout (verifying every blob as it streams), file contents kept in an
+    /// unlinked file in `spool_dir` rather than in memory: a robot-sized image exports within
+    /// bounded memory.
+    pub fn open(layout: &Path, spool_dir: &Path) -> Result<SourceImage, ExportError> {
+        let spool = tempfile::tempfile_in(spool_dir).map_err(io_err(spool_dir))?;
+        let tree = ImageTree::from_oci_layout_spooled(layout, spool)?;
         let bad = |reason: &str| ExportError::BadImage {
             image: layout.display().to_string(),
             reason: reason.to_string(),
@@ -215,7 +218,13 @@ pub struct Exported {
 
 /// Exports the image of an OCI layout.
 pub fn export(layout: &Path, opts: &ExportOptions) -> Result<Exported, ExportError> {
-    let image = SourceImage::open(layout)?;
+    // The spool goes where the output goes (beside it), never elsewhere.
+    let spool_dir = opts
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let image = SourceImage::open(layout, spool_dir)?;
     export_image(&image, opts)
 }
 

@@ -106,11 +106,10 @@ pub fn write_tar(tree: &ImageTree, sde: u64, out: &mut dyn Write) -> Result<(), 
                     continue;
                 }
                 written.insert(group, name.clone());
-                let data = tree.read(path).map_err(werr(path))?;
+                let (data, len) = tree.reader(path).map_err(werr(path))?;
                 h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(data.len() as u64);
-                tar.append_data(&mut h, &name, &data[..])
-                    .map_err(werr(path))?;
+                h.set_size(len);
+                tar.append_data(&mut h, &name, data).map_err(werr(path))?;
             }
             Kind::Symlink(target) => {
                 h.set_entry_type(tar::EntryType::Symlink);

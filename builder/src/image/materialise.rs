@@ -72,8 +72,8 @@ pub fn materialise(tree: &ImageTree, dest: &Path, sde: u64) -> Result<(), ImageE
                     aliases.push((path, leader, node));
                     continue;
                 }
-                let data = tree.read(path).map_err(|e| image_err(path, e))?;
-                dir.write(&name, &data, owner_of(node, sde))
+                let (mut data, _) = tree.reader(path).map_err(|e| image_err(path, e))?;
+                dir.write_from(&name, &mut data, owner_of(node, sde))
                     .map_err(|e| fail(path, e))?;
                 continue;
             }

@@ -169,6 +169,39 @@ pub enum FileData {
     Mapped(memmap2::Mmap),
 }
 
+impl AsRef<[u8]> for FileData {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// A span of the spool, read with positional reads (several may read the one file).
+struct SpanReader<'a> {
+    file: &'a fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpanReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the spool ends before the file",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 impl std::ops::Deref for FileData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -823,6 +856,28 @@ impl ImageTree {
                 "not a regular file",
             )),
         }
+    }
+
+    /// The regular file at `path` as a stream, with its length: what writes a file out whole
+    /// (a tar member, a file system's file) without holding or mapping all of it.
+    pub fn reader(&self, path: &str) -> io::Result<(Box<dyn Read + '_>, u64)> {
+        let node = self
+            .nodes
+            .get(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if let Content::Spooled(file, offset, len) = &node.content {
+            return Ok((
+                Box::new(SpanReader {
+                    file,
+                    pos: *offset,
+                    end: offset + len,
+                }),
+                *len,
+            ));
+        }
+        let data = self.read(path)?;
+        let len = data.len() as u64;
+        Ok((Box::new(io::Cursor::new(data)), len))
     }
 
     /// The first name of the hard-linked file at `path`, when `path` is a second name of a file
