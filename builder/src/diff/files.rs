@@ -90,6 +90,11 @@ fn state(tree: &ImageTree, path: &str) -> Result<FileState, DiffError> {
     })
 }
 
+/// `path` and each of its parents up to `/`.
+fn ancestry(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |q| (*q != "/").then(|| crate::image::parent(q)))
+}
+
 /// Enabled units: the links under `/etc/systemd/system/*.wants/`.
 fn enabled_units(tree: &ImageTree) -> BTreeSet<String> {
     tree.iter()
@@ -115,12 +120,21 @@ pub fn compare(
         path: layout.to_path_buf(),
         reason: e.to_string(),
     };
+    // File contents go to unlinked temporary files, not memory: a changed base layer of a
+    // robot's image is larger than a reviewer's laptop or a CI runner should hold.
+    let spool = |layout: &Path| {
+        tempfile::tempfile().map_err(|e| DiffError {
+            path: layout.to_path_buf(),
+            reason: format!("a temporary file to read the layers into: {e}"),
+        })
+    };
     let old_set: BTreeSet<&str> = old_layers.iter().map(String::as_str).collect();
     let new_set: BTreeSet<&str> = new_layers.iter().map(String::as_str).collect();
     let shared = |d: &str| old_set.contains(d) && new_set.contains(d);
     // First the differing layers alone: the paths they touch.
     let differing = |layout: &Path| {
-        ImageTree::from_oci_layers(layout, &|d| !shared(d)).map_err(|e| err(layout, e))
+        ImageTree::from_oci_layers(layout, &|d| !shared(d), Some(spool(layout)?))
+            .map_err(|e| err(layout, e))
     };
     let (old, new) = (differing(old_layout)?, differing(new_layout)?);
     let touched: BTreeSet<String> = old
@@ -130,28 +144,77 @@ pub fn compare(
         .filter(|p| p.as_str() != "/")
         .cloned()
         .collect();
-    let removed: BTreeSet<String> = old.whiteouts().union(new.whiteouts()).cloned().collect();
-    let one_sided = !removed.is_empty()
+    let removed: BTreeSet<String> = [&old, &new]
+        .iter()
+        .flat_map(|t| t.whiteouts().iter().chain(t.opaque_dirs()))
+        .cloned()
+        .collect();
+    let interesting = |p: &str| touched.contains(p) || ancestry(p).any(|q| removed.contains(q));
+    let mut shared_read: BTreeSet<String> = BTreeSet::new();
+
+    // Shared layers above every differing layer, the same ones in the same order on both
+    // sides, decide alike on both sides each path they hold or remove: such a path is the
+    // same whatever lies below, and nothing below is read for it.
+    let on_top = |layers: &[String]| {
+        layers
+            .iter()
+            .rposition(|d| !shared(d))
+            .map(|i| layers[i + 1..].to_vec())
+    };
+    let top: Vec<String> = match (on_top(old_layers), on_top(new_layers)) {
+        (Some(a), Some(b)) if a == b => a,
+        _ => Vec::new(),
+    };
+    let top_tree = if top.is_empty() {
+        None
+    } else {
+        shared_read.extend(top.iter().cloned());
+        let layer_read = |d: &str| {
+            if top.iter().any(|t| t == d) {
+                LayerRead::Matching
+            } else {
+                LayerRead::Skip
+            }
+        };
+        Some(
+            ImageTree::from_oci_layers_matching(
+                new_layout,
+                &layer_read,
+                &interesting,
+                Some(spool(new_layout)?),
+            )
+            .map_err(|e| err(new_layout, e))?,
+        )
+    };
+    let decided = |p: &str| {
+        let Some(t) = &top_tree else {
+            return false;
+        };
+        let real = |q: &str| t.get(q).filter(|n| !n.is_implied());
+        real(p).is_some()
+            || ancestry(p).any(|q| t.whiteouts().contains(q))
+            || ancestry(p).skip(1).any(|q| {
+                t.opaque_dirs().contains(q) || real(q).is_some_and(|n| n.kind != Kind::Dir)
+            })
+    };
+    let open = |p: &str| interesting(p) && !decided(p);
+    let one_sided = removed.iter().any(|w| !decided(w))
         || touched
             .iter()
+            .filter(|p| !decided(p))
             .any(|p| old.get(p).is_some() != new.get(p).is_some());
-    let interesting = |p: &str| {
-        touched.contains(p)
-            || std::iter::successors(Some(p), |q| (*q != "/").then(|| crate::image::parent(q)))
-                .any(|q| removed.contains(q))
-    };
-    // Then, where a shared layer can change the answer, each side again with the shared
-    // layers read for those paths only.
+
+    // Then, where a shared layer below the top can change the answer, each side again with
+    // those layers read for the open paths only.
     let mut layers_read = old_layers.iter().filter(|d| !shared(d)).count()
         + new_layers.iter().filter(|d| !shared(d)).count();
-    let mut shared_read: BTreeSet<String> = BTreeSet::new();
-    // Whether a tree of shared layers, read for the interesting paths, has any of them, or a
+    // Whether a tree of shared layers, read for the open paths, has any of them, or a
     // whiteout over one.
     let covers = |t: &ImageTree| {
         t.iter().any(|(p, _)| p != "/")
-            || t.whiteouts().iter().any(|w| {
+            || t.whiteouts().iter().chain(t.opaque_dirs()).any(|w| {
                 let below = format!("{w}/");
-                interesting(w)
+                open(w)
                     || touched
                         .range(below.clone()..)
                         .next()
@@ -167,36 +230,38 @@ pub fn compare(
             layers
                 .iter()
                 .enumerate()
-                .filter(|(i, d)| shared(d) && keep(*i))
+                .filter(|(i, d)| shared(d) && !top.contains(d) && keep(*i))
                 .map(|(_, d)| d.as_str())
                 .collect()
         };
         // Shared layers below the differing ones tell "added" from "replaced" and "removed"
-        // from "uncovered": read when a path is on one side only or a whiteout removes one.
+        // from "uncovered": read when an open path is on one side only or a whiteout removes
+        // one.
         let mut needed = if one_sided {
             shared_where(&|i| i < lowest)
         } else {
             BTreeSet::new()
         };
-        // Shared layers above them (small, as a rule: other daemons' layers) may cover a
-        // path: a first look for the interesting paths says whether they cover any.
-        let above = shared_where(&|i| i > lowest);
-        if !above.is_empty() {
-            shared_read.extend(above.iter().map(|d| d.to_string()));
+        // Shared layers between differing ones may cover a path: a first look for the open
+        // paths says whether they cover any.
+        let between = shared_where(&|i| i > lowest);
+        if !between.is_empty() {
+            shared_read.extend(between.iter().map(|d| d.to_string()));
             let seen = ImageTree::from_oci_layers_matching(
                 layout,
                 &|d| {
-                    if above.contains(d) {
+                    if between.contains(d) {
                         LayerRead::Matching
                     } else {
                         LayerRead::Skip
                     }
                 },
-                &interesting,
+                &open,
+                Some(spool(layout)?),
             )
             .map_err(|e| err(layout, e))?;
             if covers(&seen) {
-                needed.extend(above);
+                needed.extend(between);
             }
         }
         if needed.is_empty() {
@@ -213,7 +278,8 @@ pub fn compare(
                     LayerRead::Skip
                 }
             },
-            &interesting,
+            &open,
+            Some(spool(layout)?),
         )
         .map_err(|e| err(layout, e))
     };
@@ -224,7 +290,7 @@ pub fn compare(
         .iter()
         .map(|(p, _)| p)
         .chain(new.iter().map(|(p, _)| p))
-        .filter(|p| p.as_str() != "/" && interesting(p))
+        .filter(|p| p.as_str() != "/" && open(p))
         .collect();
     let mut changes = Vec::new();
     for path in paths {
@@ -442,6 +508,59 @@ mod tests {
             .collect();
         assert_eq!(got, [("/opt/app/run", vec!["content"])]);
         assert_eq!(d.layers_read, 3);
+
+        // A shared layer between two differing ones covers the path the lower one changed:
+        // the same on both sides; the upper differing layers' own change is reported.
+        let mid: &[Entry] = &[Entry::File("/opt/app/run", "from the middle")];
+        let old_layers = layout(
+            &work.path().join("o4"),
+            &[base, old_top, mid, &[Entry::File("/srv/b", "1")]],
+        );
+        let new_layers = layout(
+            &work.path().join("n4"),
+            &[
+                base,
+                &[Entry::File("/opt/app/run", "2")],
+                mid,
+                &[Entry::File("/srv/b", "22")],
+            ],
+        );
+        let d = compare(
+            &work.path().join("o4"),
+            &work.path().join("n4"),
+            &old_layers,
+            &new_layers,
+        )
+        .unwrap();
+        let got: Vec<(&str, Vec<&str>)> = d
+            .changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.changes.clone()))
+            .collect();
+        assert_eq!(got, [("/srv/b", vec!["content", "size"])]);
+
+        // A shared layer on top that removes what a differing layer changed: gone on both
+        // sides, nothing to report.
+        let old_layers = layout(
+            &work.path().join("o5"),
+            &[base, old_top, &[Entry::Whiteout("/opt/app")]],
+        );
+        let new_layers = layout(
+            &work.path().join("n5"),
+            &[
+                base,
+                &[Entry::File("/opt/app/run", "2")],
+                &[Entry::Whiteout("/opt/app")],
+            ],
+        );
+        let d = compare(
+            &work.path().join("o5"),
+            &work.path().join("n5"),
+            &old_layers,
+            &new_layers,
+        )
+        .unwrap();
+        assert!(d.changes.is_empty(), "{:?}", d.changes);
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct Node {
     /// For a device node or FIFO: which one (None for everything else).
     pub device: Option<Device>,
     content: Content,
+    /// A directory no input named, made because something inside it was named.
+    implied: bool,
 }
 
 /// A device node or FIFO, as a layer records it.
@@ -145,7 +147,14 @@ impl Node {
             mtime: 0,
             device: None,
             content: Content::None,
+            implied: false,
         }
+    }
+
+    /// Whether this is a directory no input named, only made to hold what was named inside
+    /// it (a layer or a path filter may leave a parent out).
+    pub fn is_implied(&self) -> bool {
+        self.implied
     }
 
     /// setuid, setgid, or file capabilities: the loader runs it in secure mode. (For a
@@ -225,8 +234,10 @@ pub struct ImageTree {
     pub manifest: Option<ManifestInfo>,
     /// Set while file contents go to a spool file instead of memory.
     spool: Option<Spool>,
-    /// Every path a layer's whiteout removed and every directory a layer made opaque.
+    /// Every path a layer's whiteout removed.
     whiteouts: BTreeSet<String>,
+    /// Every directory a layer made opaque (what lower layers had inside it is hidden).
+    opaque_dirs: BTreeSet<String>,
 }
 
 /// What [`ImageTree::from_oci_layers_matching`] reads of one layer.
@@ -409,16 +420,18 @@ impl ImageTree {
     /// images is refused: say which one by giving a layout with one), each layer verified
     /// against its digest and applied in order.
     pub fn from_oci_layout(dir: &Path) -> Result<ImageTree, ImageError> {
-        Self::from_oci_layers(dir, &|_| true)
+        Self::from_oci_layers(dir, &|_| true, None)
     }
 
     /// The tree of only those layers of the layout's image whose digest `keep` accepts, in
-    /// order (what `kiln diff` reads: the layers one side has and the other has not).
+    /// order (what `kiln diff` reads: the layers one side has and the other has not); file
+    /// contents go to `spool` (an unlinked file) when given, else to memory.
     pub fn from_oci_layers(
         dir: &Path,
         keep: &dyn Fn(&str) -> bool,
+        spool: Option<fs::File>,
     ) -> Result<ImageTree, ImageError> {
-        Self::read_oci(dir, keep, None, None)
+        Self::read_oci(dir, keep, spool, None)
     }
 
     /// The tree of the layout's image with, of each layer `layers` says to read, its
@@ -430,13 +443,19 @@ impl ImageTree {
         dir: &Path,
         layers: &dyn Fn(&str) -> LayerRead,
         paths: &dyn Fn(&str) -> bool,
+        spool: Option<fs::File>,
     ) -> Result<ImageTree, ImageError> {
-        Self::read_oci(dir, &|d| layers(d) != LayerRead::Skip, None, Some(paths))
+        Self::read_oci(dir, &|d| layers(d) != LayerRead::Skip, spool, Some(paths))
     }
 
-    /// The paths whiteouts removed and the directories made opaque, over the layers read.
+    /// The paths whiteouts removed, over the layers read.
     pub fn whiteouts(&self) -> &BTreeSet<String> {
         &self.whiteouts
+    }
+
+    /// The directories layers made opaque, over the layers read.
+    pub fn opaque_dirs(&self) -> &BTreeSet<String> {
+        &self.opaque_dirs
     }
 
     /// The whole image of an OCI layout with every layer streamed (and verified while it
@@ -728,7 +747,7 @@ impl ImageTree {
         if !refused_targets.is_empty() {
             return Ok(refused_targets);
         }
-        self.whiteouts.extend(opaque.iter().cloned());
+        self.opaque_dirs.extend(opaque.iter().cloned());
         self.whiteouts.extend(removed.iter().cloned());
         for dir in opaque {
             let prefix = if dir == "/" {
@@ -794,7 +813,9 @@ impl ImageTree {
             p = parent(&p).to_string();
         }
         for m in missing {
-            self.nodes.insert(m, Node::new(Kind::Dir, 0o755));
+            let mut dir = Node::new(Kind::Dir, 0o755);
+            dir.implied = true;
+            self.nodes.insert(m, dir);
         }
     }
 
@@ -1241,6 +1262,7 @@ mod tests {
             &work.path().join("chain"),
             &|_| LayerRead::Matching,
             &|p| p == "/l299",
+            Some(tempfile::tempfile().unwrap()),
         )
         .unwrap();
         assert_eq!(&*t.read("/l299").unwrap(), b"content");
@@ -1252,9 +1274,12 @@ mod tests {
         ] {
             let dir = work.path().join(name);
             one_layer_layout(&dir, &chain(&links));
-            let e = ImageTree::from_oci_layers_matching(&dir, &|_| LayerRead::Matching, &|p| {
-                p == "/kept"
-            })
+            let e = ImageTree::from_oci_layers_matching(
+                &dir,
+                &|_| LayerRead::Matching,
+                &|p| p == "/kept",
+                None,
+            )
             .err()
             .unwrap_or_else(|| panic!("{name}: accepted"));
             assert!(e.to_string().contains("hard link"), "{name}: {e}");
