@@ -824,7 +824,7 @@ fn an_inputs_archive_rebuilds_the_same_image_with_the_mirror_gone() {
 /// they say which boards there are.
 #[test]
 fn a_release_for_two_boards_is_one_index_and_pull_and_verify_pick_the_board() {
-    use crate::fixture::{base_packages, build_archive, ArchiveSpec, Signer};
+    use crate::fixture::Signer;
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
@@ -833,28 +833,7 @@ fn a_release_for_two_boards_is_one_index_and_pull_and_verify_pick_the_board() {
     assert!(o.status.success(), "{}", text(&o));
     // One recipe listing both boards, each board file naming its own archive.
     let recipe = work.path().join("recipe");
-    let mut boards = Vec::new();
-    for arch in ["arm64", "armhf"] {
-        let archive = build_archive(
-            &work.path().join(format!("archive-{arch}")),
-            ArchiveSpec::new("bookworm", arch, base_packages(arch), &signer),
-        );
-        let scratch = work.path().join(format!("scratch-{arch}"));
-        archive.write_recipe(&scratch, &["hello"], "");
-        let board = std::fs::read_to_string(scratch.join("boards/test.toml"))
-            .unwrap()
-            .replace("name = \"test-board\"", &format!("name = \"robot-{arch}\""));
-        std::fs::create_dir_all(recipe.join("boards")).unwrap();
-        std::fs::write(recipe.join(format!("boards/{arch}.toml")), board).unwrap();
-        let kiln_toml = std::fs::read_to_string(scratch.join("kiln.toml"))
-            .unwrap()
-            .replace(
-                "board = \"boards/test.toml\"",
-                "boards = [\"boards/arm64.toml\", \"boards/armhf.toml\"]",
-            );
-        std::fs::write(recipe.join("kiln.toml"), kiln_toml).unwrap();
-        boards.push(format!("robot-{arch}"));
-    }
+    let boards = crate::fixture::write_two_board_recipe(work.path(), &recipe, &signer, false);
     let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(&recipe)
         .env("KILN_CACHE_DIR", work.path().join("cache"))

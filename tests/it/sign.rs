@@ -251,16 +251,19 @@ fn an_external_sign_command_signs_and_a_bad_one_is_refused() {
     // gives), and a command that signs with another key is refused before anything is written.
     let before = envelope_keyids(&out);
     let other_pub = dir.path().join("hsm.key.pub");
-    let o = run(
-        &["sign"],
-        &[
-            &out,
-            Path::new("--sign-command"),
-            Path::new(&cmd),
-            Path::new("--public-key"),
-            &other_pub,
-        ],
-    );
+    let sign_checked = |public: &Path| {
+        run(
+            &["sign"],
+            &[
+                &out,
+                Path::new("--sign-command"),
+                Path::new(&cmd),
+                Path::new("--public-key"),
+                public,
+            ],
+        )
+    };
+    let o = sign_checked(&other_pub);
     assert!(o.status.success(), "{}", text(&o));
     let named: Vec<String> = envelope_keyids(&out).difference(&before).cloned().collect();
     assert_eq!(named.len(), 1, "{named:?}");
@@ -271,16 +274,7 @@ fn an_external_sign_command_signs_and_a_bad_one_is_refused() {
     assert!(envelope_keyids(&out2).contains(&named[0]));
     assert!(verify(&out, &other, &[]).status.success());
     let unsigned = std::fs::read(out.join("oci/index.json")).unwrap();
-    let o = run(
-        &["sign"],
-        &[
-            &out,
-            Path::new("--sign-command"),
-            Path::new(&cmd),
-            Path::new("--public-key"),
-            &key.with_extension("key.pub"),
-        ],
-    );
+    let o = sign_checked(&key.with_extension("key.pub"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(err.lines().count(), 1, "{err}");

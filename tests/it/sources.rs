@@ -7,7 +7,9 @@
 //! gone; `--only copyleft` leaves an MIT package out; a Sources index or a .dsc that lies
 //! about a tarball is refused in one line and writes nothing.
 
-use crate::fixture::{base_packages, build_archive, kiln, text, ArchiveSpec, Pkg, Signer};
+use crate::fixture::{
+    base_packages, build_archive, kiln, text, write_two_board_recipe, ArchiveSpec, Pkg, Signer,
+};
 use std::path::Path;
 
 const ARCH: &str = "arm64";
@@ -220,29 +222,7 @@ fn a_several_board_build_bundles_the_sources_of_the_board_named() {
     let work = tempfile::tempdir().unwrap();
     let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
     let recipe = work.path().join("recipe");
-    for arch in ["arm64", "armhf"] {
-        let archive = build_archive(
-            &work.path().join(format!("archive-{arch}")),
-            ArchiveSpec {
-                sources: true,
-                ..ArchiveSpec::new("bookworm", arch, base_packages(arch), &signer)
-            },
-        );
-        let scratch = work.path().join(format!("scratch-{arch}"));
-        archive.write_recipe(&scratch, &["hello"], "");
-        let board = std::fs::read_to_string(scratch.join("boards/test.toml"))
-            .unwrap()
-            .replace("name = \"test-board\"", &format!("name = \"robot-{arch}\""));
-        std::fs::create_dir_all(recipe.join("boards")).unwrap();
-        std::fs::write(recipe.join(format!("boards/{arch}.toml")), board).unwrap();
-        let kiln_toml = std::fs::read_to_string(scratch.join("kiln.toml"))
-            .unwrap()
-            .replace(
-                "board = \"boards/test.toml\"",
-                "boards = [\"boards/arm64.toml\", \"boards/armhf.toml\"]",
-            );
-        std::fs::write(recipe.join("kiln.toml"), kiln_toml).unwrap();
-    }
+    write_two_board_recipe(work.path(), &recipe, &signer, true);
     let cache = work.path().join("cache");
     let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -401,22 +401,34 @@ mod tests {
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).unwrap();
         let packed: Vec<_> = layers.iter().map(|l| layer(&blobs, l)).collect();
-        let meta = crate::image::oci::ImageMeta {
-            name: "t".into(),
-            version: "1".into(),
-            arch: crate::arch::DebianArch::Arm64,
-            created: 0,
-            board: "b".into(),
-            suite: "bookworm".into(),
-            compatible: vec![],
-            lock_digest: "sha256:00".into(),
-            history: packed.iter().map(|_| "layer".to_string()).collect(),
-        };
+        let meta = crate::image::oci::test_meta(packed.len());
         crate::image::oci::write_layout(dir, &packed, &meta).unwrap();
         packed
             .iter()
             .map(|l| format!("sha256:{}", l.digest))
             .collect()
+    }
+
+    /// Compares an image of `old` layers with one of `new` layers (written under `work`,
+    /// named by `case`): the diff and its (path, what changed) list.
+    fn diff_of(
+        work: &Path,
+        case: &str,
+        old: &[&[Entry]],
+        new: &[&[Entry]],
+    ) -> (FileDiff, Vec<(String, Vec<&'static str>)>) {
+        let (old_dir, new_dir) = (
+            work.join(format!("old{case}")),
+            work.join(format!("new{case}")),
+        );
+        let (old_layers, new_layers) = (layout(&old_dir, old), layout(&new_dir, new));
+        let d = compare(&old_dir, &new_dir, &old_layers, &new_layers).unwrap();
+        let got = d
+            .changes
+            .iter()
+            .map(|c| (c.path.clone(), c.changes.clone()))
+            .collect();
+        (d, got)
     }
 
     /// Layers both sides share are read for the paths the differing layers touch: a file the
@@ -445,24 +457,20 @@ mod tests {
             Entry::File("/usr/bin/new", "n"),
             Entry::File("/usr/bin/tool-alias", "v2"),
         ];
-        let (old_dir, new_dir) = (work.path().join("old"), work.path().join("new"));
-        let old_layers = layout(&old_dir, &[base, old_top, above]);
-        let new_layers = layout(&new_dir, &[base, new_top, above]);
-        assert_eq!(old_layers[0], new_layers[0]);
-        assert_eq!(old_layers[2], new_layers[2]);
-        let d = compare(&old_dir, &new_dir, &old_layers, &new_layers).unwrap();
-        let got: Vec<(&str, Vec<&str>)> = d
-            .changes
-            .iter()
-            .map(|c| (c.path.as_str(), c.changes.clone()))
-            .collect();
+        let n2: &[Entry] = &[Entry::File("/opt/app/run", "2")];
+        let (d, got) = diff_of(
+            work.path(),
+            "1",
+            &[base, old_top, above],
+            &[base, new_top, above],
+        );
         assert_eq!(
             got,
             vec![
-                ("/etc/hostname", vec!["removed"]),
-                ("/etc/passwd", vec!["content", "size"]),
-                ("/usr/bin/new", vec!["added"]),
-                ("/usr/bin/tool-alias", vec!["content"]),
+                ("/etc/hostname".to_string(), vec!["removed"]),
+                ("/etc/passwd".to_string(), vec!["content", "size"]),
+                ("/usr/bin/new".to_string(), vec!["added"]),
+                ("/usr/bin/tool-alias".to_string(), vec!["content"]),
             ]
         );
         // The two differing layers and the two shared ones.
@@ -470,97 +478,38 @@ mod tests {
 
         // Only a differing layer with paths of its own, nothing shared below it: the shared
         // base is never opened (no path is on one side only).
-        let old_layers = layout(&work.path().join("o2"), &[base, old_top]);
-        let new_layers = layout(
-            &work.path().join("n2"),
-            &[base, &[Entry::File("/opt/app/run", "2")]],
-        );
-        let d = compare(
-            &work.path().join("o2"),
-            &work.path().join("n2"),
-            &old_layers,
-            &new_layers,
-        )
-        .unwrap();
-        let got: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(got, ["/opt/app/run"]);
+        let (d, got) = diff_of(work.path(), "2", &[base, old_top], &[base, n2]);
+        assert_eq!(got, [("/opt/app/run".to_string(), vec!["content"])]);
         assert_eq!(d.layers_read, 2);
 
         // A shared layer above that covers none of the paths: looked at once, and the
         // differing layers' answer stands.
         let unrelated: &[Entry] = &[Entry::File("/srv/other/data", "d")];
-        let old_layers = layout(&work.path().join("o3"), &[base, old_top, unrelated]);
-        let new_layers = layout(
-            &work.path().join("n3"),
-            &[base, &[Entry::File("/opt/app/run", "2")], unrelated],
+        let (d, got) = diff_of(
+            work.path(),
+            "3",
+            &[base, old_top, unrelated],
+            &[base, n2, unrelated],
         );
-        let d = compare(
-            &work.path().join("o3"),
-            &work.path().join("n3"),
-            &old_layers,
-            &new_layers,
-        )
-        .unwrap();
-        let got: Vec<(&str, Vec<&str>)> = d
-            .changes
-            .iter()
-            .map(|c| (c.path.as_str(), c.changes.clone()))
-            .collect();
-        assert_eq!(got, [("/opt/app/run", vec!["content"])]);
+        assert_eq!(got, [("/opt/app/run".to_string(), vec!["content"])]);
         assert_eq!(d.layers_read, 3);
 
         // A shared layer between two differing ones covers the path the lower one changed:
         // the same on both sides; the upper differing layers' own change is reported.
         let mid: &[Entry] = &[Entry::File("/opt/app/run", "from the middle")];
-        let old_layers = layout(
-            &work.path().join("o4"),
+        let (_, got) = diff_of(
+            work.path(),
+            "4",
             &[base, old_top, mid, &[Entry::File("/srv/b", "1")]],
+            &[base, n2, mid, &[Entry::File("/srv/b", "22")]],
         );
-        let new_layers = layout(
-            &work.path().join("n4"),
-            &[
-                base,
-                &[Entry::File("/opt/app/run", "2")],
-                mid,
-                &[Entry::File("/srv/b", "22")],
-            ],
-        );
-        let d = compare(
-            &work.path().join("o4"),
-            &work.path().join("n4"),
-            &old_layers,
-            &new_layers,
-        )
-        .unwrap();
-        let got: Vec<(&str, Vec<&str>)> = d
-            .changes
-            .iter()
-            .map(|c| (c.path.as_str(), c.changes.clone()))
-            .collect();
-        assert_eq!(got, [("/srv/b", vec!["content", "size"])]);
+        assert_eq!(got, [("/srv/b".to_string(), vec!["content", "size"])]);
 
         // A shared layer on top that removes what a differing layer changed: gone on both
         // sides, nothing to report.
-        let old_layers = layout(
-            &work.path().join("o5"),
-            &[base, old_top, &[Entry::Whiteout("/opt/app")]],
-        );
-        let new_layers = layout(
-            &work.path().join("n5"),
-            &[
-                base,
-                &[Entry::File("/opt/app/run", "2")],
-                &[Entry::Whiteout("/opt/app")],
-            ],
-        );
-        let d = compare(
-            &work.path().join("o5"),
-            &work.path().join("n5"),
-            &old_layers,
-            &new_layers,
-        )
-        .unwrap();
-        assert!(d.changes.is_empty(), "{:?}", d.changes);
+        let gone: &[Entry] = &[Entry::Whiteout("/opt/app")];
+        let (_, got) = diff_of(work.path(), "5", &[base, old_top, gone], &[base, n2, gone]);
+        assert!(got.is_empty(), "{got:?}");
     }
 
     #[test]

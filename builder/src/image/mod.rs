@@ -1216,18 +1216,7 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar",
             entries: 0,
         };
-        let meta = oci::ImageMeta {
-            name: "t".into(),
-            version: "1".into(),
-            arch: crate::arch::DebianArch::Arm64,
-            created: 0,
-            board: "b".into(),
-            suite: "bookworm".into(),
-            compatible: vec![],
-            lock_digest: "sha256:00".into(),
-            history: vec!["layer".into()],
-        };
-        oci::write_layout(dir, &[layer], &meta).unwrap();
+        oci::write_layout(dir, &[layer], &oci::test_meta(1)).unwrap();
     }
 
     /// Reading only some paths of a layer: a kept hard link gets its content through a chain

@@ -85,6 +85,22 @@ pub struct ImageMeta {
     pub history: Vec<String>,
 }
 
+/// What a test image says about itself: `layers` layers, arm64, created at the epoch.
+#[cfg(test)]
+pub(crate) fn test_meta(layers: usize) -> ImageMeta {
+    ImageMeta {
+        name: "t".into(),
+        version: "1".into(),
+        arch: crate::arch::DebianArch::Arm64,
+        created: 0,
+        board: "b".into(),
+        suite: "bookworm".into(),
+        compatible: vec![],
+        lock_digest: "sha256:00".into(),
+        history: vec!["layer".into(); layers],
+    }
+}
+
 /// The written image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
