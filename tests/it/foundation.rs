@@ -1603,7 +1603,8 @@ fn decompression_bombs_keep_peak_memory_bounded() {
 
 /// An image holding one 384 MiB file exports as a tar in well under that much memory: its
 /// contents spool to an unlinked file beside the output and stream into the tar, never all
-/// in memory (nor mapped); nothing is left beside the output.
+/// in memory (nor mapped); nothing is left beside the output; `kiln check` of that tar
+/// streams it too.
 #[test]
 fn a_large_file_exports_within_bounded_memory() {
     const SIZE: u64 = 384 << 20;
@@ -1640,6 +1641,29 @@ fn a_large_file_exports_within_bounded_memory() {
     );
     let size = std::fs::metadata(recipe.join("image.tar")).unwrap().len();
     assert!(size > SIZE, "the export is {size} bytes");
+    // kiln check reads that tar streamed (its contents spooled), within the same bound.
+    let (o, kib) = kiln_peak_rss(
+        &recipe,
+        &cache,
+        &["check", "image.tar", "--board", "boards/test.toml"],
+    );
+    assert!(
+        o.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        fixture::text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("files"),
+        "{}",
+        fixture::text(&o)
+    );
+    eprintln!("kiln check of that tar: peak RSS {} MiB", kib / 1024);
+    assert!(
+        kib * 1024 < SIZE / 3,
+        "kiln check peaked at {} MiB for a {} MiB file",
+        kib / 1024,
+        SIZE >> 20
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&recipe)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -303,21 +303,31 @@ pub fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Reads a file given on the command line whole, refusing a FIFO or device without waiting on
-/// it (a tar given to `kiln check` or `kiln export`).
-fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
+/// Opens a file given on the command line (a tar given to `kiln check`), refusing a FIFO or
+/// device without waiting on it.
+fn open_regular_file(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
+    if !file.metadata()?.is_file() {
         return Err(io::Error::other("is not a regular file"));
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut data)?;
-    Ok(data)
+    Ok(file)
+}
+
+/// The compression a stream's first bytes announce (gzip, zstd, xz), or none: a plain tar.
+fn sniff_compression(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Compression::Xz
+    } else {
+        Compression::None
+    }
 }
 
 impl ImageTree {
@@ -335,8 +345,26 @@ impl ImageTree {
             }
             return ImageTree::from_dir(path);
         }
-        let data = read_regular_file(path).map_err(|e| image_err(path.display(), e))?;
-        ImageTree::from_tar_bytes(&data, &path.display().to_string())
+        // A tar streams through its decompressor, file contents to an unlinked temporary
+        // file: a robot's rootfs tarball is never held whole.
+        let label = path.display().to_string();
+        let fail = |e: io::Error| image_err(&label, e);
+        let mut file = io::BufReader::new(open_regular_file(path).map_err(fail)?);
+        let head = io::BufRead::fill_buf(&mut file).map_err(fail)?;
+        let compression = sniff_compression(head);
+        let spool = tempfile::tempfile().map_err(fail)?;
+        let mut tree = ImageTree {
+            source: label.clone(),
+            spool: Some(Spool {
+                file: Arc::new(spool),
+                end: 0,
+            }),
+            ..ImageTree::default()
+        };
+        tree.add_root();
+        let decoder = compression.decoder(file).map_err(fail)?;
+        tree.apply_tar_from(decoder, &label, false)?;
+        Ok(tree)
     }
 
     /// Reads a tar (optionally gzip/zstd/xz compressed) held in memory; `label` names it in
@@ -1144,15 +1172,10 @@ fn has_capability_xattr(root: &crate::inroot::ImageRoot, path: &str) -> bool {
 
 /// Undoes gzip/zstd/xz around a tar given to `kiln check`, recognised by magic bytes.
 fn decompress_if_needed(data: &[u8]) -> io::Result<std::borrow::Cow<'_, [u8]>> {
-    let compression = if data.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Compression::Xz
-    } else {
+    let compression = sniff_compression(data);
+    if compression == Compression::None {
         return Ok(std::borrow::Cow::Borrowed(data));
-    };
+    }
     let mut out = Vec::new();
     compression.decoder(data)?.read_to_end(&mut out)?;
     Ok(std::borrow::Cow::Owned(out))
