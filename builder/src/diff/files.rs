@@ -108,135 +108,196 @@ fn enabled_units(tree: &ImageTree) -> BTreeSet<String> {
         .collect()
 }
 
-/// Compares the files of OLD's and NEW's images, whose layers (digests, bottom first) are
-/// `old_layers` and `new_layers`.
-pub fn compare(
-    old_layout: &Path,
-    new_layout: &Path,
-    old_layers: &[String],
-    new_layers: &[String],
-) -> Result<FileDiff, DiffError> {
-    let err = |layout: &Path, e: crate::image::ImageError| DiffError {
+/// An unlinked temporary file for layer contents: they go there, not to memory (a changed
+/// base layer of a robot's image is larger than a reviewer's laptop or a CI runner should
+/// hold).
+fn spool(layout: &Path) -> Result<std::fs::File, DiffError> {
+    tempfile::tempfile().map_err(|e| DiffError {
+        path: layout.to_path_buf(),
+        reason: format!("a temporary file to read the layers into: {e}"),
+    })
+}
+
+fn unreadable(layout: &Path) -> impl Fn(crate::image::ImageError) -> DiffError + '_ {
+    move |e| DiffError {
         path: layout.to_path_buf(),
         reason: e.to_string(),
-    };
-    // File contents go to unlinked temporary files, not memory: a changed base layer of a
-    // robot's image is larger than a reviewer's laptop or a CI runner should hold.
-    let spool = |layout: &Path| {
-        tempfile::tempfile().map_err(|e| DiffError {
-            path: layout.to_path_buf(),
-            reason: format!("a temporary file to read the layers into: {e}"),
-        })
-    };
-    let old_set: BTreeSet<&str> = old_layers.iter().map(String::as_str).collect();
-    let new_set: BTreeSet<&str> = new_layers.iter().map(String::as_str).collect();
-    let shared = |d: &str| old_set.contains(d) && new_set.contains(d);
-    // First the differing layers alone: the paths they touch.
-    let differing = |layout: &Path| {
-        ImageTree::from_oci_layers(layout, &|d| !shared(d), Some(spool(layout)?))
-            .map_err(|e| err(layout, e))
-    };
-    let (old, new) = (differing(old_layout)?, differing(new_layout)?);
-    let touched: BTreeSet<String> = old
-        .iter()
-        .map(|(p, _)| p)
-        .chain(new.iter().map(|(p, _)| p))
-        .filter(|p| p.as_str() != "/")
-        .cloned()
-        .collect();
-    let removed: BTreeSet<String> = [&old, &new]
-        .iter()
-        .flat_map(|t| t.whiteouts().iter().chain(t.opaque_dirs()))
-        .cloned()
-        .collect();
-    let interesting = |p: &str| touched.contains(p) || ancestry(p).any(|q| removed.contains(q));
-    let mut shared_read: BTreeSet<String> = BTreeSet::new();
+    }
+}
 
-    // Shared layers above every differing layer, the same ones in the same order on both
-    // sides, decide alike on both sides each path they hold or remove: such a path is the
-    // same whatever lies below, and nothing below is read for it.
-    let on_top = |layers: &[String]| {
-        layers
+/// Reads the layers `read` says to from the layout's image, keeping the paths `paths` wants.
+fn read_layers(
+    layout: &Path,
+    read: &dyn Fn(&str) -> LayerRead,
+    paths: &dyn Fn(&str) -> bool,
+) -> Result<ImageTree, DiffError> {
+    ImageTree::from_oci_layers_matching(layout, read, paths, Some(spool(layout)?))
+        .map_err(unreadable(layout))
+}
+
+/// Reads exactly the layers in `these`, for the paths `paths` wants.
+fn read_only(
+    layout: &Path,
+    these: &dyn Fn(&str) -> bool,
+    paths: &dyn Fn(&str) -> bool,
+) -> Result<ImageTree, DiffError> {
+    let read = |d: &str| {
+        if these(d) {
+            LayerRead::Matching
+        } else {
+            LayerRead::Skip
+        }
+    };
+    read_layers(layout, &read, paths)
+}
+
+/// What the two images share and where their differing layers reach: the plan that decides
+/// which shared layers must be read, and for which paths.
+struct Overlap<'a> {
+    /// Layer digests on both sides.
+    shared: BTreeSet<&'a str>,
+    /// Paths the differing layers hold.
+    touched: BTreeSet<String>,
+    /// Paths the differing layers remove (whiteouts, opaque directories).
+    removed: BTreeSet<String>,
+    /// Shared layers above every differing one, the same in the same order on both sides.
+    top: Vec<String>,
+    /// Those top layers, read for the interesting paths.
+    top_tree: Option<ImageTree>,
+}
+
+impl<'a> Overlap<'a> {
+    /// Plans from the layers both sides have and the trees of the differing layers alone.
+    fn new(
+        shared: BTreeSet<&'a str>,
+        old_layers: &[String],
+        new_layers: &[String],
+        old: &ImageTree,
+        new: &ImageTree,
+    ) -> Self {
+        let touched = old
             .iter()
-            .rposition(|d| !shared(d))
-            .map(|i| layers[i + 1..].to_vec())
-    };
-    let top: Vec<String> = match (on_top(old_layers), on_top(new_layers)) {
-        (Some(a), Some(b)) if a == b => a,
-        _ => Vec::new(),
-    };
-    let top_tree = if top.is_empty() {
-        None
-    } else {
-        shared_read.extend(top.iter().cloned());
-        let layer_read = |d: &str| {
-            if top.iter().any(|t| t == d) {
-                LayerRead::Matching
-            } else {
-                LayerRead::Skip
-            }
+            .map(|(p, _)| p)
+            .chain(new.iter().map(|(p, _)| p))
+            .filter(|p| p.as_str() != "/")
+            .cloned()
+            .collect();
+        let removed = [old, new]
+            .iter()
+            .flat_map(|t| t.whiteouts().iter().chain(t.opaque_dirs()))
+            .cloned()
+            .collect();
+        let mut overlap = Overlap {
+            shared,
+            touched,
+            removed,
+            top: Vec::new(),
+            top_tree: None,
         };
-        Some(
-            ImageTree::from_oci_layers_matching(
-                new_layout,
-                &layer_read,
-                &interesting,
-                Some(spool(new_layout)?),
-            )
-            .map_err(|e| err(new_layout, e))?,
-        )
-    };
-    let decided = |p: &str| {
-        let Some(t) = &top_tree else {
+        let on_top = |layers: &[String]| {
+            layers
+                .iter()
+                .rposition(|d| !overlap.is_shared(d))
+                .map(|i| layers[i + 1..].to_vec())
+        };
+        if let (Some(a), Some(b)) = (on_top(old_layers), on_top(new_layers)) {
+            if a == b {
+                overlap.top = a;
+            }
+        }
+        overlap
+    }
+
+    fn is_shared(&self, digest: &str) -> bool {
+        self.shared.contains(digest)
+    }
+
+    /// A path the differing layers hold, or under one they remove.
+    fn interesting(&self, path: &str) -> bool {
+        self.touched.contains(path) || ancestry(path).any(|q| self.removed.contains(q))
+    }
+
+    /// Reads the shared layers on top of every differing one for the interesting paths: a
+    /// path they hold or remove is the same whatever lies below, on both sides, and nothing
+    /// below is read for it.
+    fn settle_by_top(&mut self, layout: &Path) -> Result<(), DiffError> {
+        if !self.top.is_empty() {
+            let tree = read_only(layout, &|d| self.top.iter().any(|t| t == d), &|p| {
+                self.interesting(p)
+            })?;
+            self.top_tree = Some(tree);
+        }
+        Ok(())
+    }
+
+    /// Whether the top layers settle `path`: they hold it, remove it or a parent, or make a
+    /// parent opaque or not a directory.
+    fn settled(&self, path: &str) -> bool {
+        let Some(t) = &self.top_tree else {
             return false;
         };
         let real = |q: &str| t.get(q).filter(|n| !n.is_implied());
-        real(p).is_some()
-            || ancestry(p).any(|q| t.whiteouts().contains(q))
-            || ancestry(p).skip(1).any(|q| {
+        real(path).is_some()
+            || ancestry(path).any(|q| t.whiteouts().contains(q))
+            || ancestry(path).skip(1).any(|q| {
                 t.opaque_dirs().contains(q) || real(q).is_some_and(|n| n.kind != Kind::Dir)
             })
-    };
-    let open = |p: &str| interesting(p) && !decided(p);
-    let one_sided = removed.iter().any(|w| !decided(w))
-        || touched
-            .iter()
-            .filter(|p| !decided(p))
-            .any(|p| old.get(p).is_some() != new.get(p).is_some());
+    }
 
-    // Then, where a shared layer below the top can change the answer, each side again with
-    // those layers read for the open paths only.
-    let mut layers_read = old_layers.iter().filter(|d| !shared(d)).count()
-        + new_layers.iter().filter(|d| !shared(d)).count();
-    // Whether a tree of shared layers, read for the open paths, has any of them, or a
-    // whiteout over one.
-    let covers = |t: &ImageTree| {
+    /// A path whose answer is still open: interesting and not settled by the top layers.
+    fn open(&self, path: &str) -> bool {
+        self.interesting(path) && !self.settled(path)
+    }
+
+    /// Whether an open path is on one side only, or a whiteout removes one: then the shared
+    /// layers below tell "added" from "replaced" and "removed" from "uncovered".
+    fn one_sided(&self, old: &ImageTree, new: &ImageTree) -> bool {
+        self.removed.iter().any(|w| !self.settled(w))
+            || self
+                .touched
+                .iter()
+                .filter(|p| !self.settled(p))
+                .any(|p| old.get(p).is_some() != new.get(p).is_some())
+    }
+
+    /// Whether a tree of shared layers, read for the open paths, has any of them, or a
+    /// whiteout over one.
+    fn covers(&self, t: &ImageTree) -> bool {
         t.iter().any(|(p, _)| p != "/")
             || t.whiteouts().iter().chain(t.opaque_dirs()).any(|w| {
                 let below = format!("{w}/");
-                open(w)
-                    || touched
+                self.open(w)
+                    || self
+                        .touched
                         .range(below.clone()..)
                         .next()
                         .is_some_and(|p| p.starts_with(&below))
             })
-    };
-    let mut whole = |layout: &Path, layers: &[String], partial: ImageTree| {
+    }
+
+    /// One side's tree for the open paths: `partial` (its differing layers) when no shared
+    /// layer below the top can change an answer, else the layers again with those that can.
+    /// The shared layers looked at are added to `shared_read`.
+    fn restack(
+        &self,
+        layout: &Path,
+        layers: &[String],
+        partial: ImageTree,
+        one_sided: bool,
+        shared_read: &mut BTreeSet<String>,
+    ) -> Result<ImageTree, DiffError> {
         let lowest = layers
             .iter()
-            .position(|d| !shared(d))
+            .position(|d| !self.is_shared(d))
             .unwrap_or(layers.len());
         let shared_where = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<&str> {
             layers
                 .iter()
                 .enumerate()
-                .filter(|(i, d)| shared(d) && !top.contains(d) && keep(*i))
+                .filter(|(i, d)| self.is_shared(d) && !self.top.contains(d) && keep(*i))
                 .map(|(_, d)| d.as_str())
                 .collect()
         };
-        // Shared layers below the differing ones tell "added" from "replaced" and "removed"
-        // from "uncovered": read when an open path is on one side only or a whiteout removes
-        // one.
         let mut needed = if one_sided {
             shared_where(&|i| i < lowest)
         } else {
@@ -247,20 +308,8 @@ pub fn compare(
         let between = shared_where(&|i| i > lowest);
         if !between.is_empty() {
             shared_read.extend(between.iter().map(|d| d.to_string()));
-            let seen = ImageTree::from_oci_layers_matching(
-                layout,
-                &|d| {
-                    if between.contains(d) {
-                        LayerRead::Matching
-                    } else {
-                        LayerRead::Skip
-                    }
-                },
-                &open,
-                Some(spool(layout)?),
-            )
-            .map_err(|e| err(layout, e))?;
-            if covers(&seen) {
+            let seen = read_only(layout, &|d| between.contains(d), &|p| self.open(p))?;
+            if self.covers(&seen) {
                 needed.extend(between);
             }
         }
@@ -269,58 +318,85 @@ pub fn compare(
         }
         drop(partial);
         shared_read.extend(needed.iter().map(|d| d.to_string()));
-        ImageTree::from_oci_layers_matching(
+        read_only(
             layout,
-            &|d| {
-                if !shared(d) || needed.contains(d) {
-                    LayerRead::Matching
-                } else {
-                    LayerRead::Skip
-                }
-            },
-            &open,
-            Some(spool(layout)?),
+            &|d| !self.is_shared(d) || needed.contains(d),
+            &|p| self.open(p),
         )
-        .map_err(|e| err(layout, e))
+    }
+}
+
+/// What differs between two states of a path.
+fn what_changed(old: &Option<FileState>, new: &Option<FileState>) -> Vec<&'static str> {
+    match (old, new) {
+        (None, Some(_)) => vec!["added"],
+        (Some(_), None) => vec!["removed"],
+        (Some(a), Some(b)) => {
+            let mut w = Vec::new();
+            if a.kind != b.kind || a.target != b.target {
+                w.push("type");
+            }
+            if a.sha256 != b.sha256 {
+                w.push("content");
+            }
+            if a.mode != b.mode {
+                w.push("mode");
+            }
+            if a.owner != b.owner {
+                w.push("owner");
+            }
+            if a.size != b.size {
+                w.push("size");
+            }
+            w
+        }
+        (None, None) => Vec::new(),
+    }
+}
+
+/// Compares the files of OLD's and NEW's images, whose layers (digests, bottom first) are
+/// `old_layers` and `new_layers`.
+pub fn compare(
+    old_layout: &Path,
+    new_layout: &Path,
+    old_layers: &[String],
+    new_layers: &[String],
+) -> Result<FileDiff, DiffError> {
+    let old_set: BTreeSet<&str> = old_layers.iter().map(String::as_str).collect();
+    let shared: BTreeSet<&str> = new_layers
+        .iter()
+        .map(String::as_str)
+        .filter(|d| old_set.contains(d))
+        .collect();
+    // First the differing layers alone: the paths they touch.
+    let differing = |layout: &Path| {
+        ImageTree::from_oci_layers(layout, &|d| !shared.contains(d), Some(spool(layout)?))
+            .map_err(unreadable(layout))
     };
-    let old = whole(old_layout, old_layers, old)?;
-    let new = whole(new_layout, new_layers, new)?;
-    layers_read += shared_read.len();
+    let (old, new) = (differing(old_layout)?, differing(new_layout)?);
+    let mut overlap = Overlap::new(shared, old_layers, new_layers, &old, &new);
+    overlap.settle_by_top(new_layout)?;
+    let one_sided = overlap.one_sided(&old, &new);
+
+    // Then, where a shared layer below the top can change the answer, each side again with
+    // those layers read for the open paths only.
+    let mut shared_read: BTreeSet<String> = overlap.top.iter().cloned().collect();
+    let old = overlap.restack(old_layout, old_layers, old, one_sided, &mut shared_read)?;
+    let new = overlap.restack(new_layout, new_layers, new, one_sided, &mut shared_read)?;
+    let layers_read = old_layers.iter().filter(|d| !overlap.is_shared(d)).count()
+        + new_layers.iter().filter(|d| !overlap.is_shared(d)).count()
+        + shared_read.len();
     let paths: BTreeSet<&String> = old
         .iter()
         .map(|(p, _)| p)
         .chain(new.iter().map(|(p, _)| p))
-        .filter(|p| p.as_str() != "/" && open(p))
+        .filter(|p| p.as_str() != "/" && overlap.open(p))
         .collect();
     let mut changes = Vec::new();
     for path in paths {
-        let (o, n) = (old.get(path).is_some(), new.get(path).is_some());
-        let o = if o { Some(state(&old, path)?) } else { None };
-        let n = if n { Some(state(&new, path)?) } else { None };
-        let what: Vec<&'static str> = match (&o, &n) {
-            (None, Some(_)) => vec!["added"],
-            (Some(_), None) => vec!["removed"],
-            (Some(a), Some(b)) => {
-                let mut w = Vec::new();
-                if a.kind != b.kind || a.target != b.target {
-                    w.push("type");
-                }
-                if a.sha256 != b.sha256 {
-                    w.push("content");
-                }
-                if a.mode != b.mode {
-                    w.push("mode");
-                }
-                if a.owner != b.owner {
-                    w.push("owner");
-                }
-                if a.size != b.size {
-                    w.push("size");
-                }
-                w
-            }
-            (None, None) => Vec::new(),
-        };
+        let o = old.get(path).map(|_| state(&old, path)).transpose()?;
+        let n = new.get(path).map(|_| state(&new, path)).transpose()?;
+        let what = what_changed(&o, &n);
         if !what.is_empty() {
             changes.push(FileChange {
                 path: path.clone(),

@@ -484,12 +484,33 @@ fn check_image_as_built(
 ) -> Result<Vec<u8>, BuildError> {
     let mut opts = CheckOptions::new(recipe.board.arch);
     opts.waivers = recipe.all_waivers();
+    // Every field a waiver holds, in order, so that any edit to one (even its reason, which
+    // the report prints) is a different key.
+    let waivers_key = serde_json::to_string(
+        &opts
+            .waivers
+            .iter()
+            .map(|w| {
+                [
+                    w.path.as_str(),
+                    w.check.id(),
+                    w.reason.as_str(),
+                    w.expires.as_str(),
+                    w.origin.as_str(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| BuildError::Output {
+        path: layout.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let key = layercache::key(&[
         "image-check",
         manifest_digest,
         &recipe.board.arch.to_string(),
-        &format!("{:?}", opts.waivers),
-        &format!("{:?}", opts.daemon_prefixes),
+        &waivers_key,
+        &opts.daemon_prefixes.join("\n"),
         &opts.today.to_string(),
     ]);
     if let Some(findings) = layercache::restore_check(cache, &key)? {

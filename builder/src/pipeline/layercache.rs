@@ -52,6 +52,23 @@ fn record_path(cache: &Cache, key: &str) -> PathBuf {
     cache.root().join("layers").join(format!("{key}.json"))
 }
 
+/// Writes a cache record whole or not at all: into a temporary file beside `path`, renamed
+/// over it last, so a reader sees the old record, the new one or none, never half of one.
+fn write_record(path: &Path, bytes: &[u8]) -> Result<(), LayerCacheError> {
+    let err = |reason: String| LayerCacheError {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| err("no parent directory".to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+    std::io::Write::write_all(tmp.as_file_mut(), bytes).map_err(|e| err(e.to_string()))?;
+    tmp.persist(path).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
 fn media_type(name: &str) -> Option<&'static str> {
     [
         crate::image::pack::LayerCompression::Zstd.media_type(),
@@ -104,11 +121,7 @@ fn fetch_remote(cache: &Cache, key: &str) -> Result<bool, LayerCacheError> {
         tmp.persist(cache.blob_path(hex))
             .map_err(|e| err(e.to_string()))?;
     }
-    let dir = cache.root().join("layers");
-    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
-    std::fs::write(tmp.path(), &remote.record).map_err(|e| err(e.to_string()))?;
-    tmp.persist(&path).map_err(|e| err(e.to_string()))?;
+    write_record(&path, &remote.record)?;
     Ok(true)
 }
 
@@ -197,12 +210,8 @@ pub fn store(
         entries: layer.entries,
         sbom: Some(debs.to_vec()),
     };
-    let dir = cache.root().join("layers");
-    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
     let record_bytes = serde_json::to_vec(&record).map_err(|e| err(e.to_string()))?;
-    std::fs::write(tmp.path(), &record_bytes).map_err(|e| err(e.to_string()))?;
-    tmp.persist(&path).map_err(|e| err(e.to_string()))?;
+    write_record(&path, &record_bytes)?;
     // The fleet's copy: a registry that fails costs the next runner a rebuild, not this build.
     if let Some(registry) = cache.remote() {
         let pushed = std::fs::File::open(&dest)
@@ -278,12 +287,7 @@ pub fn store_check(cache: &Cache, key: &str, findings: &[u8]) -> Result<(), Laye
         |f| std::io::Write::write_all(f, findings).map_err(|e| err(e.to_string())),
         err,
     )?;
-    let dir = cache.root().join("checks");
-    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
     let record =
         serde_json::to_vec(&CheckRecord { digest, size }).map_err(|e| err(e.to_string()))?;
-    std::fs::write(tmp.path(), &record).map_err(|e| err(e.to_string()))?;
-    tmp.persist(&path).map_err(|e| err(e.to_string()))?;
-    Ok(())
+    write_record(&path, &record)
 }
