@@ -50,6 +50,35 @@ fn standard_archive(dir: &Path, signer: &Signer, packages: Vec<Pkg>) -> Archive 
     build_archive(dir, ArchiveSpec::new("bookworm", ARCH, packages, signer))
 }
 
+/// The standard fixture most tests start from: a signed bookworm archive of the base packages
+/// plus `extra` under a fresh WORK/archive, a recipe at WORK/r asking for `request`, and
+/// WORK/cache for the cache. `work` owns the directory, so keep it bound while testing.
+struct Standard {
+    work: tempfile::TempDir,
+    signer: Signer,
+    archive: Archive,
+    recipe: PathBuf,
+    cache: PathBuf,
+}
+
+fn standard(extra: Vec<Pkg>, request: &[&str]) -> Standard {
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let mut packages = base_packages(ARCH);
+    packages.extend(extra);
+    let archive = standard_archive(&work.path().join("archive"), &signer, packages);
+    let recipe = work.path().join("r");
+    archive.write_recipe(&recipe, request, "");
+    let cache = work.path().join("cache");
+    Standard {
+        work,
+        signer,
+        archive,
+        recipe,
+        cache,
+    }
+}
+
 /// A tar entry of an image layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Item {
@@ -162,14 +191,10 @@ fn status_of(image: &Image) -> String {
 
 #[test]
 fn lock_build_and_inspect_a_fixture_image() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("recipe");
-    archive.write_recipe(&recipe, &["hello"], "");
-    let cache = work.path().join("cache");
+    let fx = standard(vec![], &["hello"]);
+    let (work, archive, recipe, cache) = (&fx.work, &fx.archive, &fx.recipe, &fx.cache);
 
-    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    assert_ok(&kiln(recipe, cache, &["lock"]));
     let lock = std::fs::read_to_string(recipe.join("kiln.lock")).unwrap();
     let names: Vec<&str> = lock
         .lines()
@@ -196,7 +221,7 @@ fn lock_build_and_inspect_a_fixture_image() {
         fixture::sha256(&inrelease)
     )));
 
-    assert_ok(&kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "--locked", "-o", "out"]));
     let layout = recipe.join("out/oci");
     let image = read_image(&layout);
 
@@ -389,15 +414,11 @@ fn same_lock_gives_the_same_digest_in_another_directory_and_time() {
 
 #[test]
 fn locked_build_names_what_changed_and_writes_nothing() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &["hello"], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["lock"]));
-    archive.write_recipe(&recipe, &[], "");
-    let o = kiln(&recipe, &cache, &["build", "--locked", "-o", "out"]);
+    let fx = standard(vec![], &["hello"]);
+    let (archive, recipe, cache) = (&fx.archive, &fx.recipe, &fx.cache);
+    assert_ok(&kiln(recipe, cache, &["lock"]));
+    archive.write_recipe(recipe, &[], "");
+    let o = kiln(recipe, cache, &["build", "--locked", "-o", "out"]);
     assert_refused(
         &o,
         &[
@@ -408,10 +429,10 @@ fn locked_build_names_what_changed_and_writes_nothing() {
     assert!(!recipe.join("out/oci").exists());
 
     // Without --locked but --offline, a stale lock cannot be refreshed either.
-    let o = kiln(&recipe, &cache, &["build", "--offline", "-o", "out"]);
+    let o = kiln(recipe, cache, &["build", "--offline", "-o", "out"]);
     assert_refused(&o, &["does not match the recipe"]);
     // Online and unlocked, kiln re-resolves and rewrites the lock.
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     assert!(!std::fs::read_to_string(recipe.join("kiln.lock"))
         .unwrap()
         .contains("name = \"hello\""));
@@ -557,13 +578,9 @@ fn a_lying_index_entry_never_reaches_the_cache() {
 
 #[test]
 fn corrupt_cache_entries_are_detected_and_refetched() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &[], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let fx = standard(vec![], &[]);
+    let (recipe, cache) = (&fx.recipe, &fx.cache);
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     let digest = read_image(&recipe.join("out/oci")).manifest_digest;
 
     // Truncate one .deb and flip a byte in another; drop the layer records so the base must be
@@ -582,22 +599,18 @@ fn corrupt_cache_entries_are_detected_and_refetched() {
     std::fs::remove_dir_all(cache.join("layers")).unwrap();
 
     // Offline, a corrupt entry is not trusted: it is reported missing.
-    let o = kiln(&recipe, &cache, &["build", "--offline", "-o", "out2"]);
+    let o = kiln(recipe, cache, &["build", "--offline", "-o", "out2"]);
     assert_refused(&o, &["is not in the cache", "--offline"]);
     // Online, it is fetched again and the image is the same.
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out2"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out2"]));
     assert_eq!(read_image(&recipe.join("out2/oci")).manifest_digest, digest);
 }
 
 #[test]
 fn an_unchanged_base_layer_is_reused_and_a_corrupt_one_rebuilt() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &["hello"], "");
-    let cache = work.path().join("cache");
-    let first = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    let fx = standard(vec![], &["hello"]);
+    let (recipe, cache) = (&fx.recipe, &fx.cache);
+    let first = kiln(recipe, cache, &["build", "-o", "out"]);
     assert_ok(&first);
     assert!(!String::from_utf8_lossy(&first.stdout).contains("reused"));
     let digest = read_image(&recipe.join("out/oci")).manifest_digest;
@@ -607,7 +620,7 @@ fn an_unchanged_base_layer_is_reused_and_a_corrupt_one_rebuilt() {
     for h in lock.lines().filter_map(|l| l.strip_prefix("sha256 = \"")) {
         std::fs::remove_file(cache.join("blobs/sha256").join(h.trim_end_matches('"'))).unwrap();
     }
-    let again = kiln(&recipe, &cache, &["build", "--offline", "-o", "out"]);
+    let again = kiln(recipe, cache, &["build", "--offline", "-o", "out"]);
     assert_ok(&again);
     assert!(String::from_utf8_lossy(&again.stdout).contains("base layer reused"));
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
@@ -626,7 +639,7 @@ fn an_unchanged_base_layer_is_reused_and_a_corrupt_one_rebuilt() {
     let mut data = std::fs::read(&blob).unwrap();
     data[100] ^= 0xff;
     std::fs::write(&blob, &data).unwrap();
-    let rebuilt = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    let rebuilt = kiln(recipe, cache, &["build", "-o", "out"]);
     assert_ok(&rebuilt);
     assert!(!String::from_utf8_lossy(&rebuilt.stdout).contains("reused"));
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
@@ -637,13 +650,9 @@ fn an_unchanged_base_layer_is_reused_and_a_corrupt_one_rebuilt() {
 /// a miss and the image is checked again; another waiver is another key, never stale findings.
 #[test]
 fn an_unchanged_image_check_is_reused_and_a_corrupt_one_redone() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &["hello"], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let fx = standard(vec![], &["hello"]);
+    let (archive, recipe, cache) = (&fx.archive, &fx.recipe, &fx.cache);
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     let checked = std::fs::read(recipe.join("out/check.json")).unwrap();
     let records: Vec<PathBuf> = std::fs::read_dir(cache.join("checks"))
         .unwrap()
@@ -671,7 +680,7 @@ fn an_unchanged_image_check_is_reused_and_a_corrupt_one_redone() {
         ),
     )
     .unwrap();
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     assert_eq!(
         std::fs::read(recipe.join("out/check.json")).unwrap(),
         planted
@@ -681,7 +690,7 @@ fn an_unchanged_image_check_is_reused_and_a_corrupt_one_redone() {
     let mut bad = planted.clone();
     bad[3] ^= 0x20;
     std::fs::write(blob(&planted_digest), &bad).unwrap();
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     assert_eq!(
         std::fs::read(recipe.join("out/check.json")).unwrap(),
         checked
@@ -694,7 +703,7 @@ fn an_unchanged_image_check_is_reused_and_a_corrupt_one_redone() {
 
     // A record that is not JSON is a miss too.
     std::fs::write(record, b"not json").unwrap();
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     assert_eq!(
         std::fs::read(recipe.join("out/check.json")).unwrap(),
         checked
@@ -704,11 +713,11 @@ fn an_unchanged_image_check_is_reused_and_a_corrupt_one_redone() {
     // and reports the unused waiver; the same image is built.
     let digest = read_image(&recipe.join("out/oci")).manifest_digest;
     archive.write_recipe(
-        &recipe,
+        recipe,
         &["hello"],
         "\n[[waiver]]\npath = \"/nothing/here\"\ncheck = \"textrel\"\nreason = \"stale\"\nexpires = \"2999-01-01\"\n",
     );
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, digest);
     let waived = String::from_utf8(std::fs::read(recipe.join("out/check.json")).unwrap()).unwrap();
     assert!(waived.contains("/nothing/here"), "{waived}");
@@ -813,24 +822,20 @@ fn a_symlink_climbing_above_the_root_resolves_inside_it() {
 /// Builds the base fixture into out/, then rebuilds with `extra` packages requested; asserts the
 /// rebuild left the previous image and nothing else in out/, and returns what it printed.
 fn rebuild_that_fails(extra: Vec<Pkg>) -> Output {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &[], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let fx = standard(vec![], &[]);
+    let (work, signer, recipe, cache) = (&fx.work, &fx.signer, &fx.recipe, &fx.cache);
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     let before = read_image(&recipe.join("out/oci")).manifest_digest;
 
     let names: Vec<String> = extra.iter().map(|p| p.name.clone()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut pkgs = base_packages(ARCH);
     pkgs.extend(extra);
-    let archive2 = standard_archive(&work.path().join("archive2"), &signer, pkgs);
-    archive2.write_recipe(&recipe, &names, "");
+    let archive2 = standard_archive(&work.path().join("archive2"), signer, pkgs);
+    archive2.write_recipe(recipe, &names, "");
     let provenance_before = std::fs::read(recipe.join("out/provenance.json")).unwrap();
     let check_before = std::fs::read(recipe.join("out/check.json")).unwrap();
-    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    let o = kiln(recipe, cache, &["build", "-o", "out"]);
     assert_eq!(read_image(&recipe.join("out/oci")).manifest_digest, before);
     // The layout, the check record and the provenance of the same (previous) image, nothing else.
     assert_eq!(std::fs::read_dir(recipe.join("out")).unwrap().count(), 3);
@@ -917,31 +922,23 @@ fn stretch_style_archive_with_expired_key_and_old_compressions() {
 
 #[test]
 fn detached_release_signature_is_used_when_inrelease_is_missing() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
+    let fx = standard(vec![], &[]);
+    let (archive, recipe, cache) = (&fx.archive, &fx.recipe, &fx.cache);
     std::fs::remove_file(archive.dists().join("InRelease")).unwrap();
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &[], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["lock"]));
+    assert_ok(&kiln(recipe, cache, &["lock"]));
     // ...and a Release modified after signing is refused.
     let release = archive.dists().join("Release");
     let text = std::fs::read_to_string(&release).unwrap();
     std::fs::write(&release, text.replace("kiln fixture", "kiln fixturE")).unwrap();
-    let o = kiln(&recipe, &cache, &["lock"]);
+    let o = kiln(recipe, cache, &["lock"]);
     assert_refused(&o, &["Release", "no valid signature"]);
 }
 
 #[test]
 fn bad_recipes_get_one_line_naming_file_line_and_key() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    let cache = work.path().join("cache");
-    archive.write_recipe(&recipe, &["no-such-package"], "");
-    let o = kiln(&recipe, &cache, &["lock"]);
+    let fx = standard(vec![], &["no-such-package"]);
+    let (recipe, cache) = (&fx.recipe, &fx.cache);
+    let o = kiln(recipe, cache, &["lock"]);
     assert_refused(&o, &["'no-such-package' is not in the archive index"]);
 
     let toml = std::fs::read_to_string(recipe.join("kiln.toml")).unwrap();
@@ -950,7 +947,7 @@ fn bad_recipes_get_one_line_naming_file_line_and_key() {
         toml.replace("variant = \"minbase\"", "variant = \"maxbase\""),
     )
     .unwrap();
-    let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+    let o = kiln(recipe, cache, &["build", "-o", "out"]);
     assert_refused(
         &o,
         &[
@@ -962,11 +959,11 @@ fn bad_recipes_get_one_line_naming_file_line_and_key() {
     let board = recipe.join("boards/test.toml");
     let text = std::fs::read_to_string(&board).unwrap();
     std::fs::write(&board, text.replace("arch = \"arm64\"", "arch = \"arm65\"")).unwrap();
-    let o = kiln(&recipe, &cache, &["lock"]);
+    let o = kiln(recipe, cache, &["lock"]);
     assert_refused(&o, &["test.toml:2: key 'arch'", "arm65"]);
 
     std::fs::write(&board, text.replace("[debian]", "[debian]\nmirorr = \"x\"")).unwrap();
-    let o = kiln(&recipe, &cache, &["lock"]);
+    let o = kiln(recipe, cache, &["lock"]);
     assert_refused(&o, &["test.toml:6", "mirorr"]);
     std::fs::write(recipe.join("kiln.toml"), &toml).unwrap();
 
@@ -977,7 +974,7 @@ fn bad_recipes_get_one_line_naming_file_line_and_key() {
         text.replace(keyring_line, "keyring = \"/dev/zero\""),
     )
     .unwrap();
-    let o = kiln(&recipe, &cache, &["lock"]);
+    let o = kiln(recipe, cache, &["lock"]);
     assert_refused(
         &o,
         &["debian.keyring", "/dev/zero", "is not a regular file"],
@@ -993,7 +990,7 @@ fn bad_recipes_get_one_line_naming_file_line_and_key() {
         ),
     )
     .unwrap();
-    let o = kiln(&recipe, &cache, &["lock"]);
+    let o = kiln(recipe, cache, &["lock"]);
     // Unreachable: an environment failure (exit 2), named without the credentials.
     assert_eq!(o.status.code(), Some(2), "{}", text_of(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", text_of(&o));
@@ -1034,7 +1031,7 @@ fn bad_recipes_get_one_line_naming_file_line_and_key() {
         ),
     ] {
         std::fs::write(recipe.join("kiln.toml"), toml.replace(from, &to)).unwrap();
-        let o = kiln(&recipe, &cache, &["build", "-o", "out"]);
+        let o = kiln(recipe, cache, &["build", "-o", "out"]);
         assert_refused(&o, &needles);
     }
     assert!(!recipe.join("out").exists());
@@ -1152,17 +1149,13 @@ fn version_order_agrees_with_dpkg_on_generated_pairs() {
 
 #[test]
 fn fetches_over_http_in_parallel_and_refuses_a_truncated_download() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &["hello"], "");
+    let fx = standard(vec![], &["hello"]);
+    let (work, archive, recipe, cache) = (&fx.work, &fx.archive, &fx.recipe, &fx.cache);
     let server = fixture::HttpServer::serve(&archive.mirror, &[]);
     let board = recipe.join("boards/test.toml");
     let text = std::fs::read_to_string(&board).unwrap();
     std::fs::write(&board, text.replace(&archive.mirror_url(), &server.url)).unwrap();
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     // InRelease, Packages.xz and seven .debs.
     assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 9);
     let layer = read_image(&recipe.join("out/oci")).config["rootfs"].clone();
@@ -1189,7 +1182,7 @@ fn fetches_over_http_in_parallel_and_refuses_a_truncated_download() {
     let cut = fixture::HttpServer::serve(&archive.mirror, &[".deb"]);
     std::fs::write(&board, text.replace(&archive.mirror_url(), &cut.url)).unwrap();
     let cache3 = work.path().join("cache3");
-    let o = kiln(&recipe, &cache3, &["build", "-o", "out3"]);
+    let o = kiln(recipe, &cache3, &["build", "-o", "out3"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert_eq!(
@@ -1205,16 +1198,12 @@ fn fetches_over_http_in_parallel_and_refuses_a_truncated_download() {
 /// skopeo and umoci (from Debian, installed by ci/setup) read what kiln writes.
 #[test]
 fn real_oci_tools_accept_the_layout() {
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let archive = standard_archive(&work.path().join("archive"), &signer, base_packages(ARCH));
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &["hello"], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let fx = standard(vec![], &["hello"]);
+    let (work, recipe, cache) = (&fx.work, &fx.recipe, &fx.cache);
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     assert_ok(&kiln(
-        &recipe,
-        &cache,
+        recipe,
+        cache,
         &["build", "--locked", "--compression", "gzip", "-o", "gz"],
     ));
     let layout = recipe.join("out/oci");
@@ -1320,14 +1309,9 @@ fn leak(s: String) -> &'static str {
 /// directory is byte-identical afterwards and that a refused build left no `out/`.
 fn contained(canary: &Path, extra: Vec<Pkg>, request: &[&str]) -> Output {
     let before = hostile_tree::snapshot(canary);
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let mut pkgs = base_packages(ARCH);
-    pkgs.extend(extra);
-    let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, request, "");
-    let o = kiln(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
+    let fx = standard(extra, request);
+    let (recipe, cache) = (&fx.recipe, &fx.cache);
+    let o = kiln(recipe, cache, &["build", "-o", "out"]);
     assert_eq!(
         before,
         hostile_tree::snapshot(canary),
@@ -1579,14 +1563,9 @@ fn decompression_bombs_keep_peak_memory_bounded() {
     ));
     for (pkg, refused) in [(data_bomb, None), (control_bomb, Some("control-bomb"))] {
         let name = pkg.name.clone();
-        let work = tempfile::tempdir().unwrap();
-        let signer = signer();
-        let mut pkgs = base_packages(ARCH);
-        pkgs.push(pkg);
-        let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
-        let recipe = work.path().join("r");
-        archive.write_recipe(&recipe, &[&name], "");
-        let (o, kib) = kiln_peak_rss(&recipe, &work.path().join("cache"), &["build", "-o", "out"]);
+        let fx = standard(vec![pkg], &[&name]);
+        let (recipe, cache) = (&fx.recipe, &fx.cache);
+        let (o, kib) = kiln_peak_rss(recipe, cache, &["build", "-o", "out"]);
         eprintln!("{name}: kiln peak RSS {} MiB", kib / 1024);
         match refused {
             None => assert_ok(&o),
@@ -1613,18 +1592,12 @@ fn a_large_file_exports_within_bounded_memory() {
         "data.tar.zst".into(),
         fixture::zstd_tar(&[], &[("./usr/share/big/zeros", SIZE)]),
     ));
-    let work = tempfile::tempdir().unwrap();
-    let signer = signer();
-    let mut pkgs = base_packages(ARCH);
-    pkgs.push(big);
-    let archive = standard_archive(&work.path().join("archive"), &signer, pkgs);
-    let recipe = work.path().join("r");
-    archive.write_recipe(&recipe, &["big-file"], "");
-    let cache = work.path().join("cache");
-    assert_ok(&kiln(&recipe, &cache, &["build", "-o", "out"]));
+    let fx = standard(vec![big], &["big-file"]);
+    let (recipe, cache) = (&fx.recipe, &fx.cache);
+    assert_ok(&kiln(recipe, cache, &["build", "-o", "out"]));
     let (o, kib) = kiln_peak_rss(
-        &recipe,
-        &cache,
+        recipe,
+        cache,
         &["export", "out", "--format", "tar", "-o", "image.tar"],
     );
     assert_ok(&o);
@@ -1643,8 +1616,8 @@ fn a_large_file_exports_within_bounded_memory() {
     assert!(size > SIZE, "the export is {size} bytes");
     // kiln check reads that tar streamed (its contents spooled), within the same bound.
     let (o, kib) = kiln_peak_rss(
-        &recipe,
-        &cache,
+        recipe,
+        cache,
         &["check", "image.tar", "--board", "boards/test.toml"],
     );
     assert!(
@@ -1664,7 +1637,7 @@ fn a_large_file_exports_within_bounded_memory() {
         kib / 1024,
         SIZE >> 20
     );
-    let leftovers: Vec<_> = std::fs::read_dir(&recipe)
+    let leftovers: Vec<_> = std::fs::read_dir(recipe)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".kiln") || n.starts_with(".tmp"))
