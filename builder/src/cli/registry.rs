@@ -1,6 +1,7 @@
 //! `kiln push` and `kiln pull`: thin adapters over [`kiln::registry`].
 
 use crate::cli::report::{failed, layout_of};
+use kiln::image::layout::board_outputs;
 use kiln::registry::{ConnectOptions, Reference, TransferError};
 use std::path::Path;
 use std::process::ExitCode;
@@ -65,27 +66,6 @@ pub fn run_push(
             ExitCode::SUCCESS
         }
         Err(e) => failed(&e),
-    }
-}
-
-/// `out` itself when it is a build's output or a layout; else the boards' outputs in it (what
-/// `kiln build` writes for a recipe listing several boards: `OUT/BOARD/oci`), by name.
-fn board_outputs(out: &Path) -> Vec<std::path::PathBuf> {
-    if layout_of(out).exists() {
-        return vec![out.to_path_buf()];
-    }
-    let mut boards: Vec<std::path::PathBuf> = std::fs::read_dir(out)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("oci/index.json").is_file())
-        .collect();
-    boards.sort();
-    if boards.is_empty() {
-        vec![out.to_path_buf()]
-    } else {
-        boards
     }
 }
 

@@ -125,6 +125,27 @@ pub fn layout_for_board(out: &Path, board: Option<&str>) -> PathBuf {
     }
 }
 
+/// `out` itself when it is a build's output or a layout; else the boards' outputs in it (what
+/// `kiln build` writes for a recipe listing several boards: `OUT/BOARD/oci`), by name.
+pub fn board_outputs(out: &Path) -> Vec<PathBuf> {
+    if layout_of(out).exists() {
+        return vec![out.to_path_buf()];
+    }
+    let mut boards: Vec<PathBuf> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("oci/index.json").is_file())
+        .collect();
+    boards.sort();
+    if boards.is_empty() {
+        vec![out.to_path_buf()]
+    } else {
+        boards
+    }
+}
+
 impl<'a> Layout<'a> {
     /// Opens the layout at `path` (a directory, not a symlink to one).
     pub fn open(path: &'a Path) -> Result<Layout<'a>, LayoutError> {
@@ -316,6 +337,30 @@ impl<'a> Layout<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn board_outputs_are_the_boards_in_name_order_or_the_output_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        for board in ["zeta", "alpha"] {
+            std::fs::create_dir_all(out.join(board).join("oci")).unwrap();
+            std::fs::write(out.join(board).join("oci/index.json"), "{}").unwrap();
+        }
+        // A directory without a layout in it is not a board's output.
+        std::fs::create_dir_all(out.join("notes")).unwrap();
+        assert_eq!(
+            board_outputs(out),
+            vec![out.join("alpha"), out.join("zeta")]
+        );
+        // A single board's output, and a layout named directly, are themselves.
+        let alpha = out.join("alpha");
+        assert_eq!(board_outputs(&alpha), vec![alpha.clone()]);
+        std::fs::write(alpha.join("oci/oci-layout"), "{}").unwrap();
+        assert_eq!(board_outputs(&alpha.join("oci")), vec![alpha.join("oci")]);
+        // Nothing there: the path itself, for the caller to name in its error.
+        let empty = out.join("notes");
+        assert_eq!(board_outputs(&empty), vec![empty.clone()]);
+    }
 
     fn layout_with(index: &serde_json::Value, blobs: &[&[u8]]) -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();

@@ -259,14 +259,14 @@ pub fn restore(
     let lock_path = recipe.lock_path();
     let wrote_lock = match std::fs::read(&lock_path) {
         Ok(local) if local == archive.lock => false,
-        Ok(_) => {
+        Ok(local) => {
             return Err(refused(
                 &what,
                 format!(
                     "archives the inputs of another lock (sha256:{}) than {} (sha256:{}); check out the release it was made for",
                     crate::digest::sha256_hex(&archive.lock),
                     lock_path.display(),
-                    crate::digest::sha256_hex(&std::fs::read(&lock_path).unwrap_or_default())
+                    crate::digest::sha256_hex(&local)
                 ),
             ))
         }
