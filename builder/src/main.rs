@@ -152,6 +152,7 @@ fn main() -> ExitCode {
             allow_unavailable,
             cache,
             board,
+            dsc_keyrings,
         } => cli::review::run_sources(cli::review::SourcesRequest {
             out: &out,
             output: &output,
@@ -161,6 +162,7 @@ fn main() -> ExitCode {
             offline,
             allow_unavailable,
             cache,
+            dsc_keyrings,
         }),
         Command::Push {
             out,

@@ -35,11 +35,13 @@ fn packages() -> Vec<Pkg> {
     p
 }
 
-/// Builds the fixture recipe against an archive with sources (whose index or .dsc may lie).
+/// Builds the fixture recipe against an archive with sources (whose index or .dsc may lie,
+/// and whose .dsc files an uploader may have signed).
 fn built(
     work: &Path,
     lie_about_source: Option<&str>,
     lie_in_dsc: Option<&str>,
+    dsc_signer: Option<&Signer>,
 ) -> std::path::PathBuf {
     let signer = Signer::new("kiln fixture archive <archive@kiln.invalid>", "never", None);
     let archive = build_archive(
@@ -48,6 +50,7 @@ fn built(
             sources: true,
             lie_about_source,
             lie_in_dsc,
+            dsc_signer,
             ..ArchiveSpec::new("bookworm", ARCH, packages(), &signer)
         },
     );
@@ -73,7 +76,7 @@ fn sources(recipe: &Path, cache: &Path, extra: &[&str]) -> std::process::Output 
 #[test]
 fn the_bundle_holds_every_verified_source_and_rebuilds_offline_bit_for_bit() {
     let work = tempfile::tempdir().unwrap();
-    let recipe = built(work.path(), None, None);
+    let recipe = built(work.path(), None, None, None);
     let cache = work.path().join("cache");
 
     let o = sources(&recipe, &cache, &["-o", "bundle"]);
@@ -197,7 +200,7 @@ fn an_index_or_dsc_that_lies_about_a_file_is_refused_and_nothing_is_written() {
         (None, Some("gpl-src"), "other files or digests"),
     ] {
         let work = tempfile::tempdir().unwrap();
-        let recipe = built(work.path(), lie_about_source, lie_in_dsc);
+        let recipe = built(work.path(), lie_about_source, lie_in_dsc, None);
         let o = sources(&recipe, &work.path().join("cache"), &["-o", "bundle.tar"]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr).to_string();
@@ -210,6 +213,163 @@ fn an_index_or_dsc_that_lies_about_a_file_is_refused_and_nothing_is_written() {
             .filter(|n| n.starts_with(".tmp") || n.starts_with(".kiln"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+/// The fingerprints of a signer's primary key and subkeys, in gpg's order.
+fn fingerprints(signer: &Signer) -> Vec<String> {
+    String::from_utf8(signer.gpg(&["--with-colons", "--list-keys"]))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|l| l.trim_end_matches(':').to_string())
+        .collect()
+}
+
+/// The `.dsc` files signed by an uploader with a signing subkey, as Debian developers sign,
+/// not by the archive: without their keyring each is "not verified", saying why; with it,
+/// verified by the subkey, and still after the subkey was superseded a year later (a
+/// retirement does not reach back, RFC 9580 5.2.3.31); never once the whole key was revoked
+/// as compromised. An uploaders' keyring that is not there, or not a keyring, is refused in
+/// one line naming it, and nothing is written.
+#[test]
+fn a_dsc_signed_by_an_uploader_is_verified_with_their_keyring_unless_compromised() {
+    let work = tempfile::tempdir().unwrap();
+    let mut uploader = Signer::new(
+        "Uploader <uploader@kiln.invalid>",
+        "never",
+        Some("20240101T000000"),
+    );
+    let primary = fingerprints(&uploader)[0].clone();
+    uploader.gpg_fed(
+        Some("20240102T000000"),
+        &[
+            "--passphrase",
+            "",
+            "--quick-add-key",
+            &primary,
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        "",
+    );
+    let subkey = fingerprints(&uploader)[1].clone();
+    // gpg signs with the newest signing subkey.
+    uploader.fake_time = Some("20240201T000000".into());
+    let recipe = built(work.path(), None, None, Some(&uploader));
+    let cache = work.path().join("cache");
+
+    let keyring = |name: &str| {
+        let path = work.path().join(name);
+        uploader.export(&path);
+        path
+    };
+    let current = keyring("uploader.gpg");
+    let edit = |time: &str, answers: &str| {
+        uploader.gpg_fed(
+            Some(time),
+            &[
+                "--passphrase",
+                "",
+                "--command-fd",
+                "0",
+                "--edit-key",
+                &primary,
+            ],
+            answers,
+        );
+    };
+    // Subkey 1 revoked in 2025, reason 2: "key is superseded".
+    edit(
+        "20250101T000000",
+        "key 1\nrevkey\ny\n2\nsuperseded\n\ny\nsave\n",
+    );
+    let superseded = keyring("superseded.gpg");
+    // The whole key revoked in 2025, reason 1: "key has been compromised".
+    edit("20250201T000000", "revkey\ny\n1\nlost\n\ny\nsave\n");
+    let only_compromised = keyring("only-compromised.gpg");
+    // Beside another uploader's key: a keyring whose every key was revoked is refused whole.
+    let compromised = work.path().join("compromised.gpg");
+    let other = Signer::new("Other <other@kiln.invalid>", "never", None);
+    other.export(&compromised);
+    let mut both = std::fs::read(&only_compromised).unwrap();
+    both.extend(std::fs::read(&compromised).unwrap());
+    std::fs::write(&compromised, both).unwrap();
+
+    let verdict = |out: &str, keyrings: &[&Path]| -> String {
+        let mut args = vec!["-o", out, "--offline"];
+        for k in keyrings {
+            args.extend(["--dsc-keyring", k.to_str().unwrap()]);
+        }
+        let o = sources(&recipe, &cache, &args);
+        assert!(o.status.success(), "{}", text(&o));
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(recipe.join(out).join("index.json")).unwrap())
+                .unwrap();
+        index["debian"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == "gpl-src")
+            .unwrap_or_else(|| panic!("{index}"))["dsc_signature"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Online once, to fill the cache; the board's keyring alone does not hold the uploader.
+    let o = sources(&recipe, &cache, &["-o", "first"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let alone = verdict("alone", &[]);
+    assert!(
+        alone.starts_with("not verified (in no keyring: ")
+            && alone.contains(&format!("signature by {subkey} does not verify")),
+        "{alone}"
+    );
+    assert_eq!(
+        verdict("current", &[&current]),
+        format!("verified: {subkey} (uploader.gpg)")
+    );
+    assert_eq!(
+        verdict("superseded", &[&compromised, &superseded]),
+        format!("verified: {subkey} (superseded.gpg)")
+    );
+    let revoked = verdict("revoked", &[&compromised]);
+    assert!(
+        revoked.contains(&format!(
+            "compromised.gpg: key {subkey} was revoked by its owner at 2025-02-01T00:00:00Z"
+        )),
+        "{revoked}"
+    );
+
+    std::fs::write(work.path().join("junk.gpg"), b"not a keyring").unwrap();
+    for (keyring, needle) in [
+        (work.path().join("absent.gpg"), "absent.gpg"),
+        (
+            work.path().join("junk.gpg"),
+            "junk.gpg: holds no valid OpenPGP public key",
+        ),
+        (
+            only_compromised,
+            "only-compromised.gpg: every key it holds was revoked",
+        ),
+    ] {
+        let o = sources(
+            &recipe,
+            &cache,
+            &[
+                "-o",
+                "refused.tar",
+                "--offline",
+                "--dsc-keyring",
+                keyring.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!recipe.join("refused.tar").exists());
     }
 }
 

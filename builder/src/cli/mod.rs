@@ -383,6 +383,11 @@ pub enum Command {
         /// (OUT is then the build's output, OUT/BOARD its image).
         #[arg(long)]
         board: Option<String>,
+        /// An uploaders' keyring for the `.dsc` files' own signatures, tried after the board's
+        /// (repeatable; Debian's: /usr/share/keyrings/debian-keyring.gpg and
+        /// debian-maintainers.gpg, package debian-keyring).
+        #[arg(long = "dsc-keyring", value_name = "KEYRING")]
+        dsc_keyrings: Vec<PathBuf>,
     },
     /// X.509 certificates for RAUC: an offline CA, and release certificates it issues.
     Cert {

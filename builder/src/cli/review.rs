@@ -58,6 +58,8 @@ pub struct SourcesRequest<'a> {
     pub allow_unavailable: bool,
     /// `--cache`.
     pub cache: Option<std::path::PathBuf>,
+    /// `--dsc-keyring`: the uploaders' keyrings for the `.dsc` signatures.
+    pub dsc_keyrings: Vec<std::path::PathBuf>,
 }
 
 /// `kiln sources OUT -o DEST`: exit 0 with a summary, non-zero with one line naming what and
@@ -77,6 +79,7 @@ pub fn run_sources(r: SourcesRequest) -> ExitCode {
         offline: r.offline,
         progress: std::io::stderr().is_terminal(),
         allow_unavailable: r.allow_unavailable,
+        dsc_keyrings: r.dsc_keyrings,
     };
     let run = || -> Result<_, sources::SourcesError> {
         let cache = kiln::pipeline::fetch::Cache::open(&cache_dir)?;
@@ -96,7 +99,12 @@ pub fn run_sources(r: SourcesRequest) -> ExitCode {
     let verified = g
         .debian
         .iter()
-        .filter(|s| matches!(s.dsc_signature, DscSignature::Verified(_)))
+        .filter(|s| matches!(s.dsc_signature, DscSignature::Verified { .. }))
+        .count();
+    let signed = g
+        .debian
+        .iter()
+        .filter(|s| !matches!(s.dsc_signature, DscSignature::Unsigned))
         .count();
     for u in &g.unavailable {
         eprintln!(
@@ -128,11 +136,12 @@ pub fn run_sources(r: SourcesRequest) -> ExitCode {
         );
     }
     println!(
-        "sources of {}: {} Debian source packages ({}, each file verified through the signed Release and Sources; {} .dsc signatures verified with the board's keyring){}, {} of {} Python distributions with an sdist, {} overlay files -> {} ({} files, {})",
+        "sources of {}: {} Debian source packages ({}, each file verified through the signed Release and Sources; {} of {} signed .dsc verified by their own signature){}, {} of {} Python distributions with an sdist, {} overlay files -> {} ({} files, {})",
         g.image,
         g.debian.len(),
         kiln::diff::render::human_bytes(debian_bytes),
         verified,
+        signed,
         [
             (g.excluded.len(), "left out by --only copyleft"),
             (g.unavailable.len(), "unavailable (listed in the index)")

@@ -2,8 +2,11 @@
 //! by a key of the board's keyring that was valid when it mattered.
 //!
 //! The signature arithmetic is rpgp's; what rpgp's `verify()` leaves to the caller is done here
-//! (see FIELD-NOTES): the keyring's self-signatures and subkey bindings are checked, revoked keys
-//! are dropped, and key expiry is evaluated at a reference time. That time is "now" for a live
+//! (see FIELD-NOTES): the keyring's self-signatures and subkey bindings are checked, no
+//! signature of a key revoked as compromised (or for no stated reason) counts, a key its owner
+//! retired or superseded counts only for signatures made before that (and never for a live
+//! suite), and key expiry is
+//! evaluated at a reference time. That time is "now" for a live
 //! suite. For a suite the board marks archived (stretch), Debian's keys have expired since, so
 //! the reference time is the signature's own creation time: a key that was valid when it signed
 //! is accepted, and only for such a board (time-anchored verification rather than the blanket
@@ -59,6 +62,10 @@ pub enum TimeAnchor {
 struct SigningCandidate {
     key: Box<dyn VerifyOnly>,
     fingerprint: String,
+    /// The (sub)key's fingerprint and key id, to try only the keys a signature names.
+    issuer: (pgp::types::Fingerprint, pgp::types::KeyId),
+    /// Its owner's revocation, if any (kept, to say why its signatures do not count).
+    revoked: Option<Revoked>,
     created: u64,
     expires: Option<u64>,
 }
@@ -77,6 +84,49 @@ impl VerifyOnly for pgp::composed::SignedPublicSubKey {
     fn verify(&self, sig: &Signature, data: &[u8]) -> pgp::errors::Result<()> {
         sig.verify(self, data)
     }
+}
+
+/// A key its owner revoked, with a verified revocation signature.
+#[derive(Debug, Clone, Copy)]
+struct Revoked {
+    /// When (the earliest such revocation signature's creation time, seconds since the epoch).
+    at: u64,
+    /// Hard: no reason, "compromised", or another code: none of the key's signatures counts,
+    /// whenever made. Soft ("superseded", "retired"): those made before `at` still do.
+    hard: bool,
+}
+
+impl Revoked {
+    /// The revocation that holds when both `a` and `b` were issued (a primary key's and its
+    /// subkey's): the hard one if one is, else the earlier.
+    fn either(a: Option<Revoked>, b: Option<Revoked>) -> Option<Revoked> {
+        match (a, b) {
+            (Some(a), Some(b)) if a.hard != b.hard => Some(if a.hard { a } else { b }),
+            (Some(a), Some(b)) => Some(Revoked {
+                at: a.at.min(b.at),
+                hard: a.hard,
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What the verified revocation signatures among `sigs` say, RFC 9580 5.2.3.31: "key
+/// superseded" and "key retired" keep the signatures made before the revocation valid (Debian
+/// uploaders rotate signing subkeys this way; gpgv accepts their earlier .dsc signatures); no
+/// reason, "compromised" or any other code voids every signature of the key.
+fn revocation_state<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<Revoked> {
+    use pgp::packet::RevocationCode;
+    let mut state = None;
+    for sig in sigs {
+        let at = sig.created().map(|t| t.as_secs() as u64).unwrap_or(0);
+        let hard = !matches!(
+            sig.revocation_reason_code(),
+            Some(RevocationCode::KeySuperseded | RevocationCode::KeyRetired)
+        );
+        state = Revoked::either(state, Some(Revoked { at, hard }));
+    }
+    state
 }
 
 /// The keys of one keyring file that passed their own self-checks.
@@ -177,8 +227,20 @@ fn self_certified(key: &SignedPublicKey) -> bool {
     certified && direct_ok
 }
 
-/// The largest keyring read (debian-archive-keyring's files are about 100 KiB each).
-const MAX_KEYRING: u64 = 16 << 20;
+/// Whether `sig` may be `cand`'s: it names `cand` as its issuer, or names no issuer at all.
+/// Trying only those keeps a 28 MB uploaders' keyring (thousands of keys) cheap; a signature
+/// whose issuer was altered to name another key fails to verify, as it would anyway.
+fn may_have_made(sig: &Signature, cand: &SigningCandidate) -> bool {
+    let fingerprints = sig.issuer_fingerprint();
+    let ids = sig.issuer_key_id();
+    (fingerprints.is_empty() && ids.is_empty())
+        || fingerprints.iter().any(|f| **f == cand.issuer.0)
+        || ids.iter().any(|k| **k == cand.issuer.1)
+}
+
+/// The largest keyring read: debian-archive-keyring's files are about 100 KiB each, the
+/// uploaders' keyring of the debian-keyring package (for `.dsc` signatures) 28 MB.
+const MAX_KEYRING: u64 = 64 << 20;
 
 /// Reads the regular file `path` (symlinks followed: keyrings live behind them in
 /// /usr/share/keyrings) of at most `max` bytes; a FIFO or device is refused without reading.
@@ -209,7 +271,7 @@ fn read_bounded_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 
 impl Keyring {
     /// Reads a keyring (binary, as Debian ships them, or ASCII-armored) and keeps the keys whose
-    /// self-signatures verify and that are not revoked.
+    /// self-signatures verify, with their owners' revocations; refused if no unrevoked key is left.
     pub fn load(path: &Path) -> Result<Keyring, TrustError> {
         let err = |reason: String| TrustError::Keyring {
             path: path.to_path_buf(),
@@ -234,14 +296,12 @@ impl Keyring {
             if !self_certified(&key) {
                 continue;
             }
-            let revoked = key
-                .details
-                .revocation_signatures
-                .iter()
-                .any(|s| s.verify_key(&key.primary_key).is_ok());
-            if revoked {
-                continue;
-            }
+            let revoked = revocation_state(
+                key.details
+                    .revocation_signatures
+                    .iter()
+                    .filter(|s| s.verify_key(&key.primary_key).is_ok()),
+            );
             let created = key.primary_key.created_at().as_secs() as u64;
             // Only the key's own self-signatures state its expiry: Debian's archive keys carry
             // certifications by other keys, newer than the self-signature and without an
@@ -251,13 +311,12 @@ impl Keyring {
                 if sub.verify_bindings(&key.primary_key).is_err() {
                     continue;
                 }
-                let sub_revoked = sub
-                    .signatures
-                    .iter()
-                    .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation));
-                if sub_revoked {
-                    continue;
-                }
+                // verify_bindings verified the revocations too.
+                let sub_revoked = revocation_state(
+                    sub.signatures
+                        .iter()
+                        .filter(|s| s.typ() == Some(SignatureType::SubkeyRevocation)),
+                );
                 let binding: Vec<&Signature> = sub
                     .signatures
                     .iter()
@@ -270,6 +329,9 @@ impl Keyring {
                 let sub_expires = expiry_from(sub_created, &binding);
                 candidates.push(SigningCandidate {
                     fingerprint: hex::encode_upper(sub.key.fingerprint().as_bytes()),
+                    issuer: (sub.key.fingerprint(), sub.key.legacy_key_id()),
+                    // Revoking the primary key revokes its subkeys.
+                    revoked: Revoked::either(sub_revoked, revoked),
                     key: Box::new(sub.clone()),
                     created: sub_created,
                     // A subkey cannot outlive its primary key.
@@ -281,6 +343,8 @@ impl Keyring {
             }
             candidates.push(SigningCandidate {
                 fingerprint: hex::encode_upper(key.fingerprint().as_bytes()),
+                issuer: (key.fingerprint(), key.legacy_key_id()),
+                revoked,
                 key: Box::new(key),
                 created,
                 expires,
@@ -288,6 +352,12 @@ impl Keyring {
         }
         if candidates.is_empty() {
             return Err(err("holds no valid OpenPGP public key".into()));
+        }
+        if candidates.iter().all(|c| c.revoked.is_some_and(|r| r.hard)) {
+            return Err(err(
+                "every key it holds was revoked by its owner (compromised or for no stated reason)"
+                    .into(),
+            ));
         }
         Ok(Keyring {
             path: path.to_path_buf(),
@@ -299,6 +369,7 @@ impl Keyring {
     pub fn expiries(&self) -> Vec<(String, Option<u64>)> {
         self.candidates
             .iter()
+            .filter(|c| !c.revoked.is_some_and(|r| r.hard))
             .map(|c| (c.fingerprint.clone(), c.expires))
             .collect()
     }
@@ -317,7 +388,7 @@ impl Keyring {
         for sig in sigs {
             let sig_time = sig.created().map(|t| t.as_secs() as u64).unwrap_or(0);
             let mut matched_any = false;
-            for cand in &self.candidates {
+            for cand in self.candidates.iter().filter(|c| may_have_made(sig, c)) {
                 if cand.key.verify(sig, data).is_err() {
                     continue;
                 }
@@ -326,7 +397,34 @@ impl Keyring {
                     TimeAnchor::Now => now,
                     TimeAnchor::SignatureTime => sig_time,
                 };
-                if sig_time < cand.created {
+                // A live suite takes no signature of a revoked key; a time-anchored check
+                // takes those made before the key was retired (not compromised).
+                let void = cand.revoked.filter(|r| {
+                    r.hard
+                        || match anchor {
+                            TimeAnchor::Now => true,
+                            TimeAnchor::SignatureTime => sig_time >= r.at,
+                        }
+                });
+                if let Some(r) = void {
+                    reasons.push(if r.hard {
+                        format!(
+                            "key {} was revoked by its owner at {} (compromised or for no stated reason: none of its signatures counts)",
+                            cand.fingerprint,
+                            crate::timefmt::rfc3339(r.at)
+                        )
+                    } else {
+                        format!(
+                            "key {} was retired by its owner at {}{}",
+                            cand.fingerprint,
+                            crate::timefmt::rfc3339(r.at),
+                            match anchor {
+                                TimeAnchor::Now => "",
+                                TimeAnchor::SignatureTime => ", before it signed",
+                            }
+                        )
+                    });
+                } else if sig_time < cand.created {
                     reasons.push(format!(
                         "signature by {} predates the key",
                         cand.fingerprint
@@ -504,4 +602,31 @@ pub fn verify_detached(
     let signer = keyring.check(what, &sigs, release, anchor)?;
     let text = String::from_utf8(release.to_vec()).map_err(|e| malformed(e.to_string()))?;
     Ok(Verified { text, signer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Revoked;
+
+    fn soft(at: u64) -> Option<Revoked> {
+        Some(Revoked { at, hard: false })
+    }
+
+    fn hard(at: u64) -> Option<Revoked> {
+        Some(Revoked { at, hard: true })
+    }
+
+    /// A primary key's revocation and its subkey's combine: a compromise wins over a
+    /// retirement whatever the dates (its time is the one to report), two retirements take
+    /// the earlier, and none leaves the key unrevoked.
+    #[test]
+    fn revocations_of_a_key_and_its_subkey_combine_hard_first_then_earliest() {
+        let at = |r: Option<Revoked>| r.map(|r| (r.at, r.hard));
+        assert_eq!(at(Revoked::either(soft(10), hard(20))), Some((20, true)));
+        assert_eq!(at(Revoked::either(hard(20), soft(10))), Some((20, true)));
+        assert_eq!(at(Revoked::either(hard(30), hard(20))), Some((20, true)));
+        assert_eq!(at(Revoked::either(soft(30), soft(20))), Some((20, false)));
+        assert_eq!(at(Revoked::either(None, soft(5))), Some((5, false)));
+        assert_eq!(at(Revoked::either(None, None)), None);
+    }
 }

@@ -46,7 +46,7 @@ pub fn debian_dir(s: &DebianSource) -> String {
 
 fn signature_text(s: &DscSignature) -> String {
     match s {
-        DscSignature::Verified(fpr) => format!("verified: {fpr}"),
+        DscSignature::Verified { signer, keyring } => format!("verified: {signer} ({keyring})"),
         DscSignature::Unverified(why) => format!(
             "not verified ({why}); the .dsc is verified through the signed Release and Sources"
         ),

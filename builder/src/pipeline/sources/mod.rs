@@ -5,8 +5,9 @@
 //! and version; the suite's `Sources` index, reached through the signed InRelease (the same
 //! keyring as the build), lists its `.dsc` and files by SHA-256; each file is fetched into the
 //! content-addressed cache and checked against that digest, and each `.dsc` against the index
-//! and its own signature where the board's keyring holds the signer (uploaders' keys are
-//! rarely in an archive keyring: the report says which). The InRelease used is remembered in
+//! and its own signature where a keyring holds the signer: the board's, then the uploaders'
+//! keyrings given (`--dsc-keyring`, from Debian's debian-keyring package: an archive keyring
+//! never holds an uploader's key; the index says which key, or why none). The InRelease used is remembered in
 //! the cache per lock, so `--offline` rebuilds the same bundle from the cache alone, with the
 //! same checks. Add the overlays' own files and the sdists their requirement locks pin;
 //! [`bundle`] writes the result as a directory or a reproducible tar with an index and the
@@ -74,7 +75,7 @@ pub enum Policy {
 }
 
 /// How to gather.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SourcesOptions {
     /// Which packages.
     pub policy: Policy,
@@ -85,6 +86,10 @@ pub struct SourcesOptions {
     /// Leave out (and list) a source package whose files the mirror does not serve (404) or,
     /// offline, the cache does not hold, instead of failing.
     pub allow_unavailable: bool,
+    /// Keyrings of the people who upload to the archive (debian-keyring's
+    /// `/usr/share/keyrings/debian-keyring.gpg`, `debian-maintainers.gpg`), tried after the
+    /// board's for each `.dsc`'s own signature: archive keyrings never hold an uploader's key.
+    pub dsc_keyrings: Vec<PathBuf>,
 }
 
 /// A source package the mirror did not serve: name, version, and the first file missing with
@@ -102,9 +107,15 @@ pub struct Unavailable {
 /// How a `.dsc`'s own signature fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DscSignature {
-    /// Verified with the board's keyring: the signer's fingerprint.
-    Verified(String),
-    /// Signed by a key the keyring does not hold (an uploader's): why it was not verified.
+    /// Verified: the signer's fingerprint, and the keyring (its file name) holding the key.
+    Verified {
+        /// The signing (sub)key's fingerprint.
+        signer: String,
+        /// The file name of the keyring that held it: the board's or a `dsc_keyrings` one.
+        keyring: String,
+    },
+    /// Signed by a key none of the keyrings holds (an uploader's, when no uploaders' keyring
+    /// was given): why it was not verified.
     Unverified(String),
     /// Not signed.
     Unsigned,
@@ -494,8 +505,16 @@ pub fn gather(
             excluded.push((name.clone(), version.clone(), licenses));
         }
     }
-    let keyring =
-        crate::debian::trust::Keyring::load(&board.keyring).map_err(ArchiveError::from)?;
+    let mut keyrings = vec![(
+        crate::debian::trust::Keyring::load(&board.keyring).map_err(ArchiveError::from)?,
+        file_name(&board.keyring),
+    )];
+    for path in &opts.dsc_keyrings {
+        keyrings.push((
+            crate::debian::trust::Keyring::load(path).map_err(ArchiveError::from)?,
+            file_name(path),
+        ));
+    }
     let mut debian = Vec::new();
     let mut unavailable = Vec::new();
     for (e, binaries, licenses) in wanted {
@@ -579,15 +598,7 @@ pub fn gather(
         let dsc_signature = if !dsc.signed {
             DscSignature::Unsigned
         } else {
-            match crate::debian::trust::verify_inrelease(
-                &dsc_url,
-                &dsc_bytes,
-                &keyring,
-                crate::debian::trust::TimeAnchor::SignatureTime,
-            ) {
-                Ok(v) => DscSignature::Verified(v.signer),
-                Err(err) => DscSignature::Unverified(one_line(&err.to_string())),
-            }
+            dsc_signature(&dsc_url, &dsc_bytes, &keyrings)
         };
         // The .dsc first, then the rest by name.
         let mut files: Vec<(SourceFile, PathBuf)> = e.files.iter().cloned().zip(paths).collect();
@@ -694,6 +705,44 @@ fn python_sources(
         }
     }
     Ok(out)
+}
+
+/// A keyring's file name, as the index names it (its directory is this machine's business).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// A signed `.dsc`'s own signature, checked against each keyring in turn (the board's first);
+/// the first that holds a key making a valid signature names it, else every keyring's reason.
+fn dsc_signature(
+    dsc_url: &str,
+    dsc: &[u8],
+    keyrings: &[(crate::debian::trust::Keyring, String)],
+) -> DscSignature {
+    let mut reasons = Vec::new();
+    for (keyring, name) in keyrings {
+        match crate::debian::trust::verify_inrelease(
+            dsc_url,
+            dsc,
+            keyring,
+            crate::debian::trust::TimeAnchor::SignatureTime,
+        ) {
+            Ok(v) => {
+                return DscSignature::Verified {
+                    signer: v.signer,
+                    keyring: name.clone(),
+                }
+            }
+            Err(crate::debian::trust::TrustError::Untrusted { details, .. }) => {
+                reasons.push(format!("{name}: {details}"))
+            }
+            // Not a signature at all: the same for every keyring.
+            Err(err) => return DscSignature::Unverified(one_line(&err.to_string())),
+        }
+    }
+    DscSignature::Unverified(format!("in no keyring: {}", reasons.join("; ")))
 }
 
 /// Every regular file of every overlay's directory, sorted; symlinks and other kinds are left
