@@ -70,7 +70,7 @@ struct SigningCandidate {
     expires: Option<u64>,
 }
 
-trait VerifyOnly {
+trait VerifyOnly: Send + Sync {
     fn verify(&self, sig: &Signature, data: &[u8]) -> pgp::errors::Result<()>;
 }
 
@@ -273,19 +273,28 @@ impl Keyring {
     /// Reads a keyring (binary, as Debian ships them, or ASCII-armored) and keeps the keys whose
     /// self-signatures verify, with their owners' revocations; refused if no unrevoked key is left.
     pub fn load(path: &Path) -> Result<Keyring, TrustError> {
+        // Debian's archive keyring is 100 KiB, its uploaders' 28 MB; a device or FIFO here
+        // must not be read for ever.
+        let bytes = read_bounded_file(path, MAX_KEYRING).map_err(|reason| TrustError::Keyring {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Keyring::from_bytes(path, &bytes)
+    }
+
+    /// [`Keyring::load`] of a keyring's bytes already read; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Keyring, TrustError> {
         let err = |reason: String| TrustError::Keyring {
             path: path.to_path_buf(),
             reason,
         };
-        // Debian's whole keyring is 100 KiB; a device or FIFO here must not be read for ever.
-        let bytes = read_bounded_file(path, MAX_KEYRING).map_err(err)?;
         let armored = bytes.starts_with(b"-----BEGIN");
         let keys: Vec<SignedPublicKey> = if armored {
-            let (iter, _) = SignedPublicKey::from_armor_many(&bytes[..])
+            let (iter, _) = SignedPublicKey::from_armor_many(bytes)
                 .map_err(|e| err(format!("not an OpenPGP keyring: {e}")))?;
             iter.filter_map(Result::ok).collect()
         } else {
-            SignedPublicKey::from_bytes_many(&bytes[..])
+            SignedPublicKey::from_bytes_many(bytes)
                 .map_err(|e| err(format!("not an OpenPGP keyring: {e}")))?
                 .filter_map(Result::ok)
                 .collect()

@@ -95,10 +95,10 @@ fn ancestry(path: &str) -> impl Iterator<Item = &str> {
     std::iter::successors(Some(path), |q| (*q != "/").then(|| crate::image::parent(q)))
 }
 
-/// Enabled units: the links under `/etc/systemd/system/*.wants/`.
-fn enabled_units(tree: &ImageTree) -> BTreeSet<String> {
+/// Enabled units: the links under `/etc/systemd/system/*.wants/`, of the paths `keep` takes.
+fn enabled_units(tree: &ImageTree, keep: &dyn Fn(&str) -> bool) -> BTreeSet<String> {
     tree.iter()
-        .filter(|(_, n)| matches!(n.kind, Kind::Symlink(_)))
+        .filter(|(p, n)| matches!(n.kind, Kind::Symlink(_)) && keep(p))
         .filter_map(|(p, _)| p.strip_prefix("/etc/systemd/system/"))
         .filter(|rest| {
             rest.split_once('/')
@@ -149,6 +149,69 @@ fn read_only(
         }
     };
     read_layers(layout, &read, paths)
+}
+
+/// One side's differing layers, read: all of them stacked (what they touch), and the lowest
+/// run of them alone (usually the base: most of the bytes) when layers lie above it, so that
+/// restacking with shared layers goes on from it instead of reading it again.
+struct Side {
+    /// The differing layers, stacked, every path.
+    partial: ImageTree,
+    /// Where the lowest run of differing layers ends (the first position above it).
+    run_end: usize,
+    /// That run alone, every path, when any layer lies above it.
+    lowest_run: Option<ImageTree>,
+}
+
+impl Side {
+    /// Reads the differing layers of `layers` (the image's, bottom first) from `layout`.
+    fn read(layout: &Path, layers: &[String], shared: &BTreeSet<&str>) -> Result<Side, DiffError> {
+        let differs = |d: &str| !shared.contains(d);
+        let lowest = layers
+            .iter()
+            .position(|d| differs(d))
+            .unwrap_or(layers.len());
+        let run_end = lowest + layers[lowest..].iter().take_while(|d| differs(d)).count();
+        let all = |_: &str| true;
+        let mut partial = ImageTree::from_oci_layers(layout, &|_| false, Some(spool(layout)?))
+            .map_err(unreadable(layout))?;
+        partial
+            .apply_oci_layers_matching(
+                layout,
+                &|i, _| {
+                    if (lowest..run_end).contains(&i) {
+                        LayerRead::Matching
+                    } else {
+                        LayerRead::Skip
+                    }
+                },
+                &all,
+            )
+            .map_err(unreadable(layout))?;
+        let lowest_run = if run_end < layers.len() {
+            Some(partial.fork(Some(spool(layout)?)))
+        } else {
+            None
+        };
+        partial
+            .apply_oci_layers_matching(
+                layout,
+                &|i, d| {
+                    if i >= run_end && differs(d) {
+                        LayerRead::Matching
+                    } else {
+                        LayerRead::Skip
+                    }
+                },
+                &all,
+            )
+            .map_err(unreadable(layout))?;
+        Ok(Side {
+            partial,
+            run_end,
+            lowest_run,
+        })
+    }
 }
 
 /// What the two images share and where their differing layers reach: the plan that decides
@@ -282,10 +345,15 @@ impl<'a> Overlap<'a> {
         &self,
         layout: &Path,
         layers: &[String],
-        partial: ImageTree,
+        side: Side,
         one_sided: bool,
         shared_read: &mut BTreeSet<String>,
     ) -> Result<ImageTree, DiffError> {
+        let Side {
+            partial,
+            run_end,
+            lowest_run,
+        } = side;
         let lowest = layers
             .iter()
             .position(|d| !self.is_shared(d))
@@ -318,12 +386,47 @@ impl<'a> Overlap<'a> {
         }
         drop(partial);
         shared_read.extend(needed.iter().map(|d| d.to_string()));
+        // Every layer needed lies above the lowest differing run: go on from that run as read
+        // (every path of it; only the open ones are compared) instead of reading it again.
+        let needed_above_run = layers
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| needed.contains(d.as_str()))
+            .all(|(i, _)| i >= run_end);
+        if let (Some(mut tree), true) = (lowest_run, needed_above_run) {
+            tree.apply_oci_layers_matching(
+                layout,
+                &|i, d| {
+                    if i >= run_end && (!self.is_shared(d) || needed.contains(d)) {
+                        LayerRead::Matching
+                    } else {
+                        LayerRead::Skip
+                    }
+                },
+                &|p| self.open(p),
+            )
+            .map_err(unreadable(layout))?;
+            return Ok(tree);
+        }
         read_only(
             layout,
             &|d| !self.is_shared(d) || needed.contains(d),
             &|p| self.open(p),
         )
     }
+}
+
+/// Runs `a` on a thread of its own while this one runs `b`, and returns both results (a panic
+/// in `a` goes on here).
+fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        let a = a
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (a, b)
+    })
 }
 
 /// What differs between two states of a path.
@@ -368,21 +471,27 @@ pub fn compare(
         .map(String::as_str)
         .filter(|d| old_set.contains(d))
         .collect();
-    // First the differing layers alone: the paths they touch.
-    let differing = |layout: &Path| {
-        ImageTree::from_oci_layers(layout, &|d| !shared.contains(d), Some(spool(layout)?))
-            .map_err(unreadable(layout))
-    };
-    let (old, new) = (differing(old_layout)?, differing(new_layout)?);
-    let mut overlap = Overlap::new(shared, old_layers, new_layers, &old, &new);
+    // First the differing layers alone: the paths they touch. Each step reads the two sides
+    // at once: a changed base layer is most of the work, and each side's is its own.
+    let (old, new) = both(
+        || Side::read(old_layout, old_layers, &shared),
+        || Side::read(new_layout, new_layers, &shared),
+    );
+    let (old, new) = (old?, new?);
+    let mut overlap = Overlap::new(shared, old_layers, new_layers, &old.partial, &new.partial);
     overlap.settle_by_top(new_layout)?;
-    let one_sided = overlap.one_sided(&old, &new);
+    let one_sided = overlap.one_sided(&old.partial, &new.partial);
 
     // Then, where a shared layer below the top can change the answer, each side again with
     // those layers read for the open paths only.
     let mut shared_read: BTreeSet<String> = overlap.top.iter().cloned().collect();
-    let old = overlap.restack(old_layout, old_layers, old, one_sided, &mut shared_read)?;
-    let new = overlap.restack(new_layout, new_layers, new, one_sided, &mut shared_read)?;
+    let (mut old_read, mut new_read) = (BTreeSet::new(), BTreeSet::new());
+    let (old, new) = both(
+        || overlap.restack(old_layout, old_layers, old, one_sided, &mut old_read),
+        || overlap.restack(new_layout, new_layers, new, one_sided, &mut new_read),
+    );
+    let (old, new) = (old?, new?);
+    shared_read.extend(old_read.into_iter().chain(new_read));
     let layers_read = old_layers.iter().filter(|d| !overlap.is_shared(d)).count()
         + new_layers.iter().filter(|d| !overlap.is_shared(d)).count()
         + shared_read.len();
@@ -406,7 +515,8 @@ pub fn compare(
             });
         }
     }
-    let (uo, un) = (enabled_units(&old), enabled_units(&new));
+    let open = |p: &str| overlap.open(p);
+    let (uo, un) = (enabled_units(&old, &open), enabled_units(&new, &open));
     Ok(FileDiff {
         changes,
         units_enabled: un.difference(&uo).cloned().collect(),
@@ -586,6 +696,49 @@ mod tests {
         let gone: &[Entry] = &[Entry::Whiteout("/opt/app")];
         let (_, got) = diff_of(work.path(), "5", &[base, old_top, gone], &[base, n2, gone]);
         assert!(got.is_empty(), "{got:?}");
+
+        // The base itself differs, and a shared layer between it and a differing top layer
+        // covers some of what it changed: the restacked base (read once, not again) under the
+        // shared layer gives "unchanged" for what that layer holds or removes, and the rest of
+        // the base's and the top's changes stand.
+        let new_base: &[Entry] = &[
+            Entry::File(
+                "/etc/passwd",
+                "root
+less
+",
+            ),
+            Entry::File(
+                "/etc/hostname",
+                "robot-2
+",
+            ),
+            Entry::File("/usr/bin/tool", "v1"),
+            Entry::Link("/usr/bin/tool-alias", "/usr/bin/tool"),
+            Entry::File("/usr/bin/less", "l"),
+            Entry::File("/opt/shared/cfg", "x"),
+        ];
+        let covering: &[Entry] = &[
+            Entry::File(
+                "/etc/passwd",
+                "from the shared layer
+",
+            ),
+            Entry::Whiteout("/etc/hostname"),
+        ];
+        let (_, got) = diff_of(
+            work.path(),
+            "6",
+            &[base, covering, old_top],
+            &[new_base, covering, n2],
+        );
+        assert_eq!(
+            got,
+            vec![
+                ("/opt/app/run".to_string(), vec!["content"]),
+                ("/usr/bin/less".to_string(), vec!["added"]),
+            ]
+        );
     }
 
     #[test]
@@ -599,7 +752,7 @@ mod tests {
             ("etc/systemd/system/a.wants/sub/x.service", "/x"),
         ]);
         assert_eq!(
-            enabled_units(&t).into_iter().collect::<Vec<_>>(),
+            enabled_units(&t, &|_| true).into_iter().collect::<Vec<_>>(),
             ["multi-user.target.wants/beacon.service"]
         );
     }

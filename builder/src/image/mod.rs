@@ -258,6 +258,40 @@ pub struct ManifestInfo {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The one image manifest a layout's index lists (a layout holding several images is refused:
+/// say which one by giving a layout with one), its descriptor and its verified contents.
+fn one_image(
+    layout: &layout::Layout,
+    dir: &Path,
+) -> Result<(oci_spec::image::Descriptor, oci_spec::image::ImageManifest), ImageError> {
+    let index = layout.index()?;
+    let manifests: Vec<&oci_spec::image::Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| layout::entry_kind(d) == layout::EntryKind::Image)
+        .collect();
+    let desc = match manifests.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(image_err(
+                dir.join("index.json").display(),
+                "lists no image manifest",
+            ))
+        }
+        _ => {
+            return Err(image_err(
+                dir.join("index.json").display(),
+                format!(
+                    "lists {} image manifests; check one image at a time",
+                    manifests.len()
+                ),
+            ))
+        }
+    };
+    let (_, manifest) = layout.manifest(&desc)?;
+    Ok((desc, manifest))
+}
+
 /// Splits an image path into its non-empty components.
 fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty())
@@ -493,6 +527,55 @@ impl ImageTree {
         Self::read_oci(dir, &|_| true, Some(spool), None)
     }
 
+    /// A copy of this tree to go on from (more layers applied to it), its further file
+    /// contents going to `spool` (an unlinked file) or memory, never to this tree's spool:
+    /// what `kiln diff` keeps of a side's lowest differing layers, to stack other layers on
+    /// without reading those again.
+    pub fn fork(&self, spool: Option<fs::File>) -> ImageTree {
+        ImageTree {
+            nodes: self.nodes.clone(),
+            source: self.source.clone(),
+            manifest: self.manifest.clone(),
+            spool: spool.map(|file| Spool {
+                file: Arc::new(file),
+                end: 0,
+            }),
+            whiteouts: self.whiteouts.clone(),
+            opaque_dirs: self.opaque_dirs.clone(),
+        }
+    }
+
+    /// Applies to this tree, in order, the layers of the layout's image that `layers` selects
+    /// by position (bottom first, from 0) and digest: their whiteouts and the entries whose
+    /// path `paths` accepts, each layer streamed and verified. The layout must hold the image
+    /// this tree was read from (the manifest digest is compared).
+    pub fn apply_oci_layers_matching(
+        &mut self,
+        dir: &Path,
+        layers: &dyn Fn(usize, &str) -> LayerRead,
+        paths: &dyn Fn(&str) -> bool,
+    ) -> Result<(), ImageError> {
+        let layout = layout::Layout::open(dir)?;
+        let (desc, manifest) = one_image(&layout, dir)?;
+        let ours = self.manifest.as_ref().map(|m| m.digest.as_str());
+        if ours != Some(desc.digest().to_string().as_str()) {
+            return Err(image_err(
+                dir.join("index.json").display(),
+                format!(
+                    "holds image {}, not {} whose layers are being stacked",
+                    desc.digest(),
+                    ours.unwrap_or("the one read")
+                ),
+            ));
+        }
+        self.apply_manifest_layers(
+            &layout,
+            &manifest,
+            &|i, d| layers(i, d) != LayerRead::Skip,
+            Some(paths),
+        )
+    }
+
     fn read_oci(
         dir: &Path,
         keep: &dyn Fn(&str) -> bool,
@@ -502,31 +585,7 @@ impl ImageTree {
         // Every file of the layout is read inside it, once, as a regular file of bounded size:
         // a FIFO, device or symlink out of the layout is refused, never waited on.
         let layout = layout::Layout::open(dir)?;
-        let index = layout.index()?;
-        let manifests: Vec<&oci_spec::image::Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| layout::entry_kind(d) == layout::EntryKind::Image)
-            .collect();
-        let manifest_desc = match manifests.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(image_err(
-                    dir.join("index.json").display(),
-                    "lists no image manifest",
-                ))
-            }
-            _ => {
-                return Err(image_err(
-                    dir.join("index.json").display(),
-                    format!(
-                        "lists {} image manifests; check one image at a time",
-                        manifests.len()
-                    ),
-                ))
-            }
-        };
-        let (_, manifest) = layout.manifest(manifest_desc)?;
+        let (manifest_desc, manifest) = one_image(&layout, dir)?;
         let annotations = manifest
             .annotations()
             .as_ref()
@@ -545,9 +604,22 @@ impl ImageTree {
             ..ImageTree::default()
         };
         tree.add_root();
-        for layer in manifest.layers() {
+        tree.apply_manifest_layers(&layout, &manifest, &|_, d| keep(d), paths)?;
+        Ok(tree)
+    }
+
+    /// Applies the layers of `manifest` that `keep` selects (by position and digest), with
+    /// only the entries `paths` accepts when given.
+    fn apply_manifest_layers(
+        &mut self,
+        layout: &layout::Layout,
+        manifest: &oci_spec::image::ImageManifest,
+        keep: &dyn Fn(usize, &str) -> bool,
+        paths: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<(), ImageError> {
+        for (position, layer) in manifest.layers().iter().enumerate() {
             let digest = layer.digest().to_string();
-            if !keep(&digest) {
+            if !keep(position, &digest) {
                 continue;
             }
             let media = layer.media_type().to_string();
@@ -563,7 +635,7 @@ impl ImageTree {
                 let mut targets: BTreeSet<String> = BTreeSet::new();
                 loop {
                     let accept = |p: &str| paths(p) || targets.contains(p);
-                    let missing = tree.apply_layer_stream(&layout, layer, compression, &accept)?;
+                    let missing = self.apply_layer_stream(layout, layer, compression, &accept)?;
                     if missing.is_empty() {
                         break;
                     }
@@ -577,8 +649,8 @@ impl ImageTree {
                 }
                 continue;
             }
-            if tree.spool.is_some() {
-                tree.apply_layer_stream(&layout, layer, compression, &|_| true)?;
+            if self.spool.is_some() {
+                self.apply_layer_stream(layout, layer, compression, &|_| true)?;
                 continue;
             }
             let bytes = layout.blob(layer, u64::MAX)?;
@@ -587,9 +659,9 @@ impl ImageTree {
                 .decoder(bytes.as_slice())
                 .and_then(|mut d| d.read_to_end(&mut raw))
                 .map_err(|e| image_err(&digest, e))?;
-            tree.apply_tar(&raw, &digest, true)?;
+            self.apply_tar(&raw, &digest, true)?;
         }
-        Ok(tree)
+        Ok(())
     }
 
     /// Applies one layer streamed from its blob (verified as it streams; an altered blob is
