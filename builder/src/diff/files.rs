@@ -90,6 +90,28 @@ fn state(tree: &ImageTree, path: &str) -> Result<FileState, DiffError> {
     })
 }
 
+/// Whether `path` is the same on both sides: kind (and symlink target), mode, owner and
+/// bytes. Equal bytes are found by comparing them, not hashing both: a changed base layer
+/// puts thousands of unchanged files here, and only a changed one's digest is reported.
+fn same(old: &ImageTree, new: &ImageTree, path: &str) -> Result<bool, DiffError> {
+    let (Some(a), Some(b)) = (old.get(path), new.get(path)) else {
+        return Ok(false);
+    };
+    if a.kind != b.kind || a.mode != b.mode || a.uid != b.uid || a.gid != b.gid {
+        return Ok(false);
+    }
+    if a.kind != Kind::File {
+        return Ok(true);
+    }
+    let read = |tree: &ImageTree| {
+        tree.read(path).map_err(|e| DiffError {
+            path: tree.source.clone().into(),
+            reason: format!("{path}: {e}"),
+        })
+    };
+    Ok(*read(old)? == *read(new)?)
+}
+
 /// `path` and each of its parents up to `/`.
 fn ancestry(path: &str) -> impl Iterator<Item = &str> {
     std::iter::successors(Some(path), |q| (*q != "/").then(|| crate::image::parent(q)))
@@ -503,6 +525,9 @@ pub fn compare(
         .collect();
     let mut changes = Vec::new();
     for path in paths {
+        if same(&old, &new, path)? {
+            continue;
+        }
         let o = old.get(path).map(|_| state(&old, path)).transpose()?;
         let n = new.get(path).map(|_| state(&new, path)).transpose()?;
         let what = what_changed(&o, &n);
