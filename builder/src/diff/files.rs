@@ -163,14 +163,20 @@ fn read_only(
     these: &dyn Fn(&str) -> bool,
     paths: &dyn Fn(&str) -> bool,
 ) -> Result<ImageTree, DiffError> {
-    let read = |d: &str| {
-        if these(d) {
+    let read = layers_where(|_, d| these(d));
+    read_layers(layout, &|d| read(0, d), paths)
+}
+
+/// `LayerRead::Matching` for the layers `keep` takes (by position, bottom first, and digest),
+/// the others skipped.
+fn layers_where(keep: impl Fn(usize, &str) -> bool) -> impl Fn(usize, &str) -> LayerRead {
+    move |i, d| {
+        if keep(i, d) {
             LayerRead::Matching
         } else {
             LayerRead::Skip
         }
-    };
-    read_layers(layout, &read, paths)
+    }
 }
 
 /// One side's differing layers, read: all of them stacked (what they touch), and the lowest
@@ -179,6 +185,8 @@ fn read_only(
 struct Side {
     /// The differing layers, stacked, every path.
     partial: ImageTree,
+    /// The position of the lowest differing layer (the layer count if none differs).
+    lowest: usize,
     /// Where the lowest run of differing layers ends (the first position above it).
     run_end: usize,
     /// That run alone, every path, when any layer lies above it.
@@ -200,13 +208,7 @@ impl Side {
         partial
             .apply_oci_layers_matching(
                 layout,
-                &|i, _| {
-                    if (lowest..run_end).contains(&i) {
-                        LayerRead::Matching
-                    } else {
-                        LayerRead::Skip
-                    }
-                },
+                &layers_where(|i, _| (lowest..run_end).contains(&i)),
                 &all,
             )
             .map_err(unreadable(layout))?;
@@ -218,18 +220,13 @@ impl Side {
         partial
             .apply_oci_layers_matching(
                 layout,
-                &|i, d| {
-                    if i >= run_end && differs(d) {
-                        LayerRead::Matching
-                    } else {
-                        LayerRead::Skip
-                    }
-                },
+                &layers_where(|i, d| i >= run_end && differs(d)),
                 &all,
             )
             .map_err(unreadable(layout))?;
         Ok(Side {
             partial,
+            lowest,
             run_end,
             lowest_run,
         })
@@ -373,13 +370,10 @@ impl<'a> Overlap<'a> {
     ) -> Result<ImageTree, DiffError> {
         let Side {
             partial,
+            lowest,
             run_end,
             lowest_run,
         } = side;
-        let lowest = layers
-            .iter()
-            .position(|d| !self.is_shared(d))
-            .unwrap_or(layers.len());
         let shared_where = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<&str> {
             layers
                 .iter()
@@ -418,13 +412,7 @@ impl<'a> Overlap<'a> {
         if let (Some(mut tree), true) = (lowest_run, needed_above_run) {
             tree.apply_oci_layers_matching(
                 layout,
-                &|i, d| {
-                    if i >= run_end && (!self.is_shared(d) || needed.contains(d)) {
-                        LayerRead::Matching
-                    } else {
-                        LayerRead::Skip
-                    }
-                },
+                &layers_where(|i, d| i >= run_end && (!self.is_shared(d) || needed.contains(d))),
                 &|p| self.open(p),
             )
             .map_err(unreadable(layout))?;
